@@ -1,0 +1,442 @@
+"""The continuation document, schema version 1 (DESIGN.md section 2, G11).
+
+A :class:`Continuation` holds the root :class:`Frame` of a suspended run. Each frame holds one
+agent's native state (serialized by the framework's own adapters) and its pending calls; a
+pending call of kind ``child`` holds the frame of the sub-agent it is waiting on, so the tree
+can be arbitrarily deep and may mix frameworks.
+
+Everything but ``signature`` and ``decisions`` is signed. Decisions live outside the signed
+part and are bound to their call by ``(path, tool, args_digest)``.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+
+from ._signing import ALGORITHM, Keyring, canonical_json, digest
+from .errors import (
+    MalformedContinuation,
+    UnknownPath,
+    UnsignedContinuation,
+    UnsupportedSchemaVersion,
+)
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "Approve",
+    "CallKind",
+    "Continuation",
+    "Decision",
+    "DecisionRecord",
+    "Deny",
+    "Frame",
+    "PendingCall",
+    "Request",
+    "Respond",
+    "Signature",
+    "json_schema",
+]
+
+SCHEMA_VERSION = 1
+
+CallKind = Literal["approval", "input", "child"]
+Path = tuple[str, ...]
+
+# Loading upgrades older documents through these pure functions: _MIGRATIONS[n] takes a
+# version-n document (a dict) and returns a version n+1 document.
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+
+class Approve(_Model):
+    """Run the pending call, optionally with edited args (validated against the tool schema)."""
+
+    kind: Literal["approve"] = "approve"
+    args: dict[str, Any] | None = None
+
+
+class Deny(_Model):
+    """Do not run the call; the model receives ``message`` as the call's result."""
+
+    kind: Literal["deny"] = "deny"
+    message: str = "The tool call was denied."
+
+
+class Respond(_Model):
+    """Answer an ``input`` call (an external tool or a question) with ``value``."""
+
+    kind: Literal["respond"] = "respond"
+    value: Any = None
+
+
+Decision = Annotated[Approve | Deny | Respond, Field(discriminator="kind")]
+
+
+class DecisionRecord(_Model):
+    """One decision, bound to its pending call, with who made it and when."""
+
+    path: tuple[str, ...]
+    tool: str
+    args_digest: str
+    decision: Decision
+    by: str | None = None
+    at: datetime = Field(default_factory=_now)
+    comment: str | None = None
+
+
+class Signature(_Model):
+    """The MAC over the signed part, with its algorithm and key id."""
+
+    alg: Literal["HMAC-SHA256"] = ALGORITHM
+    kid: str
+    mac: str
+
+
+class PendingCall(_Model):
+    """A tool call that has not run.
+
+    Attributes:
+        call_id: The framework's tool-call id (unique within its frame only).
+        tool: The tool name.
+        args: The normalized args (always a dict).
+        kind: ``approval`` waits for a person, ``input`` for a value from outside, ``child``
+            for a suspended sub-agent whose frame is in ``child``.
+        reason: Why a person must decide, shown in a UI.
+        expires_at: The deadline for a decision, if any (G8).
+        args_schema: The tool's JSON Schema, used to validate edited args.
+        child: The suspended sub-agent's frame, for ``child`` calls.
+        metadata: Adapter-owned data needed to resume this call (JSON only).
+    """
+
+    call_id: str
+    tool: str
+    args: dict[str, Any] = Field(default_factory=dict)
+    kind: CallKind
+    reason: str | None = None
+    expires_at: datetime | None = None
+    args_schema: dict[str, Any] | None = None
+    child: Frame | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @property
+    def segment(self) -> str:
+        """This call's path segment: ``"<tool>:<call_id>"``."""
+        return f"{self.tool}:{self.call_id}"
+
+    @property
+    def args_digest(self) -> str:
+        """The digest that decisions are bound to."""
+        return digest(self.args)
+
+
+class Frame(_Model):
+    """The state of one agent at one level of a suspended run.
+
+    Attributes:
+        framework: The adapter that owns ``state`` (e.g. ``"pydantic-ai"``).
+        agent: The agent's name.
+        fingerprint: Tool name to digest of its parameter schema, to detect drift (G10).
+        state: The framework's native state, serialized by the framework's own adapters.
+        pending: The calls this frame is waiting on.
+        policy_state: Suspension-policy counters and budgets (G7).
+        suspended_by: ``"calls"`` when waiting on pending calls, else the policy that fired.
+    """
+
+    framework: str
+    agent: str
+    fingerprint: dict[str, str] = Field(default_factory=dict)
+    state: dict[str, Any] = Field(default_factory=dict)
+    pending: tuple[PendingCall, ...] = ()
+    policy_state: dict[str, Any] = Field(default_factory=dict)
+    suspended_by: str = "calls"
+
+
+class Request(_Model):
+    """The flat view of one leaf pending call, for a UI.
+
+    It names what will actually run: the innermost tool and its args, never the synthetic
+    delegating call.
+    """
+
+    path: tuple[str, ...]
+    agents: tuple[str, ...]
+    tool: str
+    args: dict[str, Any]
+    kind: Literal["approval", "input"]
+    reason: str | None = None
+    expires_at: datetime | None = None
+
+
+def _walk(frame: Frame, path: Path, agents: tuple[str, ...]) -> Iterator[tuple[Path, tuple[str, ...], PendingCall]]:
+    chain = (*agents, frame.agent)
+    for call in frame.pending:
+        here = (*path, call.segment)
+        if call.kind == "child":
+            if call.child is not None:
+                yield from _walk(call.child, here, chain)
+        else:
+            yield here, chain, call
+
+
+class Continuation(_Model):
+    """The whole state of a suspended run, as one signed, versioned document.
+
+    Instances are immutable: :meth:`approve`, :meth:`deny` and :meth:`respond` return a new
+    continuation with the decision attached.
+    """
+
+    schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex)
+    run_id: str
+    seq: int = 0
+    created_at: datetime = Field(default_factory=_now)
+    root: Frame
+    signature: Signature | None = None
+    decisions: tuple[DecisionRecord, ...] = ()
+
+    # The canonical bytes that were signed, as read from the document, so that verification
+    # covers exactly what was stored rather than a re-serialization of it.
+    _signed_bytes: bytes | None = PrivateAttr(default=None)
+
+    # -- views -------------------------------------------------------------------------
+
+    def leaves(self) -> list[tuple[Path, tuple[str, ...], PendingCall]]:
+        """Every leaf pending call with its path and agent chain, in tree order."""
+        return list(_walk(self.root, (), ()))
+
+    @property
+    def requests(self) -> list[Request]:
+        """The leaf pending calls, flattened for a UI."""
+        out: list[Request] = []
+        for path, agents, call in self.leaves():
+            kind: Literal["approval", "input"] = "input" if call.kind == "input" else "approval"
+            out.append(
+                Request(
+                    path=path,
+                    agents=agents,
+                    tool=call.tool,
+                    args=call.args,
+                    kind=kind,
+                    reason=call.reason,
+                    expires_at=call.expires_at,
+                )
+            )
+        return out
+
+    def pending_call(self, path: Path | Request) -> PendingCall:
+        """Return the leaf pending call at ``path``.
+
+        Raises:
+            UnknownPath: If no leaf pending call has that path.
+        """
+        target = tuple(path.path if isinstance(path, Request) else path)
+        for p, _agents, call in self.leaves():
+            if p == target:
+                return call
+        known = "; ".join(" > ".join(p) for p, _, _ in self.leaves()) or "none"
+        raise UnknownPath(
+            f"No pending call at path {' > '.join(target) or '()'}. Pending paths: {known}.",
+            continuation_id=self.id,
+        )
+
+    def decision_for(self, path: Path) -> DecisionRecord | None:
+        """Return the decision attached for ``path``, if any."""
+        for record in self.decisions:
+            if record.path == tuple(path):
+                return record
+        return None
+
+    @property
+    def undecided(self) -> list[Path]:
+        """Paths of leaf pending calls that have no decision yet."""
+        decided = {r.path for r in self.decisions}
+        return [p for p, _, _ in self.leaves() if p not in decided]
+
+    # -- decisions (G4) -----------------------------------------------------------------
+
+    def approve(
+        self,
+        path: Path | Request,
+        *,
+        args: dict[str, Any] | None = None,
+        by: str | None = None,
+        comment: str | None = None,
+    ) -> Continuation:
+        """Approve the call at ``path``, optionally with edited ``args``.
+
+        Raises:
+            UnknownPath: If ``path`` is not pending.
+            InvalidDecision: If the call is not an approval or ``args`` fail the tool schema.
+        """
+        from ._decisions import attach
+
+        return attach(self, path, Approve(args=args), by=by, comment=comment)
+
+    def deny(
+        self,
+        path: Path | Request,
+        message: str = "The tool call was denied.",
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+    ) -> Continuation:
+        """Deny the call at ``path``; the model receives ``message`` and the run continues."""
+        from ._decisions import attach
+
+        return attach(self, path, Deny(message=message), by=by, comment=comment)
+
+    def respond(
+        self,
+        path: Path | Request,
+        value: Any,
+        *,
+        by: str | None = None,
+        comment: str | None = None,
+    ) -> Continuation:
+        """Answer the ``input`` call at ``path`` with ``value``."""
+        from ._decisions import attach
+
+        return attach(self, path, Respond(value=value), by=by, comment=comment)
+
+    def with_decisions(self, records: tuple[DecisionRecord, ...] | list[DecisionRecord]) -> Continuation:
+        """Return a copy carrying ``records`` (validated by path, sorted; order is irrelevant)."""
+        from ._decisions import attach_records
+
+        return attach_records(self, list(records))
+
+    # -- signing (G6) --------------------------------------------------------------------
+
+    def signed_payload(self) -> bytes:
+        """The canonical bytes covered by the signature."""
+        if self._signed_bytes is not None:
+            return self._signed_bytes
+        return canonical_json(_signed_part(self.model_dump(mode="json", by_alias=True)))
+
+    def sign(self, keys: Keyring) -> Continuation:
+        """Return a copy signed with the keyring's active key."""
+        unsigned = self.model_copy(update={"signature": None})
+        unsigned._signed_bytes = None
+        kid, mac = keys.sign(unsigned.signed_payload())
+        signed = unsigned.model_copy(update={"signature": Signature(kid=kid, mac=mac)})
+        signed._signed_bytes = None
+        return signed
+
+    def verify(self, keys: Keyring | None, *, allow_unsigned: bool = False) -> None:
+        """Check the signature before anything runs.
+
+        Raises:
+            UnsignedContinuation: If unsigned and ``allow_unsigned`` is false.
+            UnknownKey: If signed with a key id ``keys`` does not hold.
+            ContinuationTampered: If the signed state was modified.
+        """
+        if self.signature is None or keys is None:
+            if allow_unsigned:
+                return
+            if self.signature is None:
+                raise UnsignedContinuation(
+                    "This continuation is not signed. Sign runs with a Keyring, or pass "
+                    "allow_unsigned=True if you trust where it came from.",
+                    continuation_id=self.id,
+                )
+            raise UnsignedContinuation(
+                "No keyring was given to verify this signed continuation; pass keys=.",
+                continuation_id=self.id,
+            )
+        keys.verify(
+            self.signed_payload(), self.signature.kid, self.signature.mac, continuation_id=self.id
+        )
+
+    # -- JSON ------------------------------------------------------------------------------
+
+    def to_json(self) -> str:
+        """Serialize to compact JSON text."""
+        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Serialize to a JSON-compatible dict."""
+        return self.model_dump(mode="json", by_alias=True)
+
+    @classmethod
+    def from_json(cls, text: str | bytes) -> Continuation:
+        """Load a continuation from JSON text (verify it with :meth:`verify` or on resume).
+
+        Raises:
+            MalformedContinuation: If the text is not a continuation document.
+            UnsupportedSchemaVersion: If it was written by a newer schema version.
+        """
+        try:
+            data = json.loads(text)
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MalformedContinuation(
+                f"Not valid JSON ({exc}). The continuation text was truncated or corrupted."
+            ) from exc
+        return cls.from_dict(data)
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Continuation:
+        """Load a continuation from a parsed JSON document; see :meth:`from_json`."""
+        if not isinstance(data, dict):
+            raise MalformedContinuation("A continuation document must be a JSON object.")
+        cid = data.get("id") if isinstance(data.get("id"), str) else None
+        version = data.get("schema")
+        if not isinstance(version, int) or isinstance(version, bool):
+            raise MalformedContinuation(
+                "The document has no integer 'schema' field; it is not a continuation.",
+                continuation_id=cid,
+            )
+        if version > SCHEMA_VERSION or version < 1:
+            raise UnsupportedSchemaVersion(
+                f"Schema version {version} is not supported by this package (it reads up to "
+                f"{SCHEMA_VERSION}). Upgrade agent-continuations to resume it.",
+                continuation_id=cid,
+            )
+        try:
+            signed_bytes = canonical_json(_signed_part(data))
+        except (TypeError, ValueError) as exc:
+            raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
+        upgraded = data
+        for v in range(version, SCHEMA_VERSION):
+            upgraded = _MIGRATIONS[v](upgraded)
+        try:
+            cont = cls.model_validate(upgraded)
+        except ValidationError as exc:
+            raise MalformedContinuation(
+                f"The document does not match the continuation schema: {exc.error_count()} "
+                f"error(s), first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}.",
+                continuation_id=cid,
+            ) from exc
+        # Older documents were signed in their own version's form; keep those bytes.
+        cont._signed_bytes = signed_bytes
+        return cont
+
+
+def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
+
+
+PendingCall.model_rebuild()
+Frame.model_rebuild()
+
+
+def json_schema() -> dict[str, Any]:
+    """Return the published JSON Schema of continuation and decision documents (G11)."""
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "agent-continuations documents",
+        "schema_version": SCHEMA_VERSION,
+        "continuation": Continuation.model_json_schema(by_alias=True),
+        "decision_record": DecisionRecord.model_json_schema(by_alias=True),
+    }

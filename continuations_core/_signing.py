@@ -1,0 +1,163 @@
+"""Keys, canonical JSON and HMAC-SHA256 signatures (G6).
+
+The signed part of a continuation is its canonical JSON (sorted keys, compact separators,
+UTF-8) without the ``signature`` and ``decisions`` fields. Decisions stay outside the signed
+part so that an application without the key can attach them; each decision is bound to its
+call by path, tool name and a digest of the original args instead.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigurationError, ContinuationTampered, UnknownKey
+
+__all__ = ["ALGORITHM", "Keyring", "canonical_json", "digest"]
+
+ALGORITHM = "HMAC-SHA256"
+_MIN_KEY_BYTES = 16
+
+
+def canonical_json(value: Any) -> bytes:
+    """Return the canonical JSON encoding used for signing and digests.
+
+    Args:
+        value: A JSON-compatible value (dicts, lists, str, int, float, bool, None).
+    """
+    return json.dumps(
+        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode("utf-8")
+
+
+def digest(value: Any) -> str:
+    """Return the SHA-256 hex digest of ``value``'s canonical JSON."""
+    return hashlib.sha256(canonical_json(value)).hexdigest()
+
+
+class Keyring:
+    """Signing keys addressed by key id (``kid``), with one active key for new signatures.
+
+    Several keys may be held at once so keys can be rotated: sign with the new key, keep the
+    old one for verification until every continuation it signed has been resumed or expired.
+
+    Args:
+        keys: Mapping of key id to secret bytes (at least 16 bytes each).
+        active: The key id used to sign. Defaults to the first key given.
+    """
+
+    def __init__(self, keys: Mapping[str, bytes], active: str | None = None) -> None:
+        if not keys:
+            raise ConfigurationError("A Keyring needs at least one key.")
+        for kid, secret in keys.items():
+            if not kid or any(c in kid for c in ",=: "):
+                raise ConfigurationError(f"Invalid key id {kid!r}: use letters, digits, - or _.")
+            if len(secret) < _MIN_KEY_BYTES:
+                raise ConfigurationError(
+                    f"Key {kid!r} is {len(secret)} bytes; use at least {_MIN_KEY_BYTES} random bytes."
+                )
+        self._keys = dict(keys)
+        self.active = active if active is not None else next(iter(self._keys))
+        if self.active not in self._keys:
+            raise ConfigurationError(f"Active key id {self.active!r} is not in the keyring.")
+
+    @property
+    def kids(self) -> list[str]:
+        """The key ids held, active first."""
+        return [self.active, *(k for k in self._keys if k != self.active)]
+
+    @classmethod
+    def generate(cls, kid: str = "k1") -> Keyring:
+        """Return a keyring with one fresh random 32-byte key."""
+        return cls({kid: secrets.token_bytes(32)})
+
+    @classmethod
+    def parse(cls, spec: str) -> Keyring:
+        """Parse ``"kid=base64secret,oldkid=base64secret"``; the first key is active.
+
+        Raises:
+            ConfigurationError: If the text is not of that form.
+        """
+        keys: dict[str, bytes] = {}
+        for item in (part.strip() for part in spec.split(",")):
+            if not item:
+                continue
+            kid, sep, encoded = item.partition("=")
+            if not sep:
+                raise ConfigurationError(
+                    "Signing keys must look like 'kid=base64secret[,kid2=base64secret]'."
+                )
+            try:
+                keys[kid.strip()] = base64.b64decode(encoded.strip() + "==", validate=False)
+            except ValueError as exc:
+                raise ConfigurationError(f"Key {kid!r} is not valid base64.") from exc
+        return cls(keys)
+
+    @classmethod
+    def from_env(cls, var: str = "CONTINUATIONS_SIGNING_KEYS") -> Keyring:
+        """Load keys from an environment variable in :meth:`parse` format.
+
+        Raises:
+            ConfigurationError: If the variable is unset or malformed.
+        """
+        spec = os.environ.get(var)
+        if not spec:
+            raise ConfigurationError(
+                f"${var} is not set. Generate a key with "
+                "`python -m continuations_core keygen` and export it."
+            )
+        return cls.parse(spec)
+
+    @classmethod
+    def load_or_create(cls, path: str | os.PathLike[str], kid: str = "local") -> Keyring:
+        """Load a keyring file, creating it with one random key and mode 0600 if missing.
+
+        Meant for zero-configuration local use (the demo); production should use
+        :meth:`from_env` or construct the keyring from a secrets manager.
+        """
+        p = Path(path)
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            secret = base64.b64encode(secrets.token_bytes(32)).decode()
+            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as fh:
+                fh.write(f"{kid}={secret}\n")
+        return cls.parse(p.read_text().strip())
+
+    def export(self) -> str:
+        """Return the keyring in :meth:`parse` format, active key first."""
+        return ",".join(f"{k}={base64.b64encode(self._keys[k]).decode()}" for k in self.kids)
+
+    def sign(self, payload: bytes) -> tuple[str, str]:
+        """Sign ``payload`` with the active key; return ``(kid, hex mac)``."""
+        mac = hmac.new(self._keys[self.active], payload, hashlib.sha256).hexdigest()
+        return self.active, mac
+
+    def verify(self, payload: bytes, kid: str, mac: str, *, continuation_id: str | None) -> None:
+        """Check ``mac`` over ``payload`` with key ``kid``.
+
+        Raises:
+            UnknownKey: If ``kid`` is not held.
+            ContinuationTampered: If the MAC does not match.
+        """
+        secret = self._keys.get(kid)
+        if secret is None:
+            raise UnknownKey(
+                f"Signed with key id {kid!r}, which this keyring does not hold "
+                f"(it holds {', '.join(self.kids)}). Add the old key to rotate safely.",
+                continuation_id=continuation_id,
+            )
+        expected = hmac.new(secret, payload, hashlib.sha256).hexdigest()
+        if not hmac.compare_digest(expected, mac):
+            raise ContinuationTampered(
+                "The continuation's signed state does not match its signature; it was "
+                "modified or signed with another key. Do not resume it.",
+                continuation_id=continuation_id,
+            )

@@ -1,0 +1,187 @@
+"""The one exception hierarchy of agent-continuations.
+
+Every error a caller can act on derives from :class:`ContinuationError`. Messages say what
+happened and what to do next, and carry the continuation id when one is known. Nothing here
+is raised for a run that suspends: "suspended, awaiting a decision" is an outcome.
+
+::
+
+    ContinuationError
+    ├── SchemaError                   the document is not a continuation we can read
+    │   ├── MalformedContinuation     not JSON, or fields do not match the schema
+    │   └── UnsupportedSchemaVersion  written by a newer (or unknown) schema version
+    ├── SignatureError                integrity (G6)
+    │   ├── ContinuationTampered      the signed state does not match its MAC
+    │   ├── UnsignedContinuation      no signature and the caller did not opt out
+    │   └── UnknownKey                signed with a key id this keyring does not hold
+    ├── DecisionError                 decisions (G4)
+    │   ├── InvalidDecision           wrong kind, bad edited args, or not bound to the call
+    │   │   └── UnknownPath           the path does not name a pending call
+    │   └── MissingDecisions          some pending calls are still undecided
+    ├── ContinuationExpired           a pending call passed its deadline (G8)
+    ├── ResumeError                   the continuation cannot be resumed here
+    │   ├── AgentDrift                the agent's tools no longer match the frame (G10)
+    │   └── StaleContinuation         an older copy than the last one seen (G5)
+    ├── StoreError                    persistence
+    │   ├── StoreUnavailable          the backend failed or cannot be reached
+    │   ├── ContinuationNotFound      no such id in the store
+    │   └── ConflictError             a compare-and-set lost (G5)
+    │       └── AlreadyClaimed        another resumer won, or it was already resumed
+    └── ConfigurationError            the package is set up wrongly
+        └── MissingExtra              an optional dependency is not installed
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AgentDrift",
+    "AlreadyClaimed",
+    "ConfigurationError",
+    "ConflictError",
+    "ContinuationError",
+    "ContinuationExpired",
+    "ContinuationNotFound",
+    "ContinuationTampered",
+    "DecisionError",
+    "InvalidDecision",
+    "MalformedContinuation",
+    "MissingDecisions",
+    "MissingExtra",
+    "ResumeError",
+    "SchemaError",
+    "SignatureError",
+    "StaleContinuation",
+    "StoreError",
+    "StoreUnavailable",
+    "UnknownKey",
+    "UnknownPath",
+    "UnsignedContinuation",
+    "UnsupportedSchemaVersion",
+]
+
+
+class ContinuationError(Exception):
+    """Root of every error raised by agent-continuations.
+
+    Attributes:
+        continuation_id: The id of the continuation concerned, when known.
+    """
+
+    def __init__(self, message: str, *, continuation_id: str | None = None) -> None:
+        self.continuation_id = continuation_id
+        if continuation_id is not None:
+            message = f"{message} [continuation {continuation_id}]"
+        super().__init__(message)
+
+
+class SchemaError(ContinuationError):
+    """The document is not a continuation this version can read."""
+
+
+class MalformedContinuation(SchemaError):
+    """The text is not JSON, or its fields do not match the continuation schema."""
+
+
+class UnsupportedSchemaVersion(SchemaError):
+    """The document was written with a schema version this package cannot load."""
+
+
+class SignatureError(ContinuationError):
+    """The continuation's integrity could not be established."""
+
+
+class ContinuationTampered(SignatureError):
+    """The signed part of the continuation does not match its MAC."""
+
+
+class UnsignedContinuation(SignatureError):
+    """The continuation carries no signature and the caller did not allow unsigned ones."""
+
+
+class UnknownKey(SignatureError):
+    """The continuation was signed with a key id that the keyring does not hold."""
+
+
+class DecisionError(ContinuationError):
+    """A decision cannot be applied."""
+
+
+class InvalidDecision(DecisionError):
+    """A decision does not fit its pending call: wrong kind, bad args, or a binding mismatch."""
+
+
+class UnknownPath(InvalidDecision):
+    """The path does not name a pending call of this continuation."""
+
+
+class MissingDecisions(DecisionError):
+    """Some pending calls have no decision yet.
+
+    Attributes:
+        paths: The paths of the undecided calls.
+    """
+
+    def __init__(
+        self, paths: Sequence[tuple[str, ...]], *, continuation_id: str | None = None
+    ) -> None:
+        self.paths = [tuple(p) for p in paths]
+        shown = ", ".join(" > ".join(p) for p in self.paths)
+        super().__init__(
+            f"{len(self.paths)} pending call(s) have no decision: {shown}. "
+            "Approve, deny or respond to each before resuming; nothing was changed.",
+            continuation_id=continuation_id,
+        )
+
+
+class ContinuationExpired(ContinuationError):
+    """A pending call passed its deadline and the resumer asked for expiry to raise."""
+
+
+class ResumeError(ContinuationError):
+    """The continuation cannot be resumed with what the caller supplied."""
+
+
+class AgentDrift(ResumeError):
+    """The agent's tools no longer match what the suspended frame recorded."""
+
+
+class StaleContinuation(ResumeError):
+    """The continuation is older than the last one seen for its run."""
+
+
+class StoreError(ContinuationError):
+    """A store operation failed."""
+
+
+class StoreUnavailable(StoreError):
+    """The store's backend failed or cannot be reached."""
+
+
+class ContinuationNotFound(StoreError):
+    """The store holds no continuation with this id."""
+
+
+class ConflictError(StoreError):
+    """A compare-and-set lost against a concurrent writer."""
+
+
+class AlreadyClaimed(ConflictError):
+    """Another resumer holds or consumed this continuation; it can be resumed only once."""
+
+
+class ConfigurationError(ContinuationError):
+    """The package is configured wrongly."""
+
+
+class MissingExtra(ConfigurationError):
+    """An optional dependency is missing; the message names the pip extra to install."""
+
+    def __init__(self, module: str, extra: str) -> None:
+        self.module = module
+        self.extra = extra
+        super().__init__(
+            f"{module!r} is not installed. Install it with: "
+            f'pip install "agent-continuations[{extra}]"'
+        )

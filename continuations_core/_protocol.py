@@ -49,11 +49,13 @@ class Completed(Generic[T]):
         output: The agent's final output.
         run_id: The stable id of the logical run, across suspensions.
         seq: How many times the run was suspended before completing.
+        usage: The framework's usage totals for the whole run, across suspensions.
     """
 
     output: T
     run_id: str
     seq: int = 0
+    usage: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)

@@ -63,7 +63,7 @@ async def run(
         )
     except FrameSuspended as suspended:
         return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
-    return Completed(output=result.output, run_id=rid, seq=0)
+    return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
 
 
 async def resume(
@@ -126,7 +126,12 @@ async def resume(
         return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
     finally:
         _RESUME.reset(token)
-    return Completed(output=result.output, run_id=continuation.run_id, seq=continuation.seq)
+    return Completed(
+        output=result.output,
+        run_id=continuation.run_id,
+        seq=continuation.seq,
+        usage=t.dump_usage(result.usage),
+    )
 
 
 def _check_root(agent: Agent[Any, Any], plan: FramePlan) -> None:

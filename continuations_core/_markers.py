@@ -6,6 +6,7 @@ own tool decorator (``@agent.tool_plain``, Strands' ``@tool``) and with ``Agent(
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
@@ -76,10 +77,8 @@ def requires_approval(
         # function; mark it too so the marker is found whichever object the framework keeps.
         inner = getattr(target, "_tool_func", None) or getattr(target, "__wrapped__", None)
         if inner is not None and inner is not target:
-            try:
+            with contextlib.suppress(AttributeError, TypeError):
                 setattr(inner, MARKER, spec)
-            except (AttributeError, TypeError):
-                pass
         return target
 
     if fn is not None:

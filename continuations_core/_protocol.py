@@ -73,7 +73,7 @@ class Suspended:
 Outcome = Completed[T] | Suspended
 
 
-class FrameSuspended(BaseException):  # noqa: N818 - a control-flow signal, not an error
+class FrameSuspended(BaseException):
     """Raised out of an agent run whose frame suspended; never reaches user code.
 
     It derives from ``BaseException`` so that a plain ``except Exception`` in a tool body
@@ -127,9 +127,8 @@ class CallScope:
 
     def resume_plan(self, ordinal: int) -> FramePlan | None:
         """The frame plan to resume for sub-agent run ``ordinal``, if it is the suspended one."""
-        if self.resume is not None and self.resume.child is not None:
-            if ordinal == self.suspended_ordinal:
-                return self.resume.child
+        if self.resume is not None and ordinal == self.suspended_ordinal:
+            return self.resume.child
         return None
 
     def record(self, ordinal: int, entry: dict[str, Any]) -> None:

@@ -180,7 +180,9 @@ class Request(_Model):
     expires_at: datetime | None = None
 
 
-def _walk(frame: Frame, path: Path, agents: tuple[str, ...]) -> Iterator[tuple[Path, tuple[str, ...], PendingCall]]:
+def _walk(
+    frame: Frame, path: Path, agents: tuple[str, ...]
+) -> Iterator[tuple[Path, tuple[str, ...], PendingCall]]:
     chain = (*agents, frame.agent)
     for call in frame.pending:
         here = (*path, call.segment)
@@ -210,6 +212,15 @@ class Continuation(_Model):
     # The canonical bytes that were signed, as read from the document, so that verification
     # covers exactly what was stored rather than a re-serialization of it.
     _signed_bytes: bytes | None = PrivateAttr(default=None)
+
+    def __eq__(self, other: object) -> bool:
+        # The cached signed bytes are a private detail of how a copy was loaded; two
+        # continuations with the same fields are the same document.
+        if not isinstance(other, Continuation):
+            return NotImplemented
+        return self.model_dump() == other.model_dump()
+
+    __hash__ = BaseModel.__hash__
 
     # -- views -------------------------------------------------------------------------
 
@@ -311,7 +322,9 @@ class Continuation(_Model):
 
         return attach(self, path, Respond(value=value), by=by, comment=comment)
 
-    def with_decisions(self, records: tuple[DecisionRecord, ...] | list[DecisionRecord]) -> Continuation:
+    def with_decisions(
+        self, records: tuple[DecisionRecord, ...] | list[DecisionRecord]
+    ) -> Continuation:
         """Return a copy carrying ``records`` (validated by path, sorted; order is irrelevant)."""
         from ._decisions import attach_records
 

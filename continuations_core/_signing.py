@@ -16,13 +16,13 @@ import os
 import secrets
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from .errors import ConfigurationError, ContinuationTampered, UnknownKey
 
 __all__ = ["ALGORITHM", "Keyring", "canonical_json", "digest"]
 
-ALGORITHM = "HMAC-SHA256"
+ALGORITHM: Final = "HMAC-SHA256"
 _MIN_KEY_BYTES = 16
 
 
@@ -155,7 +155,7 @@ class Keyring:
                 continuation_id=continuation_id,
             )
         expected = hmac.new(secret, payload, hashlib.sha256).hexdigest()
-        if not hmac.compare_digest(expected, mac):
+        if not hmac.compare_digest(expected.encode(), mac.encode("utf-8", "surrogatepass")):
             raise ContinuationTampered(
                 "The continuation's signed state does not match its signature; it was "
                 "modified or signed with another key. Do not resume it.",

@@ -37,6 +37,7 @@ from pydantic_ai.capabilities import (
 )
 from pydantic_ai.exceptions import ApprovalRequired, CallDeferred
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
+from pydantic_ai.models import Model
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
@@ -159,7 +160,9 @@ class Continuations(AbstractCapability[Any]):
 
     # -- run: nesting, replay, resume -------------------------------------------------
 
-    async def wrap_run(self, ctx: RunContext[Any], *, handler: WrapRunHandler) -> AgentRunResult[Any]:
+    async def wrap_run(
+        self, ctx: RunContext[Any], *, handler: WrapRunHandler
+    ) -> AgentRunResult[Any]:
         """Replay or resume a nested run, and turn a suspension into ``FrameSuspended``."""
         st = self._st
         if _RUN_ID.get() == ctx.run_id:
@@ -195,7 +198,11 @@ class Continuations(AbstractCapability[Any]):
         if st.scope is not None and st.ordinal is not None:
             st.scope.record(
                 st.ordinal,
-                {"framework": t.FRAMEWORK, "agent": st.agent_name, "result": t.dump_run_result(result)},
+                {
+                    "framework": t.FRAMEWORK,
+                    "agent": st.agent_name,
+                    "result": t.dump_run_result(result),
+                },
             )
         return result
 
@@ -224,7 +231,7 @@ class Continuations(AbstractCapability[Any]):
             result: AgentRunResult[Any] = await agent.run(
                 message_history=t.load_messages(state["messages"]),
                 deps=ctx.deps,
-                model=ctx.model,
+                model=ctx.model if isinstance(ctx.model, Model) else None,
                 usage=usage,
                 usage_limits=ctx.usage_limits,
             )
@@ -239,9 +246,9 @@ class Continuations(AbstractCapability[Any]):
         self,
         ctx: RunContext[Any],
         *,
-        node: AgentNode[Any, Any],
+        node: AgentNode[Any],
         handler: WrapNodeRunHandler[Any],
-    ) -> AgentNode[Any, Any] | End[Any]:
+    ) -> AgentNode[Any] | End[Any]:
         """Suspend after a tool batch with pending calls, and at policy boundaries."""
         st = self._st
         if not st.active:
@@ -295,9 +302,9 @@ class Continuations(AbstractCapability[Any]):
     ) -> RawToolArgs:
         """Substitute the edited args of an approved call before Pydantic AI validates them."""
         call_plan = self._call_plan(call)
-        if call_plan is not None and isinstance(call_plan.decision, Approve):
-            if call_plan.decision.args is not None:
-                return dict(call_plan.decision.args)
+        decision = call_plan.decision if call_plan is not None else None
+        if isinstance(decision, Approve) and decision.args is not None:
+            return dict(decision.args)
         return args
 
     async def wrap_tool_execute(

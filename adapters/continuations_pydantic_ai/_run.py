@@ -104,7 +104,10 @@ async def resume(
     )
     _check_root(agent, plan)
     state = plan.frame.state
-    if plan.frame.suspended_by == "calls" and t.last_response(t.load_messages(state["messages"])) is None:
+    if (
+        plan.frame.suspended_by == "calls"
+        and t.last_response(t.load_messages(state["messages"])) is None
+    ):
         # Resuming a history that ends in a request would make Pydantic AI answer the pending
         # calls "interrupted" without running them; refuse instead.
         raise ResumeError(
@@ -137,7 +140,9 @@ async def resume(
 def _check_root(agent: Agent[Any, Any], plan: FramePlan) -> None:
     name = agent.name or "agent"
     if plan.frame.framework != t.FRAMEWORK or plan.frame.agent != name:
-        check_fingerprint(plan, framework=t.FRAMEWORK, agent=name, fingerprint=plan.frame.fingerprint)
+        check_fingerprint(
+            plan, framework=t.FRAMEWORK, agent=name, fingerprint=plan.frame.fingerprint
+        )
 
 
 def run_sync(agent: Agent[Any, Any], prompt: str | None = None, **kwargs: Any) -> Outcome[Any]:
@@ -145,8 +150,6 @@ def run_sync(agent: Agent[Any, Any], prompt: str | None = None, **kwargs: Any) -
     return asyncio.run(run(agent, prompt, **kwargs))
 
 
-def resume_sync(
-    agent: Agent[Any, Any], continuation: Continuation, **kwargs: Any
-) -> Outcome[Any]:
+def resume_sync(agent: Agent[Any, Any], continuation: Continuation, **kwargs: Any) -> Outcome[Any]:
     """Synchronous :func:`resume`."""
     return asyncio.run(resume(agent, continuation, **kwargs))

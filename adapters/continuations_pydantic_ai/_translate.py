@@ -75,7 +75,9 @@ def load_run_result(data: dict[str, Any], output_type: Any) -> AgentRunResult[An
     """Rebuild a journaled run result, typing its output as the agent's output type if possible."""
     if isinstance(output_type, type):
         try:
-            typed: AgentRunResult[Any] = TypeAdapter(AgentRunResult[output_type]).validate_python(data)  # type: ignore[valid-type]
+            typed: AgentRunResult[Any] = TypeAdapter(AgentRunResult[output_type]).validate_python(
+                data
+            )
             return typed
         except (ValidationError, TypeError, pydantic_core.SchemaError):
             pass

@@ -104,7 +104,9 @@ class PydanticAIHarness:
             self._add_tool(agent, spec, tool, ledger)
         return agent
 
-    def _add_tool(self, agent: Agent[None, str], spec: AgentSpec, tool: ToolSpec, ledger: Ledger) -> None:
+    def _add_tool(
+        self, agent: Agent[None, str], spec: AgentSpec, tool: ToolSpec, ledger: Ledger
+    ) -> None:
         if tool.kind == "delegate":
             children = [self.build(child, ledger) for child in tool.children]
 

@@ -1,0 +1,16 @@
+"""The adapters under test, by framework name (shared by conftest and subprocess workers)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from continuations_core.testing.spec import Harness
+
+
+def _pydantic_ai() -> Harness:
+    from continuations_pydantic_ai.testing import PydanticAIHarness
+
+    return PydanticAIHarness()
+
+
+HARNESSES: dict[str, Callable[[], Harness]] = {"pydantic-ai": _pydantic_ai}

@@ -1,0 +1,38 @@
+"""The README's main demo runs offline and shows suspend, review, approve and resume."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
+    """The HR demo suspends, shows the nested request, approves it and completes; each tool ran once."""
+    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CONTINUATIONS_SIGNING_KEYS")}
+    env["HR_DEMO_DIR"] = str(tmp_path / "demo")
+    done = subprocess.run(
+        [sys.executable, str(ROOT / "examples" / "hr_demo.py")],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=180,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    out = done.stdout
+    assert "path:     open_accounts:hr_0_1 > authorize_account:accounts_1_0" in out
+    assert "agents:   hr > accounts" in out
+    assert '"role": "admin"' in out
+    assert "completed: hr: email 'Welcome aboard' sent" in out
+    assert "enabled as admin" in out
+    log = (tmp_path / "demo" / "tool-calls.log").read_text().splitlines()
+    assert sorted(line.split()[0] for line in log) == [
+        "authorize_account",
+        "create_account",
+        "send_email",
+    ]
+    key = tmp_path / "demo" / "hr.key"
+    assert key.stat().st_mode & 0o777 == 0o600

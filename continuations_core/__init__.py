@@ -57,6 +57,15 @@ from .errors import (
     UnsignedContinuation,
     UnsupportedSchemaVersion,
 )
+from .stores import (
+    AuditEvent,
+    Claim,
+    MemoryStore,
+    SQLiteStore,
+    Store,
+    StoredContinuation,
+    open_store,
+)
 
 __version__ = "0.1.0"
 
@@ -66,8 +75,10 @@ __all__ = [
     "AlreadyClaimed",
     "ApprovalSpec",
     "Approve",
+    "AuditEvent",
     "CallPlan",
     "CallScope",
+    "Claim",
     "Completed",
     "ConfigurationError",
     "ConflictError",
@@ -86,6 +97,7 @@ __all__ = [
     "InvalidDecision",
     "Keyring",
     "MalformedContinuation",
+    "MemoryStore",
     "MissingDecisions",
     "MissingExtra",
     "Outcome",
@@ -95,12 +107,15 @@ __all__ = [
     "Request",
     "Respond",
     "ResumeError",
+    "SQLiteStore",
     "SchemaError",
     "Signature",
     "SignatureError",
     "StaleContinuation",
+    "Store",
     "StoreError",
     "StoreUnavailable",
+    "StoredContinuation",
     "Suspended",
     "SuspensionPolicy",
     "TokenBudget",
@@ -112,5 +127,6 @@ __all__ = [
     "__version__",
     "approval_spec",
     "json_schema",
+    "open_store",
     "requires_approval",
 ]

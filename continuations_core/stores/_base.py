@@ -1,4 +1,4 @@
-"""The store contract: stored records, the abstract :class:`Store`, and :class:`SyncStore`.
+"""The store contract: stored records, the abstract :class:`Store`, and the shared rules.
 
 A store keeps each continuation's signed document, the decisions attached to it, its status
 and the audit trail of the run. Status moves one way::
@@ -8,20 +8,18 @@ and the audit trail of the run. Status moves one way::
                           +----release------+      (an expired lease may be claimed again)
 
 Every change bumps the record's ``version``; writers may pass ``expected_version`` to make
-the change a compare-and-set on ``(id, version)`` (G5). The rules shared by every backend
-(status, lease checks, audit details) live here, so backends only move bytes.
+the change a compare-and-set on ``(id, version)`` (G5). The rules (status, versions, leases,
+audit events) are pure functions here, so backends only move rows and cannot disagree.
 """
 
 from __future__ import annotations
 
-import asyncio
 import builtins
-import secrets
 from abc import ABC, abstractmethod
-from collections.abc import Coroutine
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from types import TracebackType
-from typing import Any, Literal, TypeVar
+from secrets import token_hex
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic_core import to_jsonable_python
@@ -32,9 +30,10 @@ from ..errors import AlreadyClaimed, ConflictError, ContinuationNotFound, Missin
 __all__ = ["STATUSES", "AuditEvent", "AuditKind", "Claim", "Status", "Store", "StoredContinuation"]
 
 Status = Literal["waiting", "ready", "claimed", "done"]
-AuditKind = Literal["suspended", "decided", "claimed", "released", "resumed", "completed", "expired"]
+AuditKind = Literal[
+    "suspended", "decided", "claimed", "released", "resumed", "completed", "expired"
+]
 STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done")
-T = TypeVar("T")
 
 
 class _Record(BaseModel):
@@ -73,11 +72,6 @@ class StoredContinuation(_Record):
     def requests(self) -> list[Request]:
         """The continuation's requests, flattened for a UI."""
         return self.continuation.requests
-
-    @property
-    def undecided(self) -> list[tuple[str, ...]]:
-        """Paths of requests that have no decision yet."""
-        return self.continuation.undecided
 
 
 class Claim(_Record):
@@ -126,15 +120,11 @@ class Store(ABC):
 
     @abstractmethod
     async def load(self, id: str) -> Continuation:
-        """Return the continuation with its stored decisions attached.
-
-        Raises:
-            ContinuationNotFound: If no continuation has this id.
-        """
+        """Return the continuation with its decisions. Raises ``ContinuationNotFound``."""
 
     @abstractmethod
     async def get(self, id: str) -> StoredContinuation:
-        """Return the stored record. Raises ``ContinuationNotFound`` like :meth:`load`."""
+        """Return the stored record. Raises ``ContinuationNotFound``."""
 
     @abstractmethod
     async def list(
@@ -180,14 +170,12 @@ class Store(ABC):
 
     @abstractmethod
     async def release(self, claim: Claim) -> None:
-        """Give the continuation back (status ``ready``) without resuming it.
-
-        Raises:
-            AlreadyClaimed: If the claim was lost.
-        """
+        """Give the continuation back (``ready``). Raises ``AlreadyClaimed`` if it was lost."""
 
     @abstractmethod
-    async def complete(self, claim: Claim, *, next_id: str | None = None, output: Any = None) -> None:
+    async def complete(
+        self, claim: Claim, *, next_id: str | None = None, output: Any = None
+    ) -> None:
         """Mark the continuation resumed (``done``); it can never be claimed again.
 
         Args:
@@ -210,148 +198,16 @@ class Store(ABC):
     async def __aenter__(self) -> Store:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
 
 
-class SyncStore:
-    """A thin blocking wrapper around a :class:`Store`, for scripts and the CLI.
-
-    Each call runs on one private event loop, so backends whose connections are bound to a
-    loop keep working across calls. Do not use it from inside a running event loop.
-    """
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._runner = asyncio.Runner()
-
-    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return self._runner.run(coro)
-
-    def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
-        """See :meth:`Store.save`."""
-        return self._run(self.store.save(cont, actor=actor))
-
-    def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return self._run(self.store.load(id))
-
-    def get(self, id: str) -> StoredContinuation:
-        """See :meth:`Store.get`."""
-        return self._run(self.store.get(id))
-
-    def list(
-        self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
-    ) -> builtins.list[StoredContinuation]:
-        """See :meth:`Store.list`."""
-        return self._run(self.store.list(status=status, run_id=run_id, limit=limit))
-
-    def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`."""
-        return self._run(self.store.decide(id, record, expected_version=expected_version))
-
-    def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`."""
-        return self._run(
-            self.store.claim(
-                id, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version
-            )
-        )
-
-    def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-        return self._run(self.store.heartbeat(claim, lease_seconds=lease_seconds))
-
-    def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`."""
-        self._run(self.store.release(claim))
-
-    def complete(self, claim: Claim, *, next_id: str | None = None, output: Any = None) -> None:
-        """See :meth:`Store.complete`."""
-        self._run(self.store.complete(claim, next_id=next_id, output=output))
-
-    def audit(self, run_id: str) -> builtins.list[AuditEvent]:
-        """See :meth:`Store.audit`."""
-        return self._run(self.store.audit(run_id))
-
-    def close(self) -> None:
-        """Close the store and the private event loop."""
-        try:
-            self._run(self.store.close())
-        finally:
-            self._runner.close()
-
-    def __enter__(self) -> SyncStore:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
-
-
-# -- rules shared by every backend ------------------------------------------------------------
+# -- the rules: a backend reads a Row, applies a transition, and writes the result atomically --
 
 
 def utcnow() -> datetime:
     """The current time, timezone-aware UTC."""
     return datetime.now(UTC)
-
-
-def lease_end(at: datetime, seconds: float) -> datetime:
-    """When a lease of ``seconds`` taken at ``at`` ends."""
-    return at + timedelta(seconds=seconds)
-
-
-def new_token() -> str:
-    """A random claim token."""
-    return secrets.token_hex(16)
-
-
-def status_of(cont: Continuation) -> Status:
-    """``waiting`` while a request is undecided, else ``ready``."""
-    return "waiting" if cont.undecided else "ready"
-
-
-def undecided_copy(cont: Continuation) -> Continuation:
-    """The document as signed: ``cont`` without its decisions."""
-    return cont.model_copy(update={"decisions": ()})
-
-
-def suspended_detail(cont: Continuation) -> dict[str, Any]:
-    """Audit detail of a ``suspended`` event."""
-    return {"seq": cont.seq, "requests": [list(path) for path, _, _ in cont.leaves()]}
-
-
-def decided_detail(record: DecisionRecord) -> dict[str, Any]:
-    """Audit detail of a ``decided`` event."""
-    return {
-        "path": list(record.path),
-        "decision": record.decision.model_dump(mode="json"),
-        "comment": record.comment,
-    }
-
-
-def completed_detail(output: Any) -> dict[str, Any]:
-    """Audit detail of a ``completed`` event; values JSON cannot hold are kept as ``repr``."""
-    return {"output": to_jsonable_python(output, fallback=repr)}
 
 
 def not_found(id: str) -> ContinuationNotFound:
@@ -365,68 +221,179 @@ def not_found(id: str) -> ContinuationNotFound:
 def already_saved(id: str) -> ConflictError:
     """The error for saving an id twice."""
     return ConflictError(
-        "A continuation with this id is already stored; continuations are saved once, "
-        "then changed through decide/claim/complete.",
+        "A continuation with this id is already stored; save each suspension once and change "
+        "it through decide, claim and complete.",
         continuation_id=id,
     )
 
 
-def check_version(id: str, version: int, expected: int | None) -> None:
-    """Refuse a compare-and-set whose ``expected`` version is stale."""
-    if expected is not None and expected != version:
-        raise ConflictError(
-            f"Expected version {expected} but the stored version is {version}: someone else "
-            "changed it. Reload it and try again.",
-            continuation_id=id,
+@dataclass(frozen=True)
+class Row:
+    """What a backend persists for one continuation (the claim token included)."""
+
+    document: Continuation  # as signed, without decisions
+    decisions: tuple[DecisionRecord, ...]
+    version: int
+    status: Status
+    created_at: datetime
+    updated_at: datetime
+    claimed_by: str | None = None
+    claim_token: str | None = None
+    lease_until: datetime | None = None
+
+    @property
+    def id(self) -> str:
+        """The continuation id."""
+        return self.document.id
+
+    def record(self) -> StoredContinuation:
+        """The public view of this row."""
+        doc = self.document
+        return StoredContinuation(
+            id=doc.id,
+            run_id=doc.run_id,
+            seq=doc.seq,
+            version=self.version,
+            status=self.status,
+            created_at=self.created_at,
+            updated_at=self.updated_at,
+            claimed_by=self.claimed_by,
+            lease_until=self.lease_until,
+            continuation=doc.with_decisions(self.decisions),
         )
 
-
-def check_decidable(id: str, status: Status, version: int, expected: int | None) -> None:
-    """Refuse a decision on a claimed or resumed continuation, or on a stale version."""
-    if status in ("claimed", "done"):
-        raise AlreadyClaimed(
-            f"The continuation is {'being resumed' if status == 'claimed' else 'resumed'}; "
-            "decisions can no longer change. Decide on the run's next continuation instead.",
-            continuation_id=id,
+    def event(self, kind: AuditKind, at: datetime, actor: str | None, **detail: Any) -> AuditEvent:
+        """An audit event about this row."""
+        # Values JSON cannot hold (a run's output, say) are kept as their repr.
+        detail = to_jsonable_python(detail, fallback=repr)
+        cid, run_id = self.id, self.document.run_id
+        return AuditEvent(
+            run_id=run_id, continuation_id=cid, kind=kind, at=at, actor=actor, detail=detail
         )
-    check_version(id, version, expected)
+
+    def _changed(self, at: datetime, **changes: Any) -> Row:
+        return replace(self, version=self.version + 1, updated_at=at, **changes)
+
+    def _check_version(self, expected: int | None) -> None:
+        if expected is not None and expected != self.version:
+            raise ConflictError(
+                f"Expected version {expected} but the stored version is {self.version}: "
+                "someone else changed it. Reload it and try again.",
+                continuation_id=self.id,
+            )
+
+    def _check_claim(self, claim: Claim) -> None:
+        if self.status != "claimed" or self.claim_token != claim.token:
+            raise AlreadyClaimed(
+                f"The claim of {claim.owner!r} no longer holds: its lease expired and another "
+                "resumer took over, or it was released or resumed. Stop this resume.",
+                continuation_id=self.id,
+            )
 
 
-def check_claimable(
-    id: str,
+Events = builtins.list[AuditEvent]
+
+
+def _decided(record: DecisionRecord) -> dict[str, Any]:
+    return {
+        "path": list(record.path),
+        "decision": record.decision.model_dump(mode="json"),
+        "comment": record.comment,
+    }
+
+
+def new_row(
+    document: Continuation,
+    decisions: tuple[DecisionRecord, ...],
     *,
-    status: Status,
-    version: int,
-    expected: int | None,
-    claimed_by: str | None,
-    lease_until: datetime | None,
-    undecided: builtins.list[tuple[str, ...]],
+    actor: str | None,
     at: datetime,
-) -> bool:
-    """Refuse a claim that must not win; return True when it takes over an expired lease."""
-    if status == "done":
+) -> tuple[Row, Events]:
+    """Save: version 1, status from the (validated) decisions; audit ``suspended``."""
+    decided = document.with_decisions(decisions)
+    status: Status = "waiting" if decided.undecided else "ready"
+    row = Row(document, decided.decisions, 1, status, at, at)
+    requests = [list(path) for path, _, _ in document.leaves()]
+    events = [row.event("suspended", at, actor, seq=document.seq, requests=requests)]
+    events += [row.event("decided", at, r.by, **_decided(r)) for r in decided.decisions]
+    return row, events
+
+
+def decide_row(
+    row: Row, record: DecisionRecord, *, expected_version: int | None, at: datetime
+) -> tuple[Row, Events]:
+    """Attach ``record``, validated before anything changes; audit ``decided``."""
+    if row.status in ("claimed", "done"):
+        raise AlreadyClaimed(
+            f"The continuation is {'being resumed' if row.status == 'claimed' else 'resumed'}; "
+            "its decisions can no longer change. Decide on the run's next continuation.",
+            continuation_id=row.id,
+        )
+    row._check_version(expected_version)
+    decided = row.document.with_decisions([*row.decisions, record])
+    status: Status = "waiting" if decided.undecided else "ready"
+    new = row._changed(at, decisions=decided.decisions, status=status)
+    return new, [new.event("decided", at, record.by, **_decided(record))]
+
+
+def claim_row(
+    row: Row, *, owner: str, lease_seconds: float, expected_version: int | None, at: datetime
+) -> tuple[Row, Claim, Events]:
+    """Take a ready row, or one whose lease expired; audit ``claimed`` (after ``expired``)."""
+    if row.status == "done":
         raise AlreadyClaimed(
             "It was already resumed; a continuation can be resumed only once.",
-            continuation_id=id,
+            continuation_id=row.id,
         )
-    if status == "claimed" and (lease_until is None or lease_until > at):
-        until = lease_until.isoformat() if lease_until else "?"
+    lease = row.lease_until
+    if row.status == "claimed" and (lease is None or lease > at):
         raise AlreadyClaimed(
-            f"Claimed by {claimed_by!r} until {until}. Another resumer holds it; try again "
-            "after its lease expires if that resumer died.",
-            continuation_id=id,
+            f"Claimed by {row.claimed_by!r} until {lease.isoformat() if lease else '?'}. "
+            "Another resumer holds it; it can be taken over once that lease expires.",
+            continuation_id=row.id,
         )
-    check_version(id, version, expected)
-    if status == "waiting":
-        raise MissingDecisions(undecided, continuation_id=id)
-    return status == "claimed"
+    row._check_version(expected_version)
+    if row.status == "waiting":
+        raise MissingDecisions(
+            row.document.with_decisions(row.decisions).undecided, continuation_id=row.id
+        )
+    events: Events = []
+    if row.status == "claimed":
+        events.append(row.event("expired", at, owner, owner=row.claimed_by, lease_until=lease))
+    until = at + timedelta(seconds=lease_seconds)
+    claim = Claim(
+        id=row.id, version=row.version + 1, owner=owner, lease_until=until, token=token_hex(16)
+    )
+    new = row._changed(
+        at, status="claimed", claimed_by=owner, claim_token=claim.token, lease_until=until
+    )
+    events.append(new.event("claimed", at, owner, lease_until=until))
+    return new, claim, events
 
 
-def check_token(id: str, *, status: Status, token: str | None, claim: Claim) -> None:
-    """Refuse to act on a claim whose token no longer holds."""
-    if status != "claimed" or token != claim.token:
-        raise AlreadyClaimed(
-            f"The claim of {claim.owner!r} no longer holds: its lease expired and another "
-            "resumer took over, or the continuation was released or resumed. Stop this resume.",
-            continuation_id=id,
-        )
+def heartbeat_row(
+    row: Row, claim: Claim, *, lease_seconds: float, at: datetime
+) -> tuple[Row, Claim]:
+    """Extend the lease of a claim that still holds (the version does not change)."""
+    row._check_claim(claim)
+    until = at + timedelta(seconds=lease_seconds)
+    return replace(row, lease_until=until), claim.model_copy(update={"lease_until": until})
+
+
+def release_row(row: Row, claim: Claim, *, at: datetime) -> tuple[Row, Events]:
+    """Give a claimed row back (``ready``); audit ``released``."""
+    row._check_claim(claim)
+    new = row._changed(at, status="ready", claim_token=None, lease_until=None)
+    return new, [new.event("released", at, claim.owner)]
+
+
+def complete_row(
+    row: Row, claim: Claim, *, next_id: str | None, output: Any, at: datetime
+) -> tuple[Row, Events]:
+    """Mark a claimed row ``done``; audit ``resumed`` and, if the run ended, ``completed``."""
+    row._check_claim(claim)
+    new = row._changed(at, status="done", claim_token=None, lease_until=None)
+    events = [new.event("resumed", at, claim.owner, next_id=next_id)]
+    if next_id is None:
+        events.append(new.event("completed", at, claim.owner, output=output))
+    return new, events

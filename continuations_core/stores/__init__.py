@@ -1,0 +1,194 @@
+"""Stores: where continuations, decisions and the audit trail live (DESIGN.md section 5).
+
+Every backend implements the abstract :class:`Store`; :func:`open_store` picks one by URL
+scheme and imports it lazily, so importing this package never imports a database driver.
+
+================================  ==============================================
+URL                               Backend
+================================  ==============================================
+``memory://``                     :class:`MemoryStore` (this process only)
+``sqlite:///relative/path.db``    :class:`SQLiteStore` (the embedded default)
+``sqlite:////absolute/path.db``   also a bare path ending ``.db``/``.sqlite``/``.sqlite3``
+``postgresql://…``                ``continuations_core.stores.postgres`` (extra ``postgres``)
+``redis://…``                     ``continuations_core.stores.redis`` (extra ``redis``)
+================================  ==============================================
+
+:class:`SyncStore` wraps any store for blocking code such as the CLI.
+
+A backend module opened by URL provides ``from_url(url: str) -> Store``; it may connect
+lazily on first use, since :func:`open_store` itself is synchronous.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import importlib
+import importlib.util
+from collections.abc import Coroutine
+from types import TracebackType
+from typing import Any, TypeVar
+
+from .._schema import Continuation, DecisionRecord
+from ..errors import ConfigurationError, MissingExtra
+from ._base import STATUSES, AuditEvent, Claim, Status, Store, StoredContinuation
+from .memory import MemoryStore
+from .sqlite import SQLiteStore
+
+__all__ = [
+    "STATUSES",
+    "AuditEvent",
+    "Claim",
+    "MemoryStore",
+    "SQLiteStore",
+    "Status",
+    "Store",
+    "StoredContinuation",
+    "SyncStore",
+    "open_store",
+]
+
+_SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
+# scheme -> (backend module, driver module, pip extra)
+_DRIVER_BACKENDS = {
+    "postgresql": ("postgres", "psycopg", "postgres"),
+    "postgres": ("postgres", "psycopg", "postgres"),
+    "redis": ("redis", "redis", "redis"),
+    "rediss": ("redis", "redis", "redis"),
+}
+SUPPORTED = "memory://, sqlite:///path.db, postgresql://, postgres://, redis://"
+T = TypeVar("T")
+
+
+def open_store(url: str) -> Store:
+    """Open the store that ``url`` names, choosing the backend by scheme.
+
+    Args:
+        url: ``memory://``, ``sqlite:///path.db`` (or a bare ``*.db`` path),
+            ``postgresql://…``/``postgres://…`` or ``redis://…``.
+
+    Raises:
+        ConfigurationError: If the scheme is unknown, or its backend is not in this version.
+        MissingExtra: If the backend's driver is not installed; it names the pip extra.
+    """
+    scheme, sep, _ = url.partition("://")
+    scheme = scheme.lower() if sep else ""
+    if scheme == "memory":
+        return MemoryStore()
+    if scheme == "sqlite" or url.startswith("sqlite:"):
+        return SQLiteStore(url)
+    if not sep and url.lower().endswith(_SQLITE_SUFFIXES):
+        return SQLiteStore(url)
+    if scheme in _DRIVER_BACKENDS:
+        return _open_driver_backend(url, *_DRIVER_BACKENDS[scheme])
+    raise ConfigurationError(
+        f"Unknown store URL {url!r}. Supported: {SUPPORTED}, or a path ending "
+        f"{'/'.join(_SQLITE_SUFFIXES)}."
+    )
+
+
+def _open_driver_backend(url: str, module: str, driver: str, extra: str) -> Store:
+    if importlib.util.find_spec(driver) is None:
+        raise MissingExtra(driver, extra)
+    name = f"{__name__}.{module}"
+    try:
+        backend = importlib.import_module(name)
+    except ModuleNotFoundError as exc:
+        if exc.name != name:
+            raise
+        raise ConfigurationError(
+            f"The {module} store backend is not available in this version of "
+            "agent-continuations. Use sqlite:///path.db, or upgrade the package."
+        ) from exc
+    store = backend.from_url(url)
+    if not isinstance(store, Store):
+        raise ConfigurationError(f"{name}.from_url did not return a Store.")
+    return store
+
+
+class SyncStore:
+    """A thin blocking wrapper around a :class:`Store`, for scripts and the CLI.
+
+    Each call runs on one private event loop, so backends whose connections are bound to a
+    loop keep working across calls. Do not use it from inside a running event loop.
+    """
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._runner = asyncio.Runner()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return self._runner.run(coro)
+
+    def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.save`."""
+        return self._run(self.store.save(cont, actor=actor))
+
+    def load(self, id: str) -> Continuation:
+        """See :meth:`Store.load`."""
+        return self._run(self.store.load(id))
+
+    def get(self, id: str) -> StoredContinuation:
+        """See :meth:`Store.get`."""
+        return self._run(self.store.get(id))
+
+    def list(
+        self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
+    ) -> builtins.list[StoredContinuation]:
+        """See :meth:`Store.list`."""
+        return self._run(self.store.list(status=status, run_id=run_id, limit=limit))
+
+    def decide(
+        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+    ) -> StoredContinuation:
+        """See :meth:`Store.decide`."""
+        return self._run(self.store.decide(id, record, expected_version=expected_version))
+
+    def claim(
+        self,
+        id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 300.0,
+        expected_version: int | None = None,
+    ) -> Claim:
+        """See :meth:`Store.claim`."""
+        return self._run(
+            self.store.claim(
+                id, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version
+            )
+        )
+
+    def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`."""
+        return self._run(self.store.heartbeat(claim, lease_seconds=lease_seconds))
+
+    def release(self, claim: Claim) -> None:
+        """See :meth:`Store.release`."""
+        self._run(self.store.release(claim))
+
+    def complete(self, claim: Claim, *, next_id: str | None = None, output: Any = None) -> None:
+        """See :meth:`Store.complete`."""
+        self._run(self.store.complete(claim, next_id=next_id, output=output))
+
+    def audit(self, run_id: str) -> builtins.list[AuditEvent]:
+        """See :meth:`Store.audit`."""
+        return self._run(self.store.audit(run_id))
+
+    def close(self) -> None:
+        """Close the store and the private event loop."""
+        try:
+            self._run(self.store.close())
+        finally:
+            self._runner.close()
+
+    def __enter__(self) -> SyncStore:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

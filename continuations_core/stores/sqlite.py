@@ -1,0 +1,399 @@
+"""The embedded default store: one SQLite file, zero set-up, safe across processes.
+
+The database runs in WAL mode with a busy timeout. Every write is one ``BEGIN IMMEDIATE``
+transaction that reads, validates and writes, so concurrent deciders never lose each other's
+decisions and of N processes claiming one continuation exactly one wins. Calls run in a
+worker thread on one connection guarded by a lock, so the event loop never blocks.
+
+The signed document is stored as the exact text the continuation serializes to (without its
+decisions) and loaded from that text, so the signature covers exactly the stored bytes.
+Schema changes are an ordered list of migrations, recorded in ``schema_migrations``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+from .._schema import Continuation, DecisionRecord
+from ..errors import ConfigurationError, StoreUnavailable
+from ._base import (
+    AuditEvent,
+    Claim,
+    Events,
+    Row,
+    Status,
+    Store,
+    StoredContinuation,
+    already_saved,
+    claim_row,
+    complete_row,
+    decide_row,
+    heartbeat_row,
+    new_row,
+    not_found,
+    release_row,
+    utcnow,
+)
+
+__all__ = ["MIGRATIONS", "SQLiteStore"]
+
+T = TypeVar("T")
+
+# MIGRATIONS[n - 1] upgrades the database to version n. Append only; never edit a shipped one.
+MIGRATIONS: tuple[tuple[str, ...], ...] = (
+    (
+        """CREATE TABLE continuations (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('waiting', 'ready', 'claimed', 'done')),
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            claimed_by TEXT, claim_token TEXT, lease_until TEXT,
+            document TEXT NOT NULL, decisions TEXT NOT NULL DEFAULT '[]')""",
+        "CREATE INDEX continuations_status ON continuations (status, created_at)",
+        "CREATE INDEX continuations_run ON continuations (run_id, created_at)",
+        """CREATE TABLE audit (
+            seq INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT NOT NULL,
+            continuation_id TEXT NOT NULL, kind TEXT NOT NULL, at TEXT NOT NULL,
+            actor TEXT, detail TEXT NOT NULL)""",
+        "CREATE INDEX audit_run ON audit (run_id, seq)",
+    ),
+)
+
+_COLUMNS = (
+    "id, run_id, seq, version, status, created_at, updated_at, claimed_by, claim_token, "
+    "lease_until, document, decisions"
+)
+
+
+def _ts(value: datetime | None) -> str | None:
+    # One fixed-width UTC format, so text comparison in SQL orders like time.
+    return value.isoformat(timespec="microseconds") if value is not None else None
+
+
+def sqlite_path(target: str | os.PathLike[str]) -> str:
+    """Turn ``sqlite:///relative.db``, ``sqlite:////abs.db`` or a plain path into a path.
+
+    Raises:
+        ConfigurationError: If the URL has a host part (``sqlite://host/...``).
+    """
+    text = os.fspath(target)
+    if not text.startswith("sqlite:"):
+        return os.path.expanduser(text)
+    rest = text[len("sqlite:") :]
+    if rest in ("", "//", "///", "//:memory:", "///:memory:", ":memory:"):
+        return ":memory:"
+    if rest.startswith("///"):
+        return os.path.expanduser(rest[3:])
+    raise ConfigurationError(
+        f"Unsupported SQLite URL {text!r}: use sqlite:///relative/path.db or "
+        "sqlite:////absolute/path.db."
+    )
+
+
+@contextmanager
+def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield
+    except BaseException:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+class SQLiteStore(Store):
+    """A store in one SQLite file (or ``:memory:``), shared safely by several processes.
+
+    Args:
+        target: A file path, ``sqlite:///relative.db``, ``sqlite:////absolute.db`` or
+            ``:memory:``. Parent folders are created.
+        connection: An existing connection to use instead (it is not closed by
+            :meth:`close`; open it with ``check_same_thread=False``).
+        busy_timeout: Seconds to wait for another process's write lock.
+
+    Raises:
+        StoreUnavailable: If the database cannot be opened or migrated.
+        ConfigurationError: If the database was migrated by a newer version of this package.
+    """
+
+    def __init__(
+        self,
+        target: str | os.PathLike[str] | None = None,
+        *,
+        connection: sqlite3.Connection | None = None,
+        busy_timeout: float = 30.0,
+    ) -> None:
+        if (target is None) == (connection is None):
+            raise ConfigurationError("Pass either a path/URL or connection=, not both or neither.")
+        self._lock = threading.Lock()
+        self._owns = connection is None
+        if connection is None:
+            assert target is not None
+            self.path = sqlite_path(target)
+            try:
+                if self.path != ":memory:":
+                    Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+                connection = sqlite3.connect(
+                    self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
+                )
+                connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                connection.execute("PRAGMA journal_mode = WAL")
+            except (OSError, sqlite3.Error) as exc:
+                raise StoreUnavailable(f"Cannot open SQLite database {self.path!r}: {exc}") from exc
+        else:
+            self.path = "<connection>"
+        self._conn: sqlite3.Connection | None = connection
+        self._sync(self._migrate)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        with self._lock:
+            if self._conn is None:
+                raise StoreUnavailable("This SQLiteStore is closed; open a new one.")
+            try:
+                return fn(self._conn)
+            except sqlite3.Error as exc:
+                raise StoreUnavailable(
+                    f"SQLite error on {self.path!r}: {exc}. Check that the file is writable and "
+                    "not locked for longer than the busy timeout."
+                ) from exc
+
+    async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.to_thread(self._sync, fn)
+
+    @staticmethod
+    def _migrate(conn: sqlite3.Connection) -> None:
+        def applied() -> int:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations "
+                "(version INTEGER PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            row = conn.execute("SELECT COALESCE(MAX(version), 0) FROM schema_migrations").fetchone()
+            return int(row[0])
+
+        if applied() == len(MIGRATIONS):
+            return
+        with _immediate(conn):
+            current = applied()  # again, under the write lock: another process may have won
+            if current > len(MIGRATIONS):
+                raise ConfigurationError(
+                    f"The database is at schema version {current}, newer than this package "
+                    f"knows ({len(MIGRATIONS)}). Upgrade agent-continuations."
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                for statement in MIGRATIONS[version - 1]:
+                    conn.execute(statement)
+                conn.execute(
+                    "INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                    (version, _ts(utcnow())),
+                )
+
+    def _transact(
+        self, id: str, change: Callable[[Row], tuple[Row, Events, T]]
+    ) -> Callable[[sqlite3.Connection], T]:
+        """One transition in one write transaction: read, apply the rules, write, audit."""
+
+        def run(conn: sqlite3.Connection) -> T:
+            with _immediate(conn):
+                old = _read(conn, id)
+                new, events, result = change(old)
+                conn.execute(
+                    "UPDATE continuations SET version = ?, status = ?, updated_at = ?, "
+                    "claimed_by = ?, claim_token = ?, lease_until = ?, decisions = ? "
+                    "WHERE id = ? AND version = ?",
+                    (new.version, new.status, _ts(new.updated_at), new.claimed_by,
+                     new.claim_token, _ts(new.lease_until), _dump(new.decisions), id, old.version),
+                )  # fmt: skip
+                _audit(conn, events)
+                return result
+
+        return run
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.save`."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        # Rules and validation see the document exactly as it will be loaded back.
+        document = Continuation.from_json(text)
+
+        def run(conn: sqlite3.Connection) -> Row:
+            with _immediate(conn):
+                if conn.execute("SELECT 1 FROM continuations WHERE id = ?", (cont.id,)).fetchone():
+                    raise already_saved(cont.id)
+                row, events = new_row(document, cont.decisions, actor=actor, at=utcnow())
+                conn.execute(
+                    f"INSERT INTO continuations ({_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
+                    (cont.id, cont.run_id, cont.seq, row.version, row.status, _ts(row.created_at),
+                     _ts(row.updated_at), text, _dump(row.decisions)),
+                )  # fmt: skip
+                _audit(conn, events)
+                return row
+
+        return (await self._call(run)).record()
+
+    async def load(self, id: str) -> Continuation:
+        """See :meth:`Store.load`."""
+        return (await self.get(id)).continuation
+
+    async def get(self, id: str) -> StoredContinuation:
+        """See :meth:`Store.get`."""
+        return (await self._call(lambda conn: _read(conn, id))).record()
+
+    async def list(
+        self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
+    ) -> builtins.list[StoredContinuation]:
+        """See :meth:`Store.list`."""
+        filters = {k: v for k, v in (("status", status), ("run_id", run_id)) if v is not None}
+        where = " AND ".join(f"{k} = ?" for k in filters)
+        sql = f"SELECT {_COLUMNS} FROM continuations {'WHERE ' + where if where else ''} "
+        sql += f"ORDER BY created_at DESC, rowid DESC LIMIT {max(int(limit), 0)}"
+
+        def run(conn: sqlite3.Connection) -> builtins.list[Row]:
+            return [_row(r) for r in _rows(conn, sql, tuple(filters.values()))]
+
+        return [row.record() for row in await self._call(run)]
+
+    async def decide(
+        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+    ) -> StoredContinuation:
+        """See :meth:`Store.decide`."""
+
+        def change(row: Row) -> tuple[Row, Events, Row]:
+            new, events = decide_row(row, record, expected_version=expected_version, at=utcnow())
+            return new, events, new
+
+        return (await self._call(self._transact(id, change))).record()
+
+    async def claim(
+        self,
+        id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 300.0,
+        expected_version: int | None = None,
+    ) -> Claim:
+        """See :meth:`Store.claim`."""
+
+        def change(row: Row) -> tuple[Row, Events, Claim]:
+            new, claim, events = claim_row(
+                row,
+                owner=owner,
+                lease_seconds=lease_seconds,
+                expected_version=expected_version,
+                at=utcnow(),
+            )
+            return new, events, claim
+
+        return await self._call(self._transact(id, change))
+
+    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`."""
+
+        def change(row: Row) -> tuple[Row, Events, Claim]:
+            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=utcnow())
+            return new, [], renewed
+
+        return await self._call(self._transact(claim.id, change))
+
+    async def release(self, claim: Claim) -> None:
+        """See :meth:`Store.release`."""
+
+        def change(row: Row) -> tuple[Row, Events, None]:
+            return (*release_row(row, claim, at=utcnow()), None)
+
+        await self._call(self._transact(claim.id, change))
+
+    async def complete(
+        self, claim: Claim, *, next_id: str | None = None, output: Any = None
+    ) -> None:
+        """See :meth:`Store.complete`."""
+
+        def change(row: Row) -> tuple[Row, Events, None]:
+            new, events = complete_row(row, claim, next_id=next_id, output=output, at=utcnow())
+            return new, events, None
+
+        await self._call(self._transact(claim.id, change))
+
+    async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
+        """See :meth:`Store.audit`."""
+        sql = "SELECT kind, at, actor, detail, continuation_id FROM audit WHERE run_id = ? "
+
+        def run(conn: sqlite3.Connection) -> builtins.list[tuple[Any, ...]]:
+            return conn.execute(sql + "ORDER BY seq", (run_id,)).fetchall()
+
+        return [
+            AuditEvent(
+                run_id=run_id,
+                continuation_id=cid,
+                kind=kind,
+                at=datetime.fromisoformat(at),
+                actor=actor,
+                detail=json.loads(detail),
+            )
+            for kind, at, actor, detail, cid in await self._call(run)
+        ]
+
+    async def close(self) -> None:
+        """Close the connection if this store opened it; later calls raise StoreUnavailable."""
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None and self._owns:
+            conn.close()
+
+
+def _rows(
+    conn: sqlite3.Connection, sql: str, params: tuple[Any, ...]
+) -> builtins.list[sqlite3.Row]:
+    cursor = conn.execute(sql, params)
+    cursor.row_factory = sqlite3.Row  # per cursor: a caller's connection keeps its own factory
+    return cursor.fetchall()
+
+
+def _read(conn: sqlite3.Connection, id: str) -> Row:
+    found = _rows(conn, f"SELECT {_COLUMNS} FROM continuations WHERE id = ?", (id,))
+    if not found:
+        raise not_found(id)
+    return _row(found[0])
+
+
+def _row(r: sqlite3.Row) -> Row:
+    return Row(
+        document=Continuation.from_json(r["document"]),
+        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        version=r["version"],
+        status=r["status"],
+        created_at=datetime.fromisoformat(r["created_at"]),
+        updated_at=datetime.fromisoformat(r["updated_at"]),
+        claimed_by=r["claimed_by"],
+        claim_token=r["claim_token"],
+        lease_until=datetime.fromisoformat(r["lease_until"]) if r["lease_until"] else None,
+    )
+
+
+def _audit(conn: sqlite3.Connection, events: builtins.list[AuditEvent]) -> None:
+    conn.executemany(
+        "INSERT INTO audit (run_id, continuation_id, kind, at, actor, detail) "
+        "VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            (e.run_id, e.continuation_id, e.kind, _ts(e.at), e.actor, json.dumps(e.detail))
+            for e in events
+        ],
+    )
+
+
+def _dump(records: tuple[DecisionRecord, ...]) -> str:
+    return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)

@@ -11,6 +11,7 @@ part and are bound to their call by ``(path, tool, args_digest)``.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import uuid
 from collections.abc import Callable, Iterator
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
+    ContinuationTampered,
     MalformedContinuation,
     UnknownPath,
     UnsignedContinuation,
@@ -212,6 +214,8 @@ class Continuation(_Model):
     # The canonical bytes that were signed, as read from the document, so that verification
     # covers exactly what was stored rather than a re-serialization of it.
     _signed_bytes: bytes | None = PrivateAttr(default=None)
+    # Digest of the signed part as loaded, so an in-memory edit of a loaded copy is caught too.
+    _loaded_digest: str | None = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # The cached signed bytes are a private detail of how a copy was loaded; two
@@ -332,19 +336,36 @@ class Continuation(_Model):
 
     # -- signing (G6) --------------------------------------------------------------------
 
-    def signed_payload(self) -> bytes:
-        """The canonical bytes covered by the signature."""
-        if self._signed_bytes is not None:
-            return self._signed_bytes
+    def _current_payload(self) -> bytes:
         return canonical_json(_signed_part(self.model_dump(mode="json", by_alias=True)))
+
+    def signed_payload(self) -> bytes:
+        """The canonical bytes covered by the signature.
+
+        For a loaded document these are the bytes as read (before any schema upgrade).
+
+        Raises:
+            ContinuationTampered: If a loaded copy's state was changed in memory since.
+        """
+        if self._signed_bytes is None:
+            return self._current_payload()
+        if self._loaded_digest != hashlib.sha256(self._current_payload()).hexdigest():
+            raise ContinuationTampered(
+                "The continuation's state was changed after it was loaded; it no longer "
+                "matches its signature. Load it again from the stored document.",
+                continuation_id=self.id,
+            )
+        return self._signed_bytes
 
     def sign(self, keys: Keyring) -> Continuation:
         """Return a copy signed with the keyring's active key."""
         unsigned = self.model_copy(update={"signature": None})
         unsigned._signed_bytes = None
+        unsigned._loaded_digest = None
         kid, mac = keys.sign(unsigned.signed_payload())
         signed = unsigned.model_copy(update={"signature": Signature(kid=kid, mac=mac)})
         signed._signed_bytes = None
+        signed._loaded_digest = None
         return signed
 
     def verify(self, keys: Keyring | None, *, allow_unsigned: bool = False) -> None:
@@ -433,6 +454,7 @@ class Continuation(_Model):
             ) from exc
         # Older documents were signed in their own version's form; keep those bytes.
         cont._signed_bytes = signed_bytes
+        cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
         return cont
 
 

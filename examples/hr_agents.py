@@ -52,9 +52,17 @@ def _scripted(turns: list[list[tuple[str, dict[str, Any]]]], name: str) -> Funct
         n = sum(isinstance(m, ModelResponse) for m in messages)
         if n < len(turns):
             return ModelResponse(
-                parts=[ToolCallPart(tool, args, tool_call_id=f"{name}_{n}_{i}") for i, (tool, args) in enumerate(turns[n])]
+                parts=[
+                    ToolCallPart(tool, args, tool_call_id=f"{name}_{n}_{i}")
+                    for i, (tool, args) in enumerate(turns[n])
+                ]
             )
-        results = [str(p.content) for m in messages for p in getattr(m, "parts", []) if isinstance(p, ToolReturnPart)]
+        results = [
+            str(p.content)
+            for m in messages
+            for p in getattr(m, "parts", [])
+            if isinstance(p, ToolReturnPart)
+        ]
         return ModelResponse(parts=[TextPart(f"{name}: " + "; ".join(results))])
 
     return FunctionModel(respond, model_name=f"scripted-{name}")
@@ -162,7 +170,9 @@ async def resume_run(db: Path, cid: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: ``start`` or ``resume ID``."""
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", type=Path, default=Path(".demo/hr.db"))
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start")

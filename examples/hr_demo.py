@@ -41,9 +41,38 @@ def main() -> int:
     started = step("1. run the HR agent (process 1)", py, agents, "--db", str(DB), "start")
     cid = started.stderr.strip().splitlines()[-1]
     step("2a. a person lists what waits (process 2)", py, "-m", cli, "list", "--store", STORE)
-    step("2b. ...and reviews it: nested path, inner tool and args", py, "-m", cli, "show", "--store", STORE, cid)
-    step("2c. ...and approves it (process 3)", py, "-m", cli, "approve", "--store", STORE, cid, "1", "--by", "manager@example.com")
-    step("3. resume from the SQLite file alone (process 4)", py, agents, "--db", str(DB), "resume", cid)
+    step(
+        "2b. ...and reviews it: nested path, inner tool and args",
+        py,
+        "-m",
+        cli,
+        "show",
+        "--store",
+        STORE,
+        cid,
+    )
+    step(
+        "2c. ...and approves it (process 3)",
+        py,
+        "-m",
+        cli,
+        "approve",
+        "--store",
+        STORE,
+        cid,
+        "1",
+        "--by",
+        "manager@example.com",
+    )
+    step(
+        "3. resume from the SQLite file alone (process 4)",
+        py,
+        agents,
+        "--db",
+        str(DB),
+        "resume",
+        cid,
+    )
     step("audit trail", py, "-m", cli, "audit", "--store", STORE, cid_run(cid))
     key = DB.with_suffix(".key")
     print(f"\nsigning key: {key} (mode {oct(key.stat().st_mode & 0o777)})")

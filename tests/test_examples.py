@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     """The HR demo suspends, shows the nested request, approves it and completes; each tool ran once."""
-    env = {k: v for k, v in os.environ.items() if k not in ("OPENAI_API_KEY", "CONTINUATIONS_SIGNING_KEYS")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("OPENAI_API_KEY", "CONTINUATIONS_SIGNING_KEYS")
+    }
     env["HR_DEMO_DIR"] = str(tmp_path / "demo")
     done = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "hr_demo.py")],

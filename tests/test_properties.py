@@ -216,3 +216,21 @@ def test_keyring_rotation() -> None:
     Continuation.from_json(signed.to_json()).verify(rotated)
     assert rotated.active == "new"
     assert Continuation.from_json(signed.to_json()).sign(rotated).signature.kid == "new"  # type: ignore[union-attr]
+
+
+def test_in_memory_edit_of_loaded_copy_is_caught() -> None:
+    """Editing a loaded continuation in memory (not via its JSON) still fails verification."""
+    from continuations_core import ContinuationTampered
+
+    loaded = Continuation.from_json(SIGNED_TEXT)
+    loaded.verify(KEYS)
+    pending = loaded.root.pending[0].model_copy(update={"args": {"to": "eve", "amount": 1}})
+    edited = loaded.model_copy(
+        update={"root": loaded.root.model_copy(update={"pending": (pending,)})}
+    )
+    try:
+        edited.verify(KEYS)
+    except ContinuationTampered:
+        pass
+    else:
+        raise AssertionError("an in-memory edit of a loaded continuation verified")

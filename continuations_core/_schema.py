@@ -24,6 +24,7 @@ from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
     ContinuationTampered,
     MalformedContinuation,
+    StaleContinuation,
     UnknownPath,
     UnsignedContinuation,
     UnsupportedSchemaVersion,
@@ -279,6 +280,22 @@ class Continuation(_Model):
         """Paths of leaf pending calls that have no decision yet."""
         decided = {r.path for r in self.decisions}
         return [p for p, _, _ in self.leaves() if p not in decided]
+
+    def check_fresh(self, last_seen_seq: int) -> None:
+        """Refuse a stale copy: one older than the last ``seq`` seen for this run (G5).
+
+        A store-less caller records ``(run_id, seq)`` of every continuation it resumed or
+        produced and calls this before resuming.
+
+        Raises:
+            StaleContinuation: If ``seq`` is not newer than ``last_seen_seq``.
+        """
+        if self.seq <= last_seen_seq:
+            raise StaleContinuation(
+                f"This is suspension {self.seq} of run {self.run_id}, but suspension "
+                f"{last_seen_seq} was already seen; it was resumed before. Use the newest copy.",
+                continuation_id=self.id,
+            )
 
     # -- decisions (G4) -----------------------------------------------------------------
 

@@ -13,4 +13,13 @@ def _pydantic_ai() -> Harness:
     return PydanticAIHarness()
 
 
-HARNESSES: dict[str, Callable[[], Harness]] = {"pydantic-ai": _pydantic_ai}
+def _strands() -> Harness:
+    from continuations_strands.testing import StrandsHarness
+
+    return StrandsHarness()
+
+
+HARNESSES: dict[str, Callable[[], Harness]] = {
+    "pydantic-ai": _pydantic_ai,
+    "strands": _strands,
+}

@@ -1,0 +1,144 @@
+"""``run`` and ``resume``: thin entry points over the ``Continuations`` plugin."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from pydantic import BaseModel
+from strands import Agent
+from strands.agent import AgentResult
+
+from continuations_core import (
+    Completed,
+    ConfigurationError,
+    Continuation,
+    FrameSuspended,
+    Keyring,
+    Outcome,
+    Suspended,
+)
+from continuations_core._decisions import ExpiryMode, FramePlan
+from continuations_core._protocol import check_fingerprint, new_run_id, open_for_resume, seal
+
+from . import _translate as t
+from ._plugin import _RESUME, ATTACHED, Continuations, _Resume, prepared_snapshot
+
+__all__ = ["resume", "resume_sync", "run", "run_sync"]
+
+
+def _plugin_of(agent: Agent) -> Continuations:
+    plugin = ATTACHED.get(agent)
+    if plugin is not None:
+        return plugin
+    raise ConfigurationError(
+        f"Agent {agent.name!r} has no Continuations plugin; build it with "
+        "Agent(..., plugins=[Continuations()])."
+    )
+
+
+def _output(result: AgentResult) -> Any:
+    if result.structured_output is not None:
+        return result.structured_output
+    return str(result).strip()
+
+
+def _completed(agent: Agent, result: AgentResult, run_id: str, seq: int) -> Completed[Any]:
+    usage = _plugin_of(agent).finished_usage(agent)
+    return Completed(output=_output(result), run_id=run_id, seq=seq, usage=usage)
+
+
+async def run(
+    agent: Agent,
+    prompt: Any = None,
+    *,
+    keys: Keyring | None = None,
+    run_id: str | None = None,
+    structured_output_model: type[BaseModel] | None = None,
+    invocation_state: dict[str, Any] | None = None,
+) -> Outcome[Any]:
+    """Run ``agent`` until it completes or suspends.
+
+    Args:
+        agent: A Strands agent built with ``plugins=[Continuations()]``.
+        prompt: The prompt (any Strands ``AgentInput``).
+        keys: Signs the continuation when the run suspends.
+        run_id: The logical run id; a new one by default.
+        structured_output_model: Structured output model; it is recorded in the frame and
+            re-applied on resume.
+        invocation_state: Passed to the invocation (supply it again on resume).
+
+    Returns:
+        ``Completed(output=...)`` (the structured output, or the final text) or
+        ``Suspended(continuation=...)``.
+    """
+    _plugin_of(agent)
+    rid = run_id or new_run_id()
+    token = t.STRUCTURED.set(t.import_path(structured_output_model))
+    try:
+        result = await agent.invoke_async(
+            prompt,
+            structured_output_model=structured_output_model,
+            invocation_state=invocation_state,
+        )
+    except FrameSuspended as suspended:
+        return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
+    finally:
+        t.STRUCTURED.reset(token)
+    return _completed(agent, result, rid, 0)
+
+
+async def resume(
+    agent: Agent,
+    continuation: Continuation,
+    *,
+    keys: Keyring | None = None,
+    allow_unsigned: bool = False,
+    on_expired: ExpiryMode = "raise",
+    structured_output_model: type[BaseModel] | None = None,
+    invocation_state: dict[str, Any] | None = None,
+) -> Outcome[Any]:
+    """Resume a decided continuation of ``agent``; see ``continuations_pydantic_ai.resume``.
+
+    The signature, decisions, deadlines and the root agent's tools are checked before any tool
+    runs. A structured output model recorded at suspension is imported and re-applied unless
+    ``structured_output_model`` is given.
+    """
+    _plugin_of(agent)
+    plan = open_for_resume(
+        continuation, keys=keys, allow_unsigned=allow_unsigned, on_expired=on_expired
+    )
+    _check_root(agent, plan)
+    state = plan.frame.state
+    model = structured_output_model or t.resolve(state.get("structured_output"))
+    t.load(agent, prepared_snapshot(plan))
+    prompt: Any = [] if t.is_activated(state["snapshot"]) else None
+    token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
+    so_token = t.STRUCTURED.set(state.get("structured_output"))
+    try:
+        result = await agent.invoke_async(
+            prompt, structured_output_model=model, invocation_state=invocation_state
+        )
+    except FrameSuspended as suspended:
+        seq = continuation.seq + 1
+        return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
+    finally:
+        t.STRUCTURED.reset(so_token)
+        _RESUME.reset(token)
+    return _completed(agent, result, continuation.run_id, continuation.seq)
+
+
+def _check_root(agent: Agent, plan: FramePlan) -> None:
+    check_fingerprint(
+        plan, framework=t.FRAMEWORK, agent=agent.name, fingerprint=t.fingerprint(agent)
+    )
+
+
+def run_sync(agent: Agent, prompt: Any = None, **kwargs: Any) -> Outcome[Any]:
+    """Synchronous :func:`run`."""
+    return asyncio.run(run(agent, prompt, **kwargs))
+
+
+def resume_sync(agent: Agent, continuation: Continuation, **kwargs: Any) -> Outcome[Any]:
+    """Synchronous :func:`resume`."""
+    return asyncio.run(resume(agent, continuation, **kwargs))

@@ -1,0 +1,130 @@
+"""Strands names and (de)serialization, kept in one place.
+
+Everything here depends on the Strands release (pinned to ``strands-agents>=1.62,<2``): the
+snapshot format, the interrupt-id scheme and where a suspended tool batch is kept.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import importlib
+from typing import Any
+
+from strands import Agent
+from strands.types import Snapshot
+from strands.types.session import decode_bytes_values, encode_bytes_values
+
+from continuations_core._signing import digest
+
+FRAMEWORK = "strands"
+#: Snapshot fields a frame keeps; the system prompt comes from the agent definition instead.
+SNAPSHOT_FIELDS = (
+    "messages",
+    "state",
+    "conversation_manager_state",
+    "interrupt_state",
+    "model_state",
+)
+
+
+def take(agent: Agent) -> dict[str, Any]:
+    """The agent's session snapshot as JSON-safe data (bytes base64-encoded)."""
+    snapshot = agent.take_snapshot(preset="session")
+    data: dict[str, Any] = encode_bytes_values(snapshot.to_dict())
+    return data
+
+
+def load(agent: Agent, data: dict[str, Any]) -> None:
+    """Restore a snapshot taken by :func:`take`."""
+    agent.load_snapshot(Snapshot.from_dict(decode_bytes_values(copy.deepcopy(data))))
+
+
+def answered(data: dict[str, Any], responses: dict[str, Any]) -> dict[str, Any]:
+    """A copy of snapshot ``data`` whose interrupts carry ``responses`` (by interrupt id)."""
+    out = copy.deepcopy(data)
+    interrupts = out["data"]["interrupt_state"]["interrupts"]
+    for interrupt_id, response in responses.items():
+        if interrupt_id in interrupts:
+            interrupts[interrupt_id]["response"] = response
+    return out
+
+
+def pending_tool_uses(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The tool uses of the suspended batch, by tool-use id."""
+    state = data["data"].get("interrupt_state") or {}
+    pending = state.get("pending_tool_execution") or {}
+    message = pending.get("assistant_message") or {}
+    uses: dict[str, dict[str, Any]] = {}
+    for block in message.get("content", []):
+        use = block.get("toolUse")
+        if use:
+            uses[str(use["toolUseId"])] = use
+    return uses
+
+
+def is_activated(data: dict[str, Any]) -> bool:
+    """Whether the snapshot is suspended on interrupts."""
+    return bool((data["data"].get("interrupt_state") or {}).get("activated"))
+
+
+def tool_use_id_of(interrupt_id: str) -> str | None:
+    """The tool-use id inside a per-call interrupt id (``v1:<source>:<toolUseId>:<uuid>``)."""
+    parts = interrupt_id.split(":")
+    if len(parts) >= 4 and parts[0] == "v1":
+        return ":".join(parts[2:-1])
+    return None
+
+
+def tool_schemas(agent: Agent) -> dict[str, dict[str, Any]]:
+    """Each tool's input JSON Schema, by tool name."""
+    schemas: dict[str, dict[str, Any]] = {}
+    for spec in agent.tool_registry.get_all_tool_specs():
+        schema = spec.get("inputSchema", {})
+        schemas[spec["name"]] = dict(schema.get("json", schema))
+    return schemas
+
+
+def fingerprint(agent: Agent) -> dict[str, str]:
+    """Digest each tool's input schema, keyed by tool name."""
+    return {name: digest(schema) for name, schema in tool_schemas(agent).items()}
+
+
+def usage_of(agent: Agent) -> dict[str, int]:
+    """Token totals of the agent's current invocation."""
+    usage = agent.event_loop_metrics.accumulated_usage
+    return {
+        "input_tokens": int(usage.get("inputTokens", 0)),
+        "output_tokens": int(usage.get("outputTokens", 0)),
+        "total_tokens": int(usage.get("totalTokens", 0)),
+    }
+
+
+def import_path(obj: type[Any] | None) -> str | None:
+    """``module:qualname`` of a class, to find a structured output model again on resume."""
+    if obj is None:
+        return None
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def resolve(path: str | None) -> Any:
+    """Import the object named by :func:`import_path`."""
+    if not path:
+        return None
+    module, _, qualname = path.partition(":")
+    target: Any = importlib.import_module(module)
+    for part in qualname.split("."):
+        target = getattr(target, part)
+    return target
+
+
+#: The structured output model of the run being started or resumed (``module:qualname``).
+STRUCTURED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "continuations_strands_structured", default=None
+)
+
+
+def response_tokens(message: Any) -> int:
+    """Total tokens of one model response, from the usage Strands attaches to the message."""
+    usage = (message.get("metadata") or {}).get("usage") or {}
+    return int(usage.get("totalTokens", 0))

@@ -1,0 +1,194 @@
+"""Conformance harness: builds real Strands agents from neutral specs.
+
+Used by the shared conformance suite in :mod:`continuations_core.testing`. The model is a small
+scripted Strands ``Model`` that plays the spec's turns; tools are real ``@tool`` functions,
+marked with ``@requires_approval``, that write each execution to the
+:class:`~continuations_core.testing.spec.Ledger`.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+from collections.abc import AsyncGenerator, Callable
+from typing import Any
+
+from strands import Agent, tool
+from strands.models import Model
+from strands.types.tools import ToolContext
+
+from continuations_core import Continuation, Keyring, Outcome, requires_approval
+from continuations_core._policies import default_clock
+from continuations_core.testing.spec import PARAMS, AgentSpec, Ledger, ToolSpec, final_text
+
+from ._plugin import Continuations
+from ._run import resume, run
+
+__all__ = ["ScriptedModel", "StrandsHarness"]
+
+
+def _results(messages: list[Any]) -> list[str]:
+    out: list[str] = []
+    for message in messages:
+        for block in message.get("content", []):
+            result = block.get("toolResult")
+            if result:
+                out.extend(str(c.get("text", c.get("json", ""))) for c in result.get("content", []))
+    return out
+
+
+class ScriptedModel(Model):
+    """A Strands model that plays ``turns`` and then answers with :func:`final_text`."""
+
+    def __init__(
+        self,
+        name: str,
+        turns: list[list[tuple[str, dict[str, Any]]]],
+        *,
+        on_call: Callable[[int, list[str]], None] | None = None,
+        tokens: tuple[int, int] = (10, 5),
+    ) -> None:
+        self.name = name
+        self.turns = turns
+        self.on_call = on_call
+        self.tokens = tokens
+
+    def update_config(self, **model_config: Any) -> None:
+        """Nothing to configure."""
+
+    def get_config(self) -> dict[str, Any]:
+        """No configuration."""
+        return {"model_id": f"scripted-{self.name}"}
+
+    async def structured_output(self, *args: Any, **kwargs: Any) -> AsyncGenerator[Any, None]:
+        """Not used: Strands asks for structured output through a tool call."""
+        for _ in ():
+            yield None
+        raise NotImplementedError("ScriptedModel does not implement structured_output")
+
+    async def stream(
+        self, messages: Any, tool_specs: Any = None, system_prompt: Any = None, **kwargs: Any
+    ) -> AsyncGenerator[Any, None]:
+        """Stream the next scripted turn as Strands stream events."""
+        turn = sum(1 for m in messages if m["role"] == "assistant")
+        last = messages[-1] if messages else {}
+        if self.on_call is not None:
+            self.on_call(turn, _results([last]) if last.get("role") == "user" else [])
+        yield {"messageStart": {"role": "assistant"}}
+        if turn < len(self.turns):
+            for i, (name, args) in enumerate(self.turns[turn]):
+                start = {"toolUse": {"name": name, "toolUseId": f"{self.name}-t{turn}-c{i}"}}
+                yield {"contentBlockStart": {"start": start}}
+                yield {"contentBlockDelta": {"delta": {"toolUse": {"input": json.dumps(args)}}}}
+                yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "tool_use"}}
+        else:
+            yield {"contentBlockStart": {"start": {}}}
+            text = final_text(self.name, _results(messages))
+            yield {"contentBlockDelta": {"delta": {"text": text}}}
+            yield {"contentBlockStop": {}}
+            yield {"messageStop": {"stopReason": "end_turn"}}
+        i, o = self.tokens
+        usage = {"inputTokens": i, "outputTokens": o, "totalTokens": i + o}
+        yield {"metadata": {"usage": usage, "metrics": {"latencyMs": 0}}}
+
+
+def _typed(fn: Callable[..., Any], name: str, params: str, *, context: bool) -> Callable[..., Any]:
+    fields = [
+        inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD, annotation=a)
+        for n, a in PARAMS[params]
+    ]
+    if context:
+        fields.append(
+            inspect.Parameter(
+                "tool_context", inspect.Parameter.KEYWORD_ONLY, annotation=ToolContext
+            )
+        )
+    fn.__name__ = fn.__qualname__ = name
+    fn.__doc__ = f"The {name} tool."
+    sig = inspect.Signature(fields, return_annotation=str)
+    fn.__signature__ = sig  # type: ignore[attr-defined]
+    fn.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()} | {"return": str}
+    return fn
+
+
+class StrandsHarness:
+    """Builds Strands agents from specs and runs them through this adapter."""
+
+    framework = "strands"
+
+    def __init__(self, *, sequential: bool = False) -> None:
+        self.sequential = sequential
+
+    def build(self, spec: AgentSpec, ledger: Ledger) -> Agent:
+        """Build the agent tree of ``spec``."""
+
+        def seen(turn: int, received: list[str]) -> None:
+            ledger.model(spec.name, turn, received)
+            ledger.advance(spec.seconds_per_turn)
+
+        turns = [[(c.tool, dict(c.args)) for c in turn] for turn in spec.turns]
+        model = ScriptedModel(spec.name, turns, on_call=seen)
+        clock = ledger.clock if spec.seconds_per_turn else default_clock
+        kwargs: dict[str, Any] = {}
+        if self.sequential:
+            from strands.tools.executors import SequentialToolExecutor
+
+            kwargs["tool_executor"] = SequentialToolExecutor()
+        return Agent(
+            model=model,
+            name=spec.name,
+            tools=[self._tool(spec, t, ledger) for t in spec.tools],
+            callback_handler=None,
+            plugins=[Continuations(policies=spec.policies, clock=clock)],
+            **kwargs,
+        )
+
+    def _tool(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger) -> Any:
+        if t.kind == "delegate":
+            children = [self.build(child, ledger) for child in t.children]
+
+            async def delegate(**args: Any) -> str:
+                ledger.tool(spec.name, t.name, args)
+                outputs = []
+                for child in children:
+                    result = await child.invoke_async(args["task"])
+                    outputs.append(str(result).strip())
+                return " / ".join(outputs)
+
+            return tool(_typed(delegate, t.name, t.params, context=False))
+        if t.kind == "input":
+
+            def ask(tool_context: ToolContext, **args: Any) -> str:
+                ledger.tool(spec.name, t.name, args)
+                answer = tool_context.interrupt("ask", reason=f"value for {t.name}")
+                return str(answer)
+
+            return tool(context=True)(_typed(ask, t.name, t.params, context=True))
+
+        def body(**args: Any) -> str:
+            ledger.tool(spec.name, t.name, args)
+            return f"{t.name}({', '.join(f'{k}={v}' for k, v in sorted(args.items()))}) ok"
+
+        fn = _typed(body, t.name, t.params, context=False)
+        if t.kind == "gated":
+            over = t.amount_over
+            when = (lambda a: int(a["amount"]) > over) if over is not None else None
+            fn = requires_approval(reason=t.reason, when=when, expires=t.expires)(fn)
+        return tool(fn)
+
+    async def run(self, agent: Any, prompt: str, *, keys: Keyring | None) -> Outcome[Any]:
+        """Start a run with :func:`continuations_strands.run`."""
+        return await run(agent, prompt, keys=keys)
+
+    async def resume(
+        self, agent: Any, continuation: Continuation, *, keys: Keyring | None, **kwargs: Any
+    ) -> Outcome[Any]:
+        """Resume with :func:`continuations_strands.resume`."""
+        return await resume(agent, continuation, keys=keys, **kwargs)
+
+    def usage(self, outcome: Outcome[Any]) -> dict[str, int]:
+        """Token totals of a completed outcome."""
+        usage = getattr(outcome, "usage", None) or {}
+        keys = ("requests", "input_tokens", "output_tokens", "total_tokens")
+        return {k: int(usage.get(k, 0)) for k in keys}

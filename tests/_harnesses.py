@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 from continuations_core.testing.spec import Harness
 
@@ -19,7 +20,43 @@ def _strands() -> Harness:
     return StrandsHarness()
 
 
+def _strands_variant(**kwargs: Any) -> Callable[[], Harness]:
+    def build() -> Harness:
+        from continuations_strands.testing import StrandsHarness
+
+        return StrandsHarness(**kwargs)
+
+    return build
+
+
+#: Other ways people write Strands agents: a sync tool body calling ``child(prompt)``, the
+#: built-in ``child.as_tool()``, and the sequential tool executor.
+VARIANTS: dict[str, Callable[[], Harness]] = {
+    "strands-call": _strands_variant(delegate="call"),
+    "strands-as-tool": _strands_variant(delegate="as_tool"),
+    "strands-sequential": _strands_variant(sequential=True),
+}
+
+
+def _mixed(root: str) -> Callable[[], Harness]:
+    """A tree whose levels alternate between the two frameworks, starting with ``root``."""
+
+    def build() -> Harness:
+        from continuations_pydantic_ai.testing import PydanticAIHarness
+        from continuations_strands.testing import StrandsHarness
+
+        pai, strands = PydanticAIHarness(), StrandsHarness()
+        pai.child_harness, strands.child_harness = strands, pai
+        return pai if root == "pydantic-ai" else strands
+
+    return build
+
+
 HARNESSES: dict[str, Callable[[], Harness]] = {
+    "mixed-pydantic-ai-root": _mixed("pydantic-ai"),
+    "mixed-strands-root": _mixed("strands"),
     "pydantic-ai": _pydantic_ai,
     "strands": _strands,
 }
+
+ALL: dict[str, Callable[[], Harness]] = {**HARNESSES, **VARIANTS}

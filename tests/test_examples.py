@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -40,3 +42,30 @@ def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     ]
     key = tmp_path / "demo" / "hr.key"
     assert key.stat().st_mode & 0o777 == 0o600
+
+
+def _run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, env=env, timeout=120
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["strands", "mixed"])
+def test_strands_hr_example_across_processes(mixed: bool, tmp_path: Path) -> None:
+    """The Strands (and mixed-framework) HR example suspends, is approved and resumes in new processes."""
+    env = {k: v for k, v in os.environ.items() if k != "CONTINUATIONS_SIGNING_KEYS"}
+    db = tmp_path / "s.db"
+    flags = ["--mixed"] if mixed else []
+    script = str(ROOT / "examples" / "hr_strands.py")
+    started = _run(script, "--db", str(db), *flags, "start", env=env)
+    assert "create_account" in started.stdout and "authorize_account" not in started.stdout
+    cid = started.stderr.strip().splitlines()[-1]
+    shown = _run("-m", "continuations_core", "show", "--store", f"sqlite:///{db}", cid, env=env)
+    assert "hr > accounts" in shown.stdout and "authorize_account" in shown.stdout
+    _run("-m", "continuations_core", "approve", "--store", f"sqlite:///{db}", cid, "1", env=env)
+    resumed = _run(script, "--db", str(db), *flags, "resume", cid, env=env)
+    assert resumed.stdout.count("[tool ran]") == 1
+    assert "authorize_account user=alice system=payroll role=admin" in resumed.stdout
+    assert "completed:" in resumed.stdout and "enabled as admin" in resumed.stdout

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from _harnesses import HARNESSES
+from _harnesses import ALL as HARNESSES
 
 from continuations_core import Completed, Continuation, EveryNTurns, Keyring, Suspended
 from continuations_core.stores import open_store

@@ -87,10 +87,27 @@ def _typed(fn: Callable[..., Any], name: str, params: str, *, with_ctx: bool) ->
     return fn
 
 
+async def run_child(child: Any, task: str, ctx: RunContext[None]) -> str:
+    """Run a sub-agent from a plain tool body, whatever framework built it."""
+    if hasattr(
+        child, "invoke_async"
+    ):  # a Strands agent (duck-typed: adapters never import each other)
+        return str(await child.invoke_async(task)).strip()
+    result = await child.run(task, usage=ctx.usage)
+    return str(result.output)
+
+
 class PydanticAIHarness:
-    """Builds Pydantic AI agents from specs and runs them through this adapter."""
+    """Builds Pydantic AI agents from specs and runs them through this adapter.
+
+    Args:
+        child_harness: Builds sub-agents (another framework's harness, for mixed trees).
+    """
 
     framework = "pydantic-ai"
+
+    def __init__(self, child_harness: Any = None) -> None:
+        self.child_harness = child_harness
 
     def build(self, spec: AgentSpec, ledger: Ledger) -> Agent[None, str]:
         """Build the agent tree of ``spec``."""
@@ -108,14 +125,12 @@ class PydanticAIHarness:
         self, agent: Agent[None, str], spec: AgentSpec, tool: ToolSpec, ledger: Ledger
     ) -> None:
         if tool.kind == "delegate":
-            children = [self.build(child, ledger) for child in tool.children]
+            builder = self.child_harness or self
+            children = [builder.build(child, ledger) for child in tool.children]
 
             async def delegate(ctx: RunContext[None], **args: Any) -> str:
                 ledger.tool(spec.name, tool.name, args)
-                outputs = []
-                for child in children:
-                    result = await child.run(args["task"], usage=ctx.usage)
-                    outputs.append(result.output)
+                outputs = [await run_child(child, args["task"], ctx) for child in children]
                 return " / ".join(outputs)
 
             agent.tool(_typed(delegate, tool.name, tool.params, with_ctx=True))

@@ -144,12 +144,14 @@ class Continuations(Plugin):
         # Strands accumulates usage per agent object, across invocations: count from here.
         inv.start = t.usage_of(agent)
         self._runs[id(agent)] = inv
+        scope = CURRENT_CALL.get()
+        if scope is None:
+            inv.structured_output = t.STRUCTURED.get()
         resume = _RESUME.get()
         if resume is not None and resume.agent_name == inv.agent_name:
             _RESUME.set(None)
             self._load_plan(inv, resume.plan)
             return
-        scope = CURRENT_CALL.get()
         if scope is None:
             return
         ordinal = scope.next_ordinal()
@@ -177,7 +179,7 @@ class Continuations(Plugin):
         inv.policy = PolicyState.from_dict(plan.frame.policy_state)
         inv.usage = dict(state.get("usage", {}))
         inv.requests = int(inv.usage.pop("requests", 0))
-        inv.structured_output = state.get("structured_output")
+        inv.structured_output = state.get("structured_output") or inv.structured_output
 
     def _after_invocation(self, event: AfterInvocationEvent) -> None:
         agent = event.agent

@@ -11,7 +11,7 @@ from __future__ import annotations
 import inspect
 import json
 from collections.abc import AsyncGenerator, Callable
-from typing import Any
+from typing import Any, Literal
 
 from strands import Agent, tool
 from strands.models import Model
@@ -112,13 +112,38 @@ def _typed(fn: Callable[..., Any], name: str, params: str, *, context: bool) -> 
     return fn
 
 
+async def _run_child(child: Any, task: str) -> str:
+    """Run a sub-agent from a plain async tool body, whatever framework built it."""
+    if isinstance(child, Agent):
+        return str(await child.invoke_async(task)).strip()
+    result = await child.run(
+        task
+    )  # a Pydantic AI agent (duck-typed: adapters never import each other)
+    return str(result.output)
+
+
+def _call_child(child: Any, task: str) -> str:
+    """Run a sub-agent from a plain sync tool body."""
+    if isinstance(child, Agent):
+        return str(child(task)).strip()
+    return str(child.run_sync(task).output)
+
+
 class StrandsHarness:
     """Builds Strands agents from specs and runs them through this adapter."""
 
     framework = "strands"
 
-    def __init__(self, *, sequential: bool = False) -> None:
+    def __init__(
+        self,
+        *,
+        sequential: bool = False,
+        delegate: Literal["invoke_async", "call", "as_tool"] = "invoke_async",
+        child_harness: Any = None,
+    ) -> None:
         self.sequential = sequential
+        self.delegate = delegate
+        self.child_harness = child_harness
 
     def build(self, spec: AgentSpec, ledger: Ledger) -> Agent:
         """Build the agent tree of ``spec``."""
@@ -146,14 +171,21 @@ class StrandsHarness:
 
     def _tool(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger) -> Any:
         if t.kind == "delegate":
-            children = [self.build(child, ledger) for child in t.children]
+            builder = self.child_harness or self
+            children = [builder.build(child, ledger) for child in t.children]
+            if self.delegate == "as_tool" and len(children) == 1:
+                return children[0].as_tool(name=t.name, description=f"The {t.name} agent.")
+            if self.delegate == "call":
+
+                def call(**args: Any) -> str:
+                    ledger.tool(spec.name, t.name, args)
+                    return " / ".join(_call_child(child, args["task"]) for child in children)
+
+                return tool(_typed(call, t.name, t.params, context=False))
 
             async def delegate(**args: Any) -> str:
                 ledger.tool(spec.name, t.name, args)
-                outputs = []
-                for child in children:
-                    result = await child.invoke_async(args["task"])
-                    outputs.append(str(result).strip())
+                outputs = [await _run_child(child, args["task"]) for child in children]
                 return " / ".join(outputs)
 
             return tool(_typed(delegate, t.name, t.params, context=False))

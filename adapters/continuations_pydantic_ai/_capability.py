@@ -58,6 +58,12 @@ from continuations_core import (
     SuspensionPolicy,
 )
 from continuations_core._policies import Clock, default_clock
+from continuations_core._durable import (
+    CHECKPOINTER,
+    INTERRUPTED_MESSAGE,
+    enter_call,
+    exit_call,
+)
 from continuations_core._protocol import CURRENT_CALL, check_fingerprint
 
 from . import _translate as t
@@ -95,6 +101,7 @@ class _RunState:
     drift_checked: bool = False
     policy: PolicyState = field(default_factory=PolicyState)
     gated: dict[str, ApprovalSpec] = field(default_factory=dict)
+    not_idempotent: set[str] = field(default_factory=set)
     fingerprint: dict[str, str] = field(default_factory=dict)
     replay: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, PendingCall] = field(default_factory=dict)
@@ -133,7 +140,7 @@ class Continuations(AbstractCapability[Any]):
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
         """Record which tools are gated; the toolset itself is not changed."""
-        self._st.gated = t.gated_tools(toolset)
+        self._st.gated, self._st.not_idempotent = t.gated_tools(toolset)
         return None
 
     async def prepare_tools(
@@ -253,17 +260,24 @@ class Continuations(AbstractCapability[Any]):
         st = self._st
         if not st.active:
             return await handler(node)
-        if isinstance(node, ModelRequestNode) and self.policies:
-            fired = st.policy.firing(self.policies, self.clock)
+        cp = CHECKPOINTER.get() if st.scope is None else None
+        if isinstance(node, ModelRequestNode):
+            history = [*ctx.messages, node.request]
+            fired = st.policy.firing(self.policies, self.clock) if self.policies else None
             if fired is not None:
-                history = [*ctx.messages, node.request]
                 raise FrameSuspended(self._frame(ctx, history, f"policy:{fired.key}"))
+            if cp is not None:
+                # Before every model request (the first included): a crash from here on
+                # repeats at most this request.
+                await cp.step(self._frame(ctx, history, "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
             st.pending.clear()
             st.journal.clear()
         result = await handler(node)
         if isinstance(node, ModelRequestNode) and isinstance(result, CallToolsNode):
             st.policy.record_turn(result.model_response.usage.total_tokens)
+            if cp is not None:
+                await cp.step(self._frame(ctx, list(ctx.messages), "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
             st.replay.clear()
             st.plan = None
@@ -271,21 +285,28 @@ class Continuations(AbstractCapability[Any]):
                 raise FrameSuspended(self._frame(ctx, list(ctx.messages), "calls"))
         return result
 
-    def _frame(self, ctx: RunContext[Any], messages: list[ModelMessage], reason: str) -> Frame:
+    def _frame(
+        self,
+        ctx: RunContext[Any],
+        messages: list[ModelMessage],
+        reason: str,
+        *,
+        pending: bool = True,
+    ) -> Frame:
         st = self._st
         usage = ctx.usage
         state = {
             "messages": t.dump_messages(messages),
             "usage": t.dump_usage(usage),
             "shares_usage": st.shares_usage,
-            "journal": dict(st.journal),
+            "journal": dict(st.journal) if pending else {},
         }
         return Frame(
             framework=t.FRAMEWORK,
             agent=st.agent_name,
             fingerprint=dict(st.fingerprint),
             state=state,
-            pending=tuple(st.pending.values()),
+            pending=tuple(st.pending.values()) if pending else (),
             policy_state=st.policy.to_dict(),
             suspended_by=reason,
         )
@@ -359,7 +380,17 @@ class Continuations(AbstractCapability[Any]):
             scope.resume = call_plan
             scope.replay = list(call_plan.call.metadata.get("journal", []))
             scope.suspended_ordinal = int(call_plan.call.metadata.get("ordinal", 0))
+        cp = CHECKPOINTER.get()
+        if cp is not None:
+            earlier = cp.replay(scope.path, idempotent=call.tool_name not in st.not_idempotent)
+            if earlier is not None:
+                if earlier.get("interrupted"):
+                    return INTERRUPTED_MESSAGE
+                st.journal[call.tool_call_id] = earlier
+                return t.load_tool_result(earlier)
+            await cp.tool_started(scope.path, call.tool_name)
         token = CURRENT_CALL.set(scope)
+        key_token = enter_call(scope.path)
         try:
             result = await handler(args)
         except FrameSuspended as suspended:
@@ -371,6 +402,7 @@ class Continuations(AbstractCapability[Any]):
                 child=suspended.frame,
                 metadata=scope.child_metadata(ordinal),
             )
+            await self._suspended_call(scope.path, call.tool_name)
             return _PLACEHOLDER
         except CallDeferred as deferred:
             self._add_pending(
@@ -379,6 +411,7 @@ class Continuations(AbstractCapability[Any]):
                 "input",
                 metadata={"deferred": deferred.metadata or {}, "deferred_kind": deferred.kind},
             )
+            await self._suspended_call(scope.path, call.tool_name)
             return _PLACEHOLDER
         except ApprovalRequired as required:
             reason = (required.metadata or {}).get("reason")
@@ -389,15 +422,25 @@ class Continuations(AbstractCapability[Any]):
                 reason=str(reason) if reason is not None else None,
                 metadata={"deferred": required.metadata or {}},
             )
+            await self._suspended_call(scope.path, call.tool_name)
             return _PLACEHOLDER
         finally:
+            exit_call(key_token)
             CURRENT_CALL.reset(token)
-        st.journal[call.tool_call_id] = t.dump_tool_result(result)
+        recorded = t.dump_tool_result(result)
+        st.journal[call.tool_call_id] = recorded
+        if cp is not None:
+            await cp.tool_completed(scope.path, call.tool_name, recorded)
         return result
 
     def _call_plan(self, call: ToolCallPart) -> CallPlan | None:
         plan = self._st.plan
         return plan.calls.get(call.tool_call_id) if plan is not None else None
+
+    async def _suspended_call(self, path: tuple[str, ...], tool: str) -> None:
+        cp = CHECKPOINTER.get()
+        if cp is not None:
+            await cp.tool_suspended(path, tool)
 
     def _add_pending(
         self,

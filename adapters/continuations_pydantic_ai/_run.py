@@ -17,12 +17,20 @@ from continuations_core import (
     Suspended,
 )
 from continuations_core._decisions import ExpiryMode, FramePlan
+from continuations_core._durable import (
+    default_owner,
+    durable,
+    reset_run_id,
+    set_run_id,
+    take_over,
+)
 from continuations_core._protocol import check_fingerprint, new_run_id, open_for_resume, seal
+from continuations_core.stores import Claim, Store
 
 from . import _translate as t
 from ._capability import _RESUME, Continuations, _Resume
 
-__all__ = ["resume", "resume_sync", "run", "run_sync"]
+__all__ = ["resume", "resume_run", "resume_sync", "run", "run_sync"]
 
 
 def _extra_capabilities(agent: Agent[Any, Any]) -> list[Continuations]:
@@ -39,6 +47,10 @@ async def run(
     keys: Keyring | None = None,
     deps: Any = None,
     run_id: str | None = None,
+    store: Store | None = None,
+    checkpoint: bool | None = None,
+    owner: str | None = None,
+    lease_seconds: float = 30.0,
     **run_kwargs: Any,
 ) -> Outcome[Any]:
     """Run ``agent`` until it completes or suspends.
@@ -51,19 +63,42 @@ async def run(
             unsigned and resuming it needs ``allow_unsigned=True``.
         deps: The run's dependencies (supply them again on resume).
         run_id: The logical run id; a new one by default.
+        store: Keeps the run durable: a checkpoint after every model response and tool batch,
+            a journal of tool results, and the suspension or completion (G9).
+        checkpoint: Write checkpoints (default: when a store is given). ``False`` with a store
+            only saves the suspension.
+        owner: The name this process holds checkpoints under (host:pid by default).
+        lease_seconds: The lease on checkpoints, kept alive while the run is in this process.
         **run_kwargs: Passed to ``agent.run`` (``model``, ``model_settings``, ``usage_limits``...).
 
     Returns:
         ``Completed(output=...)`` or ``Suspended(continuation=...)``.
     """
     rid = run_id or new_run_id()
-    try:
-        result = await agent.run(
-            prompt, deps=deps, capabilities=_extra_capabilities(agent), **run_kwargs
-        )
-    except FrameSuspended as suspended:
-        return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
-    return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
+
+    async def go() -> Outcome[Any]:
+        token = set_run_id(rid)
+        try:
+            result = await agent.run(
+                prompt, deps=deps, capabilities=_extra_capabilities(agent), **run_kwargs
+            )
+        except FrameSuspended as suspended:
+            return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
+        finally:
+            reset_run_id(token)
+        return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
+
+    return await durable(
+        go,
+        store=store,
+        checkpoint=checkpoint,
+        run_id=rid,
+        seq=0,
+        keys=keys,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        claim=None,
+    )
 
 
 async def resume(
@@ -74,6 +109,11 @@ async def resume(
     deps: Any = None,
     allow_unsigned: bool = False,
     on_expired: ExpiryMode = "raise",
+    store: Store | None = None,
+    claim: Claim | None = None,
+    checkpoint: bool | None = None,
+    owner: str | None = None,
+    lease_seconds: float = 30.0,
     **run_kwargs: Any,
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``.
@@ -83,8 +123,10 @@ async def resume(
     reached through the tool bodies that call them, and their tools are checked when their
     delegating call is re-entered.
 
-    To enforce single use across processes, resume through a store (``store.claim``); a bare
-    continuation carries ``run_id`` and ``seq`` so a caller can detect a stale copy.
+    Single use (G5): with ``store``, the continuation is claimed first (or pass the ``claim``
+    you hold), so of several resumers exactly one proceeds; the others get ``AlreadyClaimed``.
+    The run then stays durable as with :func:`run`. Without a store, a bare continuation
+    carries ``run_id`` and ``seq`` so a caller can detect a stale copy (``check_fresh``).
 
     Args:
         agent: The root agent, built the same way as when the run suspended.
@@ -94,10 +136,15 @@ async def resume(
         allow_unsigned: Accept an unsigned continuation.
         on_expired: ``"raise"`` (default) raises ``ContinuationExpired`` for a call past its
             deadline; ``"deny"`` denies it with an "expired" message instead.
+        store: Claim the continuation there and keep the resumed run durable.
+        claim: A claim already held on the continuation (a worker's).
+        checkpoint: Write checkpoints (default: when a store is given).
+        owner: The name this process claims under (host:pid by default).
+        lease_seconds: The lease on claims and checkpoints.
         **run_kwargs: Passed to ``agent.run``.
 
     Returns:
-        ``Completed`` or, if the run suspends again, ``Suspended`` with ``seq`` one higher.
+        ``Completed`` or, if the run suspends again, ``Suspended`` with a higher ``seq``.
     """
     plan = open_for_resume(
         continuation, keys=keys, allow_unsigned=allow_unsigned, on_expired=on_expired
@@ -115,26 +162,66 @@ async def resume(
             "response that made them; the continuation is inconsistent.",
             continuation_id=continuation.id,
         )
-    token = _RESUME.set(_Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent))
-    try:
-        result = await agent.run(
-            message_history=t.load_messages(state["messages"]),
-            usage=t.load_usage(state.get("usage")),
-            deps=deps,
-            capabilities=_extra_capabilities(agent),
-            **run_kwargs,
+
+    async def go() -> Outcome[Any]:
+        token = _RESUME.set(
+            _Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent)
         )
-    except FrameSuspended as suspended:
-        seq = continuation.seq + 1
-        return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
-    finally:
-        _RESUME.reset(token)
-    return Completed(
-        output=result.output,
+        run_token = set_run_id(continuation.run_id)
+        try:
+            result = await agent.run(
+                message_history=t.load_messages(state["messages"]),
+                usage=t.load_usage(state.get("usage")),
+                deps=deps,
+                capabilities=_extra_capabilities(agent),
+                **run_kwargs,
+            )
+        except FrameSuspended as suspended:
+            seq = continuation.seq + 1
+            return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
+        finally:
+            reset_run_id(run_token)
+            _RESUME.reset(token)
+        return Completed(
+            output=result.output,
+            run_id=continuation.run_id,
+            seq=continuation.seq,
+            usage=t.dump_usage(result.usage),
+        )
+
+    return await durable(
+        go,
+        store=store,
+        checkpoint=checkpoint,
         run_id=continuation.run_id,
         seq=continuation.seq,
-        usage=t.dump_usage(result.usage),
+        keys=keys,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        claim=claim,
+        claim_id=continuation.id,
     )
+
+
+async def resume_run(
+    run_id: str,
+    agent: Agent[Any, Any],
+    *,
+    store: Store,
+    keys: Keyring | None = None,
+    owner: str | None = None,
+    **kwargs: Any,
+) -> Outcome[Any]:
+    """Take over run ``run_id`` from its latest checkpoint (after a crash) and continue it.
+
+    Raises:
+        AlreadyClaimed: If a live process still holds the run.
+        MissingDecisions: If the run is waiting for decisions.
+        ResumeError: If the run already completed.
+    """
+    who = owner or default_owner()
+    cont, claim = await take_over(store, run_id, owner=who)
+    return await resume(agent, cont, keys=keys, store=store, claim=claim, owner=who, **kwargs)
 
 
 def _check_root(agent: Agent[Any, Any], plan: FramePlan) -> None:

@@ -20,6 +20,7 @@ from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 
 from continuations_core import ApprovalSpec, approval_spec
+from continuations_core._durable import is_idempotent
 from continuations_core._signing import digest
 
 FRAMEWORK = "pydantic-ai"
@@ -96,9 +97,11 @@ def last_response(messages: list[ModelMessage]) -> ModelResponse | None:
     return None
 
 
-def gated_tools(toolset: AbstractToolset[Any]) -> dict[str, ApprovalSpec]:
-    """Find the tools of ``toolset`` marked ``@requires_approval`` or ``requires_approval=True``."""
+def gated_tools(toolset: AbstractToolset[Any]) -> tuple[dict[str, ApprovalSpec], set[str]]:
+    """The gated tools of ``toolset`` (``@requires_approval`` or ``requires_approval=True``),
+    and the names of the tools marked ``@idempotent(False)``."""
     found: dict[str, ApprovalSpec] = {}
+    not_idempotent: set[str] = set()
 
     def visit(leaf: AbstractToolset[Any]) -> None:
         if isinstance(leaf, FunctionToolset):
@@ -108,9 +111,11 @@ def gated_tools(toolset: AbstractToolset[Any]) -> dict[str, ApprovalSpec]:
                     spec = ApprovalSpec()
                 if spec is not None:
                     found[name] = spec
+                if not is_idempotent(tool.function):
+                    not_idempotent.add(name)
 
     toolset.apply(visit)
-    return found
+    return found, not_idempotent
 
 
 def capabilities_of(agent: Agent[Any, Any]) -> list[AbstractCapability[Any]]:

@@ -14,6 +14,7 @@ audit events) are pure functions here, so backends only move rows and cannot dis
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, replace
@@ -31,7 +32,17 @@ __all__ = ["STATUSES", "AuditEvent", "AuditKind", "Claim", "Status", "Store", "S
 
 Status = Literal["waiting", "ready", "claimed", "done"]
 AuditKind = Literal[
-    "suspended", "decided", "claimed", "released", "resumed", "completed", "expired"
+    "suspended",
+    "decided",
+    "claimed",
+    "released",
+    "resumed",
+    "completed",
+    "expired",
+    "checkpoint",
+    "tool_started",
+    "tool_completed",
+    "tool_suspended",
 ]
 STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done")
 
@@ -190,6 +201,52 @@ class Store(ABC):
     @abstractmethod
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """Return the run's audit events in the order they were recorded."""
+
+    @abstractmethod
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Claim | None:
+        """Store a run's next continuation and retire ``previous``, in one atomic step (G9).
+
+        With ``owner`` the new continuation is stored already claimed by ``owner`` (a
+        checkpoint its own process keeps running from; audit ``checkpoint``) and the claim is
+        returned. Without it, it is stored like :meth:`save` (a suspension waiting for
+        decisions). ``previous`` is marked done, audited ``resumed`` with ``next_id``.
+
+        Raises:
+            AlreadyClaimed: If ``previous`` no longer holds; nothing is written.
+        """
+
+    @abstractmethod
+    async def record(
+        self,
+        run_id: str,
+        kind: AuditKind,
+        *,
+        continuation_id: str = "",
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """Append an event to the run's audit trail (the tool journal uses it)."""
+
+    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
+        """Ids of continuations a worker may claim now: ready ones and expired leases, oldest first."""
+        now = utcnow()
+        ready = await self.list(status="ready", limit=10_000)
+        claimed = await self.list(status="claimed", limit=10_000)
+        stale = [r for r in claimed if r.lease_until is not None and r.lease_until <= now]
+        found = sorted([*ready, *stale], key=lambda r: r.updated_at)
+        return [r.id for r in found[:limit]]
+
+    async def wait_ready(self, timeout: float) -> builtins.list[str]:
+        """Wait up to ``timeout`` seconds for work; backends with notifications return early."""
+        await asyncio.sleep(timeout)
+        return []
 
     @abstractmethod
     async def close(self) -> None:
@@ -385,6 +442,34 @@ def release_row(row: Row, claim: Claim, *, at: datetime) -> tuple[Row, Events]:
     row._check_claim(claim)
     new = row._changed(at, status="ready", claim_token=None, lease_until=None)
     return new, [new.event("released", at, claim.owner)]
+
+
+def checkpoint_rows(
+    document: Continuation,
+    decisions: tuple[DecisionRecord, ...],
+    previous: tuple[Row, Claim] | None,
+    *,
+    owner: str | None,
+    lease_seconds: float,
+    at: datetime,
+) -> tuple[Row, Row | None, Claim | None, Events]:
+    """A run's next continuation (held by ``owner``, or waiting/ready) and ``previous`` retired."""
+    events: Events = []
+    retired: Row | None = None
+    if previous is not None:
+        row, held = previous
+        retired, done = complete_row(row, held, next_id=document.id, output=None, at=at)
+        events.extend(done)
+    if owner is None:
+        new, saved = new_row(document, decisions, actor=None, at=at)
+        return new, retired, None, [*events, *saved]
+    until = at + timedelta(seconds=lease_seconds)
+    claim = Claim(id=document.id, version=1, owner=owner, lease_until=until, token=token_hex(16))
+    new = Row(document, (), 1, "claimed", at, at, owner, claim.token, until)
+    events.append(
+        new.event("checkpoint", at, owner, seq=document.seq, step=document.root.suspended_by)
+    )
+    return new, retired, claim, events
 
 
 def complete_row(

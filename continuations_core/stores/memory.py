@@ -12,10 +12,13 @@ import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from pydantic_core import to_jsonable_python
+
 from .._schema import Continuation, DecisionRecord
 from ..errors import StoreUnavailable
 from ._base import (
     AuditEvent,
+    AuditKind,
     Claim,
     Events,
     Row,
@@ -23,6 +26,7 @@ from ._base import (
     Store,
     StoredContinuation,
     already_saved,
+    checkpoint_rows,
     claim_row,
     complete_row,
     decide_row,
@@ -169,6 +173,58 @@ class MemoryStore(Store):
             return new, events, None
 
         self._apply(claim.id, change)
+
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Claim | None:
+        """See :meth:`Store.checkpoint`."""
+        document = Continuation.from_json(cont.model_copy(update={"decisions": ()}).to_json())
+        with self._lock:
+            self._check_open()
+            if cont.id in self._rows:
+                raise already_saved(cont.id)
+            held = (self._row(previous.id), previous) if previous is not None else None
+            new, retired, claim, events = checkpoint_rows(
+                document,
+                cont.decisions,
+                held,
+                owner=owner,
+                lease_seconds=lease_seconds,
+                at=utcnow(),
+            )
+            if retired is not None:
+                self._rows[retired.id] = retired
+            self._rows[new.id] = new
+            self._order[new.id] = len(self._order)
+            self._events.extend(events)
+        return claim
+
+    async def record(
+        self,
+        run_id: str,
+        kind: AuditKind,
+        *,
+        continuation_id: str = "",
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`Store.record`."""
+        event = AuditEvent(
+            run_id=run_id,
+            continuation_id=continuation_id,
+            kind=kind,
+            at=utcnow(),
+            actor=actor,
+            detail=to_jsonable_python(detail or {}, fallback=repr),
+        )
+        with self._lock:
+            self._check_open()
+            self._events.append(event)
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

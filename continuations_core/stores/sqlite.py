@@ -24,10 +24,13 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from pydantic_core import to_jsonable_python
+
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, StoreUnavailable
 from ._base import (
     AuditEvent,
+    AuditKind,
     Claim,
     Events,
     Row,
@@ -35,6 +38,7 @@ from ._base import (
     Store,
     StoredContinuation,
     already_saved,
+    checkpoint_rows,
     claim_row,
     complete_row,
     decide_row,
@@ -209,13 +213,7 @@ class SQLiteStore(Store):
             with _immediate(conn):
                 old = _read(conn, id)
                 new, events, result = change(old)
-                conn.execute(
-                    "UPDATE continuations SET version = ?, status = ?, updated_at = ?, "
-                    "claimed_by = ?, claim_token = ?, lease_until = ?, decisions = ? "
-                    "WHERE id = ? AND version = ?",
-                    (new.version, new.status, _ts(new.updated_at), new.claimed_by,
-                     new.claim_token, _ts(new.lease_until), _dump(new.decisions), id, old.version),
-                )  # fmt: skip
+                _write(conn, new, old.version)
                 _audit(conn, events)
                 return result
 
@@ -328,6 +326,67 @@ class SQLiteStore(Store):
 
         await self._call(self._transact(claim.id, change))
 
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Claim | None:
+        """See :meth:`Store.checkpoint`."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        document = Continuation.from_json(text)
+
+        def run(conn: sqlite3.Connection) -> Claim | None:
+            with _immediate(conn):
+                if conn.execute("SELECT 1 FROM continuations WHERE id = ?", (cont.id,)).fetchone():
+                    raise already_saved(cont.id)
+                old = _read(conn, previous.id) if previous is not None else None
+                held = (old, previous) if old is not None and previous is not None else None
+                new, retired, claim, events = checkpoint_rows(
+                    document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
+                    at=utcnow(),
+                )  # fmt: skip
+                if retired is not None and old is not None:
+                    _write(conn, retired, old.version)
+                conn.execute(
+                    f"INSERT INTO continuations ({_COLUMNS}) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (cont.id, cont.run_id, cont.seq, new.version, new.status, _ts(new.created_at),
+                     _ts(new.updated_at), new.claimed_by, new.claim_token, _ts(new.lease_until),
+                     text, _dump(new.decisions)),
+                )  # fmt: skip
+                _audit(conn, events)
+                return claim
+
+        return await self._call(run)
+
+    async def record(
+        self,
+        run_id: str,
+        kind: AuditKind,
+        *,
+        continuation_id: str = "",
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`Store.record`."""
+        event = AuditEvent(
+            run_id=run_id,
+            continuation_id=continuation_id,
+            kind=kind,
+            at=utcnow(),
+            actor=actor,
+            detail=to_jsonable_python(detail or {}, fallback=repr),
+        )
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                _audit(conn, [event])
+
+        await self._call(run)
+
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         sql = "SELECT kind, at, actor, detail, continuation_id FROM audit WHERE run_id = ? "
@@ -382,6 +441,16 @@ def _row(r: sqlite3.Row) -> Row:
         claim_token=r["claim_token"],
         lease_until=datetime.fromisoformat(r["lease_until"]) if r["lease_until"] else None,
     )
+
+
+def _write(conn: sqlite3.Connection, new: Row, old_version: int) -> None:
+    conn.execute(
+        "UPDATE continuations SET version = ?, status = ?, updated_at = ?, "
+        "claimed_by = ?, claim_token = ?, lease_until = ?, decisions = ? "
+        "WHERE id = ? AND version = ?",
+        (new.version, new.status, _ts(new.updated_at), new.claimed_by,
+         new.claim_token, _ts(new.lease_until), _dump(new.decisions), new.id, old_version),
+    )  # fmt: skip
 
 
 def _audit(conn: sqlite3.Connection, events: builtins.list[AuditEvent]) -> None:

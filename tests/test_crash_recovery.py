@@ -1,0 +1,92 @@
+"""G9: a run killed with SIGKILL at each step boundary resumes from its last checkpoint."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from continuations_core import Keyring
+from continuations_core.testing.spec import Ledger
+
+WORKER = Path(__file__).with_name("crash_worker.py")
+KEYS = Keyring.generate("crash")
+
+
+def _go(tmp: Path, phase: str, crash: str, url: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "CONTINUATIONS_SIGNING_KEYS": KEYS.export()}
+    return subprocess.run(
+        [sys.executable, str(WORKER), phase, "--store", url, "--run-id", "run-1",
+         "--ledger", str(tmp / "ledger.jsonl"), "--crash", crash, "--result", str(tmp / "out.json")],
+        env=env, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+def _counts(tmp: Path) -> dict[str, Any]:
+    book = Ledger(path=tmp / "ledger.jsonl")
+    return {
+        "charge": sorted((r["who"], r["amount"]) for r in book.runs("charge")),
+        "lookup": sorted(r["who"] for r in book.runs("lookup")),
+        "model": book.turns("crash"),
+    }
+
+
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+    tmp = tmp_path_factory.mktemp("baseline")
+    done = _go(tmp, "run", "none", f"sqlite:///{tmp / 'runs.db'}")
+    assert done.returncode == 0, done.stderr
+    return json.loads((tmp / "out.json").read_text()), _counts(tmp)
+
+
+@pytest.mark.parametrize(
+    "crash",
+    ["model:0", "tool:0", "mid:0", "model:1", "tool:1", "mid:1", "model:2"],
+    ids=[
+        "before-first-response-saved",
+        "after-first-response",
+        "mid-first-batch",
+        "after-first-batch",
+        "after-second-response",
+        "mid-second-batch",
+        "after-second-batch",
+    ],
+)
+def test_sigkill_at_each_boundary_resumes_from_checkpoint(
+    crash: str, baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    """Killed at a step boundary, the run resumes from its checkpoint; at most one step repeats."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    killed = _go(tmp_path, "run", crash, url)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    recovered = _go(tmp_path, "recover", "none", url)
+    assert recovered.returncode == 0, recovered.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    base_out, base = baseline
+    counts = _counts(tmp_path)
+    assert out["output"] == base_out["output"]
+    assert counts["charge"] == base["charge"], "a non-idempotent tool ran twice or not at all"
+    extra_lookups = len(counts["lookup"]) - len(base["lookup"])
+    assert 0 <= extra_lookups <= 1 and set(counts["lookup"]) == set(base["lookup"])
+    assert 0 <= counts["model"] - base["model"] <= 1, "more than the step in flight repeated"
+
+
+def test_non_idempotent_tool_is_never_repeated_after_an_unjournaled_crash(
+    baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+) -> None:
+    """Killed inside a non-idempotent tool before its result was journaled, it is not run again."""
+    from continuations_core._durable import INTERRUPTED_MESSAGE
+
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    assert _go(tmp_path, "run", "charge:0", url).returncode == -signal.SIGKILL
+    recovered = _go(tmp_path, "recover", "none", url)
+    assert recovered.returncode == 0, recovered.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    assert _counts(tmp_path)["charge"] == baseline[1]["charge"]
+    assert INTERRUPTED_MESSAGE in out["output"]

@@ -8,6 +8,7 @@ process with the same agent definitions can resume after a person decided.
 from __future__ import annotations
 
 from ._decisions import CallPlan, FramePlan
+from ._durable import idempotency_key, idempotent
 from ._markers import ApprovalSpec, approval_spec, requires_approval
 from ._policies import (
     EveryNTurns,
@@ -126,6 +127,8 @@ __all__ = [
     "WallClockBudget",
     "__version__",
     "approval_spec",
+    "idempotency_key",
+    "idempotent",
     "json_schema",
     "open_store",
     "requires_approval",

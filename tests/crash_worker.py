@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import signal
 import sys
 import time
@@ -44,18 +45,79 @@ TURNS: list[list[tuple[str, dict[str, Any]]]] = [
 ]
 
 
-def build(ledger: Ledger, crash: str) -> Agent[None, str]:
+def _die() -> None:
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _batch_of(key: str) -> int:
+    """The batch number in a call's key (scripted call ids end in ``t<batch>c<index>``)."""
+    found = re.search(r"t(\d+)-?c\d+$", key)
+    assert found is not None, key
+    return int(found.group(1))
+
+
+def _tools(ledger: Ledger, kind: str, point: int) -> tuple[Any, Any]:
+    """``charge`` (not idempotent) and ``lookup``, with their kill points."""
+
+    @idempotent(False)
+    def charge(who: str, amount: int) -> str:
+        """Charge a card (not idempotent)."""
+        key = idempotency_key()
+        ledger.tool("crash", "charge", {"who": who, "amount": amount, "key": key})
+        if kind == "charge" and _batch_of(key) == point:
+            _die()  # after the side effect, before its result is journaled
+        return f"charged {who} {amount}"
+
+    def lookup(who: str) -> str:
+        """Look someone up (idempotent)."""
+        key = idempotency_key()
+        if _batch_of(key) == point and (
+            (kind == "tool" and key.endswith("c0")) or (kind == "mid" and key.endswith("c2"))
+        ):
+            _die()
+        ledger.tool("crash", "lookup", {"who": who, "key": key})
+        return f"found {who}"
+
+    return charge, lookup
+
+
+def build_strands(ledger: Ledger, crash: str) -> Any:
+    from strands import Agent as StrandsAgent
+    from strands import tool
+    from strands.tools.executors import SequentialToolExecutor
+
+    from continuations_strands import Continuations as StrandsContinuations
+    from continuations_strands.testing import ScriptedModel
+
     kind, _, at = crash.partition(":")
     point = int(at) if at else -1
 
-    def die() -> None:
-        os.kill(os.getpid(), signal.SIGKILL)
+    def seen(turn: int, received: list[str]) -> None:
+        ledger.model("crash", turn, [])
+        if kind == "model" and turn == point:
+            _die()
+
+    charge, lookup = _tools(ledger, kind, point)
+    model = ScriptedModel("t", [list(turn) for turn in TURNS], on_call=seen)
+    return StrandsAgent(
+        model=model,
+        name="crash",
+        tools=[tool(charge), tool(lookup)],
+        callback_handler=None,
+        plugins=[StrandsContinuations()],
+        tool_executor=SequentialToolExecutor(),
+    )
+
+
+def build(ledger: Ledger, crash: str) -> Agent[None, str]:
+    kind, _, at = crash.partition(":")
+    point = int(at) if at else -1
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         turn = sum(isinstance(m, ModelResponse) for m in messages)
         ledger.model("crash", turn, [])
         if kind == "model" and turn == point:
-            die()
+            _die()
         if turn < len(TURNS):
             return ModelResponse(
                 parts=[
@@ -75,30 +137,9 @@ def build(ledger: Ledger, crash: str) -> Agent[None, str]:
         FunctionModel(respond), name="crash", capabilities=[Continuations()]
     )
 
-    def batch_of(key: str) -> int:
-        return int(key.rsplit(":t", 1)[1].split("c", 1)[0])
-
-    @agent.tool_plain(sequential=True)
-    @idempotent(False)
-    def charge(who: str, amount: int) -> str:
-        """Charge a card (not idempotent)."""
-        key = idempotency_key()
-        ledger.tool("crash", "charge", {"who": who, "amount": amount, "key": key})
-        if kind == "charge" and batch_of(key) == point:
-            die()  # after the side effect, before its result is journaled
-        return f"charged {who} {amount}"
-
-    @agent.tool_plain(sequential=True)
-    def lookup(who: str) -> str:
-        """Look someone up (idempotent)."""
-        key = idempotency_key()
-        if batch_of(key) == point and (
-            (kind == "tool" and key.endswith("c0")) or (kind == "mid" and key.endswith("c2"))
-        ):
-            die()
-        ledger.tool("crash", "lookup", {"who": who, "key": key})
-        return f"found {who}"
-
+    charge, lookup = _tools(ledger, kind, point)
+    agent.tool_plain(sequential=True)(charge)
+    agent.tool_plain(sequential=True)(lookup)
     return agent
 
 
@@ -110,18 +151,29 @@ async def main() -> int:
     p.add_argument("--ledger", required=True)
     p.add_argument("--crash", default="none")
     p.add_argument("--result", required=True)
+    p.add_argument("--framework", default="pydantic-ai")
     a = p.parse_args()
     keys = Keyring.from_env()
     store = open_store(a.store)
     ledger = Ledger(path=Path(a.ledger))
-    agent = build(ledger, a.crash if a.phase == "run" else "none")
+    crash = a.crash if a.phase == "run" else "none"
+    strands = a.framework == "strands"
+    agent = build_strands(ledger, crash) if strands else build(ledger, crash)
+    if strands:
+        import continuations_strands
+
+        start, take_over = continuations_strands.run, continuations_strands.resume_run
+    else:
+        start, take_over = run, resume_run
     if a.phase == "run":
-        outcome = await run(agent, "go", keys=keys, store=store, run_id=a.run_id, lease_seconds=1.0)
+        outcome = await start(
+            agent, "go", keys=keys, store=store, run_id=a.run_id, lease_seconds=1.0
+        )
     else:
         deadline = time.monotonic() + 30
         while True:
             try:
-                outcome = await resume_run(
+                outcome = await take_over(
                     a.run_id, agent, store=store, keys=keys, lease_seconds=1.0
                 )
                 break

@@ -19,10 +19,16 @@ WORKER = Path(__file__).with_name("crash_worker.py")
 KEYS = Keyring.generate("crash")
 
 
-def _go(tmp: Path, phase: str, crash: str, url: str) -> subprocess.CompletedProcess[str]:
+FRAMEWORKS = ["pydantic-ai", "strands"]
+
+
+def _go(
+    tmp: Path, phase: str, crash: str, url: str, framework: str
+) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "CONTINUATIONS_SIGNING_KEYS": KEYS.export()}
     return subprocess.run(
         [sys.executable, str(WORKER), phase, "--store", url, "--run-id", "run-1",
+         "--framework", framework,
          "--ledger", str(tmp / "ledger.jsonl"), "--crash", crash, "--result", str(tmp / "out.json")],
         env=env, capture_output=True, text=True, timeout=120,
     )  # fmt: skip
@@ -37,10 +43,17 @@ def _counts(tmp: Path) -> dict[str, Any]:
     }
 
 
+@pytest.fixture(scope="module", params=FRAMEWORKS)
+def framework(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture(scope="module")
-def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], dict[str, Any]]:
+def baseline(
+    framework: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict[str, Any], dict[str, Any]]:
     tmp = tmp_path_factory.mktemp("baseline")
-    done = _go(tmp, "run", "none", f"sqlite:///{tmp / 'runs.db'}")
+    done = _go(tmp, "run", "none", f"sqlite:///{tmp / 'runs.db'}", framework)
     assert done.returncode == 0, done.stderr
     return json.loads((tmp / "out.json").read_text()), _counts(tmp)
 
@@ -59,13 +72,13 @@ def baseline(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, Any], 
     ],
 )
 def test_sigkill_at_each_boundary_resumes_from_checkpoint(
-    crash: str, baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+    crash: str, framework: str, baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
 ) -> None:
     """Killed at a step boundary, the run resumes from its checkpoint; at most one step repeats."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    killed = _go(tmp_path, "run", crash, url)
+    killed = _go(tmp_path, "run", crash, url, framework)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
-    recovered = _go(tmp_path, "recover", "none", url)
+    recovered = _go(tmp_path, "recover", "none", url, framework)
     assert recovered.returncode == 0, recovered.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     base_out, base = baseline
@@ -78,14 +91,14 @@ def test_sigkill_at_each_boundary_resumes_from_checkpoint(
 
 
 def test_non_idempotent_tool_is_never_repeated_after_an_unjournaled_crash(
-    baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
+    framework: str, baseline: tuple[dict[str, Any], dict[str, Any]], tmp_path: Path
 ) -> None:
     """Killed inside a non-idempotent tool before its result was journaled, it is not run again."""
     from continuations_core._durable import INTERRUPTED_MESSAGE
 
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    assert _go(tmp_path, "run", "charge:0", url).returncode == -signal.SIGKILL
-    recovered = _go(tmp_path, "recover", "none", url)
+    assert _go(tmp_path, "run", "charge:0", url, framework).returncode == -signal.SIGKILL
+    recovered = _go(tmp_path, "recover", "none", url, framework)
     assert recovered.returncode == 0, recovered.stderr
     out = json.loads((tmp_path / "out.json").read_text())
     assert _counts(tmp_path)["charge"] == baseline[1]["charge"]

@@ -57,13 +57,13 @@ from continuations_core import (
     Respond,
     SuspensionPolicy,
 )
-from continuations_core._policies import Clock, default_clock
 from continuations_core._durable import (
     CHECKPOINTER,
     INTERRUPTED_MESSAGE,
     enter_call,
     exit_call,
 )
+from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import CURRENT_CALL, check_fingerprint
 
 from . import _translate as t

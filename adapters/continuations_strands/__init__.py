@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 from continuations_core import Completed, Continuation, Outcome, Suspended, requires_approval
 
 from ._plugin import Continuations
-from ._run import resume, resume_sync, run, run_sync
+from ._run import resume, resume_run, resume_sync, run, run_sync
 
 __all__ = [
     "Completed",
@@ -26,6 +26,7 @@ __all__ = [
     "Suspended",
     "requires_approval",
     "resume",
+    "resume_run",
     "resume_sync",
     "run",
     "run_sync",

@@ -32,8 +32,9 @@ from strands.hooks import (
     BeforeModelCallEvent,
     BeforeToolCallEvent,
     HookOrder,
+    MessageAddedEvent,
 )
-from strands.middleware import ExecuteToolContext, ExecuteToolStage
+from strands.middleware import ExecuteToolContext, ExecuteToolStage, ToolResultEvent
 from strands.types.events import TypedEvent
 
 from continuations_core import (
@@ -48,6 +49,13 @@ from continuations_core import (
     PolicyState,
     SuspensionPolicy,
     approval_spec,
+)
+from continuations_core._durable import (
+    CHECKPOINTER,
+    INTERRUPTED_MESSAGE,
+    enter_call,
+    exit_call,
+    is_idempotent,
 )
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import CURRENT_CALL, check_fingerprint
@@ -128,6 +136,7 @@ class Continuations(Plugin):
         agent.add_hook(self._before_model, BeforeModelCallEvent)
         agent.add_hook(self._after_model, AfterModelCallEvent)
         agent.add_hook(self._after_invocation, AfterInvocationEvent, order=HookOrder.SDK_LAST)
+        agent.add_hook(self._message_added, MessageAddedEvent)
         agent.add_middleware(ExecuteToolStage, self._wrap_tool)
 
     def _inv(self, agent: Any) -> _Invocation:
@@ -195,9 +204,9 @@ class Continuations(Plugin):
                 {"framework": t.FRAMEWORK, "agent": inv.agent_name, "text": str(result).strip()},
             )
 
-    def _suspend(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> None:
+    def _frame(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> Frame:
         snapshot = t.take(agent)
-        frame = Frame(
+        return Frame(
             framework=t.FRAMEWORK,
             agent=inv.agent_name,
             fingerprint=t.fingerprint(agent),
@@ -210,6 +219,9 @@ class Continuations(Plugin):
             policy_state=inv.policy.to_dict(),
             suspended_by=reason,
         )
+
+    def _suspend(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> None:
+        frame = self._frame(agent, inv, reason, interrupts)
         self._runs.pop(id(agent), None)
         if inv.scope is not None and inv.ordinal is not None:
             if inv.restore is not None:
@@ -266,12 +278,24 @@ class Continuations(Plugin):
 
     # -- model calls: policies ----------------------------------------------------------
 
-    def _before_model(self, event: BeforeModelCallEvent) -> None:
+    async def _before_model(self, event: BeforeModelCallEvent) -> None:
         inv = self._inv(event.agent)
         if self.policies:
             fired = inv.policy.firing(self.policies, self.clock)
             if fired is not None:
                 self._suspend(event.agent, inv, f"policy:{fired.key}", [])
+        await self._checkpoint(event.agent, inv)
+
+    async def _message_added(self, event: MessageAddedEvent) -> None:
+        message = event.message
+        if message.get("role") == "assistant" and any("toolUse" in b for b in message["content"]):
+            # After a model response that calls tools: a crash repeats at most this batch.
+            await self._checkpoint(event.agent, self._inv(event.agent))
+
+    async def _checkpoint(self, agent: Agent, inv: _Invocation) -> None:
+        cp = CHECKPOINTER.get()
+        if cp is not None and inv.scope is None:
+            await cp.step(self._frame(agent, inv, "checkpoint", []))
 
     def _after_model(self, event: AfterModelCallEvent) -> None:
         if event.stop_response is None:
@@ -321,18 +345,44 @@ class Continuations(Plugin):
             scope.replay = list(meta.get("journal", []))
             scope.suspended_ordinal = int(meta.get("ordinal", 0))
             round_ = int(meta.get("round", 0)) + 1
+        cp = CHECKPOINTER.get()
+        if cp is not None:
+            earlier = cp.replay(scope.path, idempotent=is_idempotent(ctx.tool))
+            if earlier is not None:
+                yield ToolResultEvent(_replayed(tuid, earlier))
+                return
+            await cp.tool_started(scope.path, str(ctx.tool_use["name"]))
         token = CURRENT_CALL.set(scope)
+        key_token = enter_call(scope.path)
         try:
             async for event in next_fn(ctx):
+                if cp is not None and isinstance(event, ToolResultEvent):
+                    recorded = {"tool_result": t.encode(dict(event.tool_result))}
+                    await cp.tool_completed(scope.path, str(ctx.tool_use["name"]), recorded)
                 yield event
         except FrameSuspended as suspended:
+            if cp is not None:
+                await cp.tool_suspended(scope.path, str(ctx.tool_use["name"]))
             meta = {**scope.child_metadata(scope.suspension_ordinal), "round": round_}
             inv.children[tuid] = (suspended.frame, meta)
             # Interrupt names must change per round: Strands derives the id from the name, and
             # an id that was answered before would return its old answer.
             ctx.interrupt(f"{_CHILD}:{round_}", reason={"continuations": "child"})
         finally:
+            exit_call(key_token)
             CURRENT_CALL.reset(token)
+
+
+def _replayed(tool_use_id: str, recorded: dict[str, Any]) -> Any:
+    """The tool result to give instead of running a call again after a crash."""
+    if recorded.get("interrupted"):
+        return {
+            "toolUseId": tool_use_id,
+            "status": "error",
+            "content": [{"text": INTERRUPTED_MESSAGE}],
+        }
+    result = t.decode(recorded["tool_result"])
+    return {**result, "toolUseId": tool_use_id}
 
 
 def prepared_snapshot(plan: FramePlan) -> dict[str, Any]:

@@ -19,12 +19,20 @@ from continuations_core import (
     Suspended,
 )
 from continuations_core._decisions import ExpiryMode, FramePlan
+from continuations_core._durable import (
+    default_owner,
+    durable,
+    reset_run_id,
+    set_run_id,
+    take_over,
+)
 from continuations_core._protocol import check_fingerprint, new_run_id, open_for_resume, seal
+from continuations_core.stores import Claim, Store
 
 from . import _translate as t
 from ._plugin import _RESUME, ATTACHED, Continuations, _Resume, prepared_snapshot
 
-__all__ = ["resume", "resume_sync", "run", "run_sync"]
+__all__ = ["resume", "resume_run", "resume_sync", "run", "run_sync"]
 
 
 def _plugin_of(agent: Agent) -> Continuations:
@@ -56,6 +64,10 @@ async def run(
     run_id: str | None = None,
     structured_output_model: type[BaseModel] | None = None,
     invocation_state: dict[str, Any] | None = None,
+    store: Store | None = None,
+    checkpoint: bool | None = None,
+    owner: str | None = None,
+    lease_seconds: float = 30.0,
 ) -> Outcome[Any]:
     """Run ``agent`` until it completes or suspends.
 
@@ -67,6 +79,11 @@ async def run(
         structured_output_model: Structured output model; it is recorded in the frame and
             re-applied on resume.
         invocation_state: Passed to the invocation (supply it again on resume).
+        store: Keeps the run durable: checkpoints before every model call and after every
+            model response, a journal of tool results, the suspension or completion (G9).
+        checkpoint: Write checkpoints (default: when a store is given).
+        owner: The name this process holds checkpoints under (host:pid by default).
+        lease_seconds: The lease on checkpoints, kept alive while the run is in this process.
 
     Returns:
         ``Completed(output=...)`` (the structured output, or the final text) or
@@ -74,18 +91,34 @@ async def run(
     """
     _plugin_of(agent)
     rid = run_id or new_run_id()
-    token = t.STRUCTURED.set(t.import_path(structured_output_model))
-    try:
-        result = await agent.invoke_async(
-            prompt,
-            structured_output_model=structured_output_model,
-            invocation_state=invocation_state,
-        )
-    except FrameSuspended as suspended:
-        return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
-    finally:
-        t.STRUCTURED.reset(token)
-    return _completed(agent, result, rid, 0)
+
+    async def go() -> Outcome[Any]:
+        token = t.STRUCTURED.set(t.import_path(structured_output_model))
+        run_token = set_run_id(rid)
+        try:
+            result = await agent.invoke_async(
+                prompt,
+                structured_output_model=structured_output_model,
+                invocation_state=invocation_state,
+            )
+        except FrameSuspended as suspended:
+            return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
+        finally:
+            reset_run_id(run_token)
+            t.STRUCTURED.reset(token)
+        return _completed(agent, result, rid, 0)
+
+    return await durable(
+        go,
+        store=store,
+        checkpoint=checkpoint,
+        run_id=rid,
+        seq=0,
+        keys=keys,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        claim=None,
+    )
 
 
 async def resume(
@@ -97,6 +130,11 @@ async def resume(
     on_expired: ExpiryMode = "raise",
     structured_output_model: type[BaseModel] | None = None,
     invocation_state: dict[str, Any] | None = None,
+    store: Store | None = None,
+    claim: Claim | None = None,
+    checkpoint: bool | None = None,
+    owner: str | None = None,
+    lease_seconds: float = 30.0,
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``; see ``continuations_pydantic_ai.resume``.
 
@@ -111,21 +149,59 @@ async def resume(
     _check_root(agent, plan)
     state = plan.frame.state
     model = structured_output_model or t.resolve(state.get("structured_output"))
-    t.load(agent, prepared_snapshot(plan))
-    prompt: Any = [] if t.is_activated(state["snapshot"]) else None
-    token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
-    so_token = t.STRUCTURED.set(state.get("structured_output"))
-    try:
-        result = await agent.invoke_async(
-            prompt, structured_output_model=model, invocation_state=invocation_state
-        )
-    except FrameSuspended as suspended:
-        seq = continuation.seq + 1
-        return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
-    finally:
-        t.STRUCTURED.reset(so_token)
-        _RESUME.reset(token)
-    return _completed(agent, result, continuation.run_id, continuation.seq)
+
+    async def go() -> Outcome[Any]:
+        t.load(agent, prepared_snapshot(plan))
+        prompt: Any = [] if t.is_activated(state["snapshot"]) else None
+        token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
+        so_token = t.STRUCTURED.set(state.get("structured_output"))
+        run_token = set_run_id(continuation.run_id)
+        try:
+            result = await agent.invoke_async(
+                prompt, structured_output_model=model, invocation_state=invocation_state
+            )
+        except FrameSuspended as suspended:
+            seq = continuation.seq + 1
+            return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
+        finally:
+            reset_run_id(run_token)
+            t.STRUCTURED.reset(so_token)
+            _RESUME.reset(token)
+        return _completed(agent, result, continuation.run_id, continuation.seq)
+
+    return await durable(
+        go,
+        store=store,
+        checkpoint=checkpoint,
+        run_id=continuation.run_id,
+        seq=continuation.seq,
+        keys=keys,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        claim=claim,
+        claim_id=continuation.id,
+    )
+
+
+async def resume_run(
+    run_id: str,
+    agent: Agent,
+    *,
+    store: Store,
+    keys: Keyring | None = None,
+    owner: str | None = None,
+    **kwargs: Any,
+) -> Outcome[Any]:
+    """Take over run ``run_id`` from its latest checkpoint (after a crash) and continue it.
+
+    Raises:
+        AlreadyClaimed: If a live process still holds the run.
+        MissingDecisions: If the run is waiting for decisions.
+        ResumeError: If the run already completed.
+    """
+    who = owner or default_owner()
+    cont, claim = await take_over(store, run_id, owner=who)
+    return await resume(agent, cont, keys=keys, store=store, claim=claim, owner=who, **kwargs)
 
 
 def _check_root(agent: Agent, plan: FramePlan) -> None:

@@ -128,3 +128,13 @@ def response_tokens(message: Any) -> int:
     """Total tokens of one model response, from the usage Strands attaches to the message."""
     usage = (message.get("metadata") or {}).get("usage") or {}
     return int(usage.get("totalTokens", 0))
+
+
+def encode(value: Any) -> Any:
+    """JSON-safe copy of Strands data (bytes base64-encoded)."""
+    return encode_bytes_values(copy.deepcopy(value))
+
+
+def decode(value: Any) -> Any:
+    """Undo :func:`encode`."""
+    return decode_bytes_values(copy.deepcopy(value))

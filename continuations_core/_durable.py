@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from ._protocol import Outcome, Suspended, seal
 from ._schema import Continuation, Frame
 from ._signing import Keyring
-from .errors import AlreadyClaimed, ConfigurationError, ResumeError
+from .errors import AlreadyClaimed, ConfigurationError, ContinuationError, ResumeError
 
 if TYPE_CHECKING:
     from .stores import Claim, Store
@@ -248,6 +248,12 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
     beat = asyncio.create_task(cp.heartbeats())
     try:
         outcome = await go()
+    except asyncio.CancelledError:
+        # A worker shutting down: give the run back now rather than when the lease expires.
+        if cp.claim is not None:
+            with contextlib.suppress(ContinuationError):
+                await asyncio.shield(cp.store.release(cp.claim))
+        raise
     finally:
         beat.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -188,6 +188,44 @@ def _cmd_audit(args: argparse.Namespace) -> None:
 # -- helpers -----------------------------------------------------------------------------------
 
 
+def _cmd_worker(args: argparse.Namespace) -> None:
+    import asyncio
+    import logging
+
+    from ._durable import default_owner
+    from .worker import Worker, load_agents
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    url = args.store or os.environ.get(STORE_ENV)
+    if not url:
+        raise ConfigurationError(f"No store given: pass --store URL or set ${STORE_ENV}.")
+    if os.environ.get(KEYS_ENV):
+        keys: Keyring | None = Keyring.from_env(KEYS_ENV)
+    elif args.allow_unsigned:
+        keys = None
+    else:
+        raise ConfigurationError(
+            f"Set ${KEYS_ENV} to the keys the runs were signed with (or pass --allow-unsigned)."
+        )
+    agents = load_agents(args.agents)
+
+    async def work() -> int:
+        async with open_store(url) as store:
+            worker = Worker(
+                store,
+                agents,
+                keys=keys,
+                owner=args.owner or default_owner(),
+                lease_seconds=args.lease,
+                poll_seconds=args.poll,
+                concurrency=args.concurrency,
+            )
+            return await worker.run(idle_exit=args.idle_exit)
+
+    resumed = asyncio.run(work())
+    print(f"worker stopped after resuming {resumed} continuation(s)")
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text)
 
@@ -320,4 +358,14 @@ def _parser() -> argparse.ArgumentParser:
     respond = add("respond", _cmd_decide, "answer an input request", decide)
     respond.add_argument("--value", required=True, help="the answer, as JSON")
     add("audit", _cmd_audit, "print a run's audit trail", with_store).add_argument("run_id")
+    worker = add("worker", _cmd_worker, "resume decided and abandoned continuations", with_store)
+    worker.add_argument("--agents", required=True, help="agent definitions, as module:attribute")
+    worker.add_argument("--owner", help="this worker's name (default: host:pid)")
+    worker.add_argument("--lease", type=float, default=30.0, help="claim lease in seconds")
+    worker.add_argument("--concurrency", type=int, default=1, help="resumes at once")
+    worker.add_argument("--poll", type=float, default=0.5, help="seconds between scans")
+    worker.add_argument(
+        "--idle-exit", type=float, default=None, help="exit after this many idle seconds"
+    )
+    worker.add_argument("--allow-unsigned", action="store_true", help=f"run without ${KEYS_ENV}")
     return parser

@@ -1,0 +1,125 @@
+"""Fault injection: workers are SIGKILLed at random while draining decided continuations.
+
+Every run must complete exactly once, no continuation may be lost, a non-idempotent tool runs
+at most once, and every extra execution of an idempotent tool is visible in the audit trail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from _backends import backend_url
+
+from continuations_core import Keyring, Suspended
+from continuations_core.stores import open_store
+from continuations_core.testing.spec import Ledger
+
+HERE = Path(__file__).resolve().parent
+RUNS = int(os.environ.get("FLEET_RUNS", "200"))
+WORKERS = 4
+KEYS = Keyring.generate("fleet")
+
+
+def _spawn(url: str, env: dict[str, str], n: int) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "continuations_core", "worker", "--store", url,
+         "--agents", "fleet_agents:AGENTS", "--lease", "1", "--poll", "0.05",
+         "--owner", f"w{n}", "--concurrency", "4"],
+        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+
+
+async def _prepare(url: str) -> list[str]:
+    os.environ.pop("FLEET_LEDGER", None)
+    import fleet_agents
+
+    from continuations_pydantic_ai import run
+
+    run_ids = []
+    async with open_store(url) as store:
+        for _ in range(RUNS):
+            outcome = await run(fleet_agents.payer, "pay bob", keys=KEYS, store=store)
+            assert isinstance(outcome, Suspended)
+            cont = outcome.continuation
+            await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
+            run_ids.append(cont.run_id)
+    return run_ids
+
+
+async def _audit(url: str, run_ids: list[str]) -> dict[str, list[dict[str, object]]]:
+    async with open_store(url) as store:
+        return {rid: [e.model_dump(mode="json") for e in await store.audit(rid)] for rid in run_ids}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("backend", ["postgres", "redis", "sqlite"])
+def test_workers_killed_at_random_lose_and_duplicate_nothing(backend: str, tmp_path: Path) -> None:
+    """N=4 workers drain decided runs while one is SIGKILLed every few hundred ms."""
+    url = backend_url(backend, tmp_path)
+    run_ids = asyncio.run(_prepare(url))
+    ledger_path = tmp_path / "ledger.jsonl"
+    env = {
+        **os.environ,
+        "CONTINUATIONS_SIGNING_KEYS": KEYS.export(),
+        "FLEET_LEDGER": str(ledger_path),
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    rng = random.Random(7)
+    workers = {n: _spawn(url, env, n) for n in range(WORKERS)}
+    kills, next_name = 0, WORKERS
+    deadline = time.monotonic() + 240
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(rng.uniform(0.2, 0.5))
+            book = Ledger(path=ledger_path)
+            if (
+                book.count("receipt")
+                and kills < 40
+                and len({r["key"] for r in book.runs("receipt")}) < RUNS
+            ):
+                victim = rng.choice(sorted(workers))
+                workers.pop(victim).send_signal(signal.SIGKILL)
+                kills += 1
+                workers[next_name] = _spawn(url, env, next_name)
+                next_name += 1
+            audit = asyncio.run(_audit(url, run_ids))
+            if all(any(e["kind"] == "completed" for e in events) for events in audit.values()):
+                break
+    finally:
+        for proc in workers.values():
+            proc.send_signal(signal.SIGTERM)
+        for proc in workers.values():
+            proc.wait(timeout=30)
+    audit = asyncio.run(_audit(url, run_ids))
+    completed = {rid: sum(e["kind"] == "completed" for e in ev) for rid, ev in audit.items()}
+    lost = [rid for rid, n in completed.items() if n == 0]
+    twice = [rid for rid, n in completed.items() if n > 1]
+    book = Ledger(path=ledger_path)
+    transfers = Counter(r["key"] for r in book.runs("transfer"))
+    executions = Counter(r["key"] for tool in ("lookup", "receipt") for r in book.runs(tool))
+    started = Counter(
+        f"{rid}:{e['detail']['path']}"
+        for rid, events in audit.items()
+        for e in events
+        if e["kind"] == "tool_started" and e["detail"]["tool"] in ("lookup", "receipt")
+    )
+    duplicates = sum(n - 1 for n in executions.values())
+    print(
+        f"\n[{backend}] continuations={RUNS} workers={WORKERS} kills={kills} "
+        f"lost={len(lost)} completed_twice={len(twice)} "
+        f"transfer_max={max(transfers.values(), default=0)} idempotent_duplicates={duplicates}"
+    )
+    assert kills > 0, "the run finished before any worker was killed; nothing was tested"
+    assert lost == [] and twice == []
+    assert max(transfers.values()) == 1, "a non-idempotent tool ran twice"
+    for key, runs in executions.items():
+        assert started[key] >= runs, f"{key} ran {runs} times but only {started[key]} are audited"

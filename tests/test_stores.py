@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
+import importlib
 import multiprocessing
 import os
 import sqlite3
 import sys
+import uuid
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
 
 from continuations_core import (
     ConfigurationError,
+    Continuation,
     ContinuationTampered,
+    DecisionRecord,
     Keyring,
     MemoryStore,
     MissingExtra,
@@ -23,7 +30,9 @@ from continuations_core import (
     StoreUnavailable,
     open_store,
 )
+from continuations_core.errors import AlreadyClaimed, ConflictError, ContinuationNotFound
 from continuations_core.stores import SyncStore
+from continuations_core.testing import store_scenarios
 from continuations_core.testing.store_scenarios import (
     STORE_SCENARIOS,
     Scenario,
@@ -33,32 +42,116 @@ from continuations_core.testing.store_scenarios import (
 
 
 class BackendUnavailable(Exception):
-    """Raised by a backend factory when its service cannot be reached."""
+    """Raised by a namespace factory when its driver is missing or its service unreachable."""
 
 
-# Each factory gets a fresh temporary folder and returns an empty, isolated store, or raises
-# BackendUnavailable. Postgres and Redis join here (with pytest.mark.postgres/redis) once
-# their backends exist; their factories probe the service and raise when it is unreachable.
-BACKENDS: dict[str, Callable[[Path], Store]] = {
-    "memory": lambda tmp: MemoryStore(),
-    "sqlite": lambda tmp: SQLiteStore(tmp / "store.db"),
+# Loopback services; override to point the suite at others.
+POSTGRES_URL = os.environ.get(
+    "CONTINUATIONS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
+)
+REDIS_URL = os.environ.get("CONTINUATIONS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+def _driver(module: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise BackendUnavailable(f"{module} is not installed") from exc
+
+
+@asynccontextmanager
+async def _sqlite_namespace(tmp: Path) -> AsyncIterator[str]:
+    yield f"sqlite:///{tmp / 'store.db'}"
+
+
+@asynccontextmanager
+async def _postgres_namespace(tmp: Path) -> AsyncIterator[str]:
+    """A fresh schema, dropped afterwards; its URL carries it as ``?schema=``."""
+    psycopg = _driver("psycopg")
+    schema = f"test_{uuid.uuid4().hex[:16]}"
+    try:
+        admin = await psycopg.AsyncConnection.connect(
+            POSTGRES_URL, autocommit=True, connect_timeout=5
+        )
+    except psycopg.Error as exc:
+        raise BackendUnavailable(f"{POSTGRES_URL}: {exc}") from exc
+    async with admin:
+        try:
+            yield f"{POSTGRES_URL}?schema={schema}"
+        finally:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+@asynccontextmanager
+async def _redis_namespace(tmp: Path) -> AsyncIterator[str]:
+    """A fresh key prefix, whose keys are deleted afterwards; the URL carries ``?prefix=``."""
+    redis = _driver("redis.asyncio")
+    prefix = f"test-{uuid.uuid4().hex[:16]}"
+    admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
+    try:
+        await admin.ping()
+    except _driver("redis.exceptions").RedisError as exc:
+        await admin.aclose()
+        raise BackendUnavailable(f"{REDIS_URL}: {exc}") from exc
+    try:
+        yield f"{REDIS_URL}?prefix={prefix}"
+    finally:
+        keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await admin.delete(*keys)
+        await admin.aclose()
+
+
+# Each factory yields the URL of an empty, isolated store that other processes can open too,
+# and cleans up afterwards; it raises BackendUnavailable when its service is unreachable.
+NAMESPACES: dict[str, Callable[[Path], AbstractAsyncContextManager[str]]] = {
+    "sqlite": _sqlite_namespace,
+    "postgres": _postgres_namespace,
+    "redis": _redis_namespace,
 }
-BACKEND_PARAMS = [pytest.param(name, id=name) for name in BACKENDS]
+SERVICE_PARAMS = [
+    pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
+    pytest.param("redis", id="redis", marks=pytest.mark.redis),
+]
+SHARED_PARAMS = [pytest.param("sqlite", id="sqlite"), *SERVICE_PARAMS]
+BACKEND_PARAMS = [pytest.param("memory", id="memory"), *SHARED_PARAMS]
+
+
+async def _enter(stack: AsyncExitStack, name: str, tmp: Path) -> str:
+    """Enter ``name``'s namespace; an unreachable service skips (fails in CI)."""
+    try:
+        return await stack.enter_async_context(NAMESPACES[name](tmp))
+    except (BackendUnavailable, StoreUnavailable) as exc:
+        reason = f"{name} store unavailable: {exc}"
+        if os.environ.get("CONTINUATIONS_REQUIRE_ALL_BACKENDS") == "1":
+            pytest.fail(f"{reason} (CONTINUATIONS_REQUIRE_ALL_BACKENDS=1)")
+        pytest.skip(reason)
 
 
 @pytest_asyncio.fixture(params=BACKEND_PARAMS)
 async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
     """A fresh store of each backend; an unreachable service skips (fails in CI)."""
     name: str = request.param
-    try:
-        opened = BACKENDS[name](tmp_path)
-    except (BackendUnavailable, StoreUnavailable) as exc:
-        reason = f"{name} store unavailable: {exc}"
-        if os.environ.get("CONTINUATIONS_REQUIRE_ALL_BACKENDS") == "1":
-            pytest.fail(f"{reason} (CONTINUATIONS_REQUIRE_ALL_BACKENDS=1)")
-        pytest.skip(reason)
-    async with opened:
-        yield opened
+    async with AsyncExitStack() as stack:
+        opened = (
+            MemoryStore() if name == "memory" else open_store(await _enter(stack, name, tmp_path))
+        )
+        async with opened:
+            yield opened
+
+
+@pytest_asyncio.fixture(params=SHARED_PARAMS)
+async def shared_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh store that several processes share (sqlite, postgres, redis)."""
+    async with AsyncExitStack() as stack:
+        yield await _enter(stack, request.param, tmp_path)
+
+
+@pytest_asyncio.fixture(params=SERVICE_PARAMS)
+async def service_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh store on a server (postgres, redis)."""
+    async with AsyncExitStack() as stack:
+        yield await _enter(stack, request.param, tmp_path)
 
 
 @pytest.mark.parametrize("store", BACKEND_PARAMS, indirect=True)
@@ -73,9 +166,9 @@ async def test_store_scenario(scenario: Scenario, store: Store) -> None:
 
 
 @pytest.mark.asyncio
-async def test_eight_processes_claim_one_continuation_exactly_one_wins(tmp_path: Path) -> None:
-    """Of 8 processes claiming one ready SQLite continuation, exactly one wins."""
-    url = f"sqlite:///{tmp_path / 'race.db'}"
+async def test_eight_processes_claim_one_continuation_exactly_one_wins(shared_url: str) -> None:
+    """Of 8 processes claiming one ready continuation, exactly one wins; 7 get AlreadyClaimed."""
+    url = shared_url
     cont = make_continuation(leaves=0)
     async with open_store(url) as store:
         await store.save(cont)
@@ -106,6 +199,136 @@ async def test_eight_processes_claim_one_continuation_exactly_one_wins(tmp_path:
         assert stored.status == "claimed" and stored.claimed_by == winner
         claims = [e for e in await store.audit(cont.run_id) if e.kind == "claimed"]
         assert [e.actor for e in claims] == [winner]
+
+
+# -- Postgres and Redis: wake-ups and workers ------------------------------------------------
+
+
+def _answer(cont: Continuation) -> DecisionRecord:
+    """The decision for the single input request of ``make_continuation(leaves=0)``."""
+    return cont.respond(cont.requests[0], "CC-7").decisions[0]
+
+
+@pytest.mark.asyncio
+async def test_wait_ready_wakes_on_another_connections_save_decide_and_release(
+    service_url: str,
+) -> None:
+    """open_store picks the backend, and wait_ready(1s) wakes on ready-making changes elsewhere."""
+    from continuations_core.stores.postgres import PostgresStore
+    from continuations_core.stores.redis import RedisStore
+
+    expected = PostgresStore if service_url.startswith("postgresql") else RedisStore
+    listener, other = open_store(service_url), open_store(service_url)
+    assert type(listener) is expected and type(other) is expected
+    async with listener, other:
+        assert await listener.wait_ready(0) == []  # starts listening
+        cancelled = asyncio.create_task(listener.wait_ready(5))  # as a stopping worker does
+        await asyncio.sleep(0.05)
+        cancelled.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await cancelled
+        waiting = make_continuation(leaves=0)
+        await other.save(waiting)  # waiting: no wake-up
+        assert await listener.claimable() == []
+
+        waiter = asyncio.create_task(listener.wait_ready(1.0))
+        await asyncio.sleep(0.05)  # let it block first: the wake-up must interrupt the wait
+        await other.decide(waiting.id, _answer(waiting))
+        assert await waiter == [waiting.id]
+
+        predecided = make_continuation(leaves=0)
+        await other.save(predecided.with_decisions([_answer(predecided)]))
+        assert await listener.wait_ready(1.0) == [predecided.id]
+
+        claim = await other.claim(waiting.id, owner="w1")
+        assert await listener.wait_ready(0.2) == []  # a claim wakes no one
+        await other.release(claim)
+        assert await listener.wait_ready(1.0) == [waiting.id]
+
+
+@pytest.mark.asyncio
+async def test_claimable_lists_ready_and_lease_expired_ones_longest_unchanged_first(
+    store: Store,
+) -> None:
+    """claimable() lists ready continuations and expired leases by last change, never live claims."""
+    conts = [make_continuation(leaves=0) for _ in range(3)]
+    for cont in conts:
+        await store.save(cont.with_decisions([_answer(cont)]))
+    await store.save(make_continuation())  # waiting: never claimable
+    ids = [c.id for c in conts]
+    assert await store.claimable() == ids
+    assert await store.claimable(limit=2) == ids[:2]
+    live = await store.claim(ids[1], owner="live")
+    await store.claim(ids[0], owner="dying", lease_seconds=0.3)
+    assert await store.claimable() == [ids[2]]
+    await asyncio.sleep(0.4)
+    assert await store.claimable() == [ids[2], ids[0]]  # ids[0] changed last, when claimed
+    await store.complete(live)
+
+
+@pytest.mark.asyncio
+async def test_checkpoint_stores_the_next_continuation_and_retires_the_previous_atomically(
+    store: Store,
+) -> None:
+    """checkpoint() saves the next continuation (claimed, or waiting) and retires the last one."""
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    first, second, third = (make_continuation(leaves=0, run_id=run_id) for _ in range(3))
+    claim1 = await store.checkpoint(first, owner="w1", lease_seconds=60)
+    assert claim1 is not None and claim1.owner == "w1"
+    held = await store.get(first.id)
+    assert held.status == "claimed" and held.claimed_by == "w1" and held.version == 1
+    await store.record(
+        run_id,
+        "tool_started",
+        continuation_id=first.id,
+        actor="w1",
+        detail={"path": "a/b", "ids": (1, 2)},
+    )
+    claim2 = await store.checkpoint(second, previous=claim1, owner="w1")
+    assert claim2 is not None and (await store.get(first.id)).status == "done"
+    with pytest.raises(AlreadyClaimed):  # claim1 was retired: nothing is written
+        await store.checkpoint(third, previous=claim1)
+    with pytest.raises(ContinuationNotFound):
+        await store.get(third.id)
+    assert await store.checkpoint(third, previous=claim2) is None
+    assert (await store.get(third.id)).status == "waiting"
+    with pytest.raises(ConflictError):
+        await store.checkpoint(third)
+    events = await store.audit(run_id)
+    kinds = ["checkpoint", "tool_started", "resumed", "checkpoint", "resumed", "suspended"]
+    assert [e.kind for e in events] == kinds
+    assert events[1].detail == {"path": "a/b", "ids": [1, 2]} and events[1].actor == "w1"
+    assert events[2].detail == {"next_id": second.id}
+
+
+@pytest.mark.asyncio
+async def test_a_closed_service_store_raises_store_unavailable(service_url: str) -> None:
+    """Using a closed Postgres or Redis store raises StoreUnavailable, not a driver error."""
+    store = open_store(service_url)
+    await store.list()
+    await store.close()
+    with pytest.raises(StoreUnavailable):
+        await store.list()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        pytest.param("postgresql://postgres:s3cret@127.0.0.1:1/test", id="postgres"),
+        pytest.param("redis://:s3cret@127.0.0.1:1/0", id="redis"),
+    ],
+)
+@pytest.mark.asyncio
+async def test_an_unreachable_server_raises_store_unavailable_naming_it_without_password(
+    url: str,
+) -> None:
+    """Driver errors become StoreUnavailable; the message names the server, not the password."""
+    pytest.importorskip("psycopg" if url.startswith("postgresql") else "redis")
+    async with open_store(url) as store:
+        with pytest.raises(StoreUnavailable) as info:
+            await store.list()
+    assert "127.0.0.1:1" in str(info.value) and "s3cret" not in str(info.value)
+    assert info.value.__cause__ is not None
 
 
 # -- SQLite specifics ------------------------------------------------------------------------
@@ -176,10 +399,10 @@ async def test_closed_store_raises_store_unavailable(tmp_path: Path) -> None:
             await store.list()
 
 
-def test_sync_store_wraps_every_call(tmp_path: Path) -> None:
-    """SyncStore runs the async protocol from blocking code."""
+def test_sync_store_wraps_every_call(shared_url: str) -> None:
+    """SyncStore runs the async protocol from blocking code, on every persistent backend."""
     cont = make_continuation(leaves=0)
-    with SyncStore(SQLiteStore(tmp_path / "sync.db")) as store:
+    with SyncStore(open_store(shared_url)) as store:
         store.save(cont)
         store.decide(cont.id, cont.respond(cont.requests[0], 1).decisions[0])
         claim = store.claim(cont.id, owner="cli")
@@ -197,6 +420,146 @@ def test_incomplete_backend_fails_at_instantiation() -> None:
 
     with pytest.raises(TypeError, match="abstract"):
         Partial()  # type: ignore[abstract]
+
+
+# -- Postgres specifics ----------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def postgres_url(tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh Postgres schema (``?schema=``), dropped afterwards."""
+    async with AsyncExitStack() as stack:
+        yield await _enter(stack, "postgres", tmp_path)
+
+
+def _schema_of(url: str) -> str:
+    return url.rpartition("?schema=")[2]
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_postgres_stores_the_signed_document_byte_exact_and_detects_edits(
+    postgres_url: str,
+) -> None:
+    """The stored document is the exact signed text; editing it in the table is detected."""
+    import psycopg
+
+    keys = Keyring.generate()
+    cont = make_continuation(keys)
+    async with open_store(postgres_url) as store:
+        await store.save(cont)
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            table = f'"{_schema_of(postgres_url)}".continuations'
+            cur = await conn.execute(f"SELECT document FROM {table}")
+            (text,) = await cur.fetchone()
+            assert text == cont.model_copy(update={"decisions": ()}).to_json()
+            await conn.execute(f"UPDATE {table} SET document = %s", (text.replace("100", "900"),))
+        loaded = await store.load(cont.id)
+    with pytest.raises(ContinuationTampered):
+        loaded.verify(keys)
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_postgres_stores_starting_together_migrate_once(postgres_url: str) -> None:
+    """Stores opening one new schema concurrently apply its migrations exactly once."""
+    import psycopg
+
+    stores = [open_store(postgres_url) for _ in range(6)]
+    await asyncio.gather(*(s.list() for s in stores))
+    await asyncio.gather(*(s.close() for s in stores))
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+        schema = _schema_of(postgres_url)
+        cur = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations')
+        assert await cur.fetchall() == [(1,)]
+        await conn.execute(f'INSERT INTO "{schema}".schema_migrations VALUES (99, now())')
+        await conn.commit()
+    async with open_store(postgres_url) as newer:
+        with pytest.raises(ConfigurationError, match="Upgrade agent-continuations"):
+            await newer.list()
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_postgres_uses_a_given_pool_or_connection_and_leaves_it_open(
+    postgres_url: str,
+) -> None:
+    """A caller's pool or connection is used as is (autocommit or not) and stays open."""
+    import psycopg
+    from psycopg_pool import AsyncConnectionPool
+
+    from continuations_core.stores.postgres import PostgresStore
+
+    schema = _schema_of(postgres_url)
+    async with AsyncConnectionPool(POSTGRES_URL, min_size=1, max_size=2, open=False) as pool:
+        async with PostgresStore(pool, schema=schema) as store:
+            await store_scenarios.release_and_reclaim(store, make_continuation)
+            assert await store.wait_ready(0) == []
+        assert not pool.closed
+        async with pool.connection() as conn:
+            assert (await (await conn.execute("SELECT 1")).fetchone()) == (1,)
+    conn = await psycopg.AsyncConnection.connect(POSTGRES_URL)  # not autocommit
+    async with PostgresStore(conn, schema=schema) as store:
+        await store_scenarios.decide_concurrent(store, make_continuation)
+        assert await store.wait_ready(0) == []  # listens on the same connection
+    assert not conn.closed and conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    await conn.close()
+
+
+# -- Redis specifics -------------------------------------------------------------------------
+
+
+@pytest_asyncio.fixture
+async def redis_url(tmp_path: Path) -> AsyncIterator[str]:
+    """The URL of a fresh Redis key prefix (``?prefix=``), cleaned up afterwards."""
+    async with AsyncExitStack() as stack:
+        yield await _enter(stack, "redis", tmp_path)
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_stores_the_signed_document_byte_exact_and_detects_edits(
+    redis_url: str,
+) -> None:
+    """The stored document is the exact signed text; editing it in Redis is detected."""
+    from redis.asyncio import Redis
+
+    keys = Keyring.generate()
+    cont = make_continuation(keys)
+    prefix = redis_url.rpartition("?prefix=")[2]
+    client = Redis.from_url(REDIS_URL, decode_responses=True)
+    async with open_store(redis_url) as store:
+        await store.save(cont)
+        key = f"{prefix}:c:{cont.id}"
+        text = await client.hget(key, "document")
+        assert text == cont.model_copy(update={"decisions": ()}).to_json()
+        await client.hset(key, "document", text.replace("100", "900"))
+        loaded = await store.load(cont.id)
+    with pytest.raises(ContinuationTampered):
+        loaded.verify(keys)
+    await client.aclose()
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_uses_a_given_client_and_refuses_a_newer_layout(redis_url: str) -> None:
+    """A caller's client (decoding or not) is used as is and stays open; newer keys are refused."""
+    from redis.asyncio import Redis
+
+    from continuations_core.stores.redis import RedisStore
+
+    prefix = redis_url.rpartition("?prefix=")[2]
+    for decode in (False, True):
+        client = Redis.from_url(REDIS_URL, decode_responses=decode)
+        async with RedisStore(client, prefix=f"{prefix}:{decode}") as store:
+            await store_scenarios.save_load(store, make_continuation)
+            await store_scenarios.audit_order(store, make_continuation)
+            assert await store.wait_ready(0) == []
+        assert await client.ping()
+        await client.set(f"{prefix}:{decode}:layout", 99)
+        with pytest.raises(ConfigurationError, match="Upgrade agent-continuations"):
+            await RedisStore(client, prefix=f"{prefix}:{decode}").list()
+        await client.aclose()
 
 
 # -- open_store ------------------------------------------------------------------------------
@@ -241,14 +604,45 @@ def test_open_store_names_the_extra_when_the_driver_is_missing(
 
 
 @pytest.mark.parametrize("url", ["postgres://localhost/db", "redis://localhost"])
-def test_open_store_reports_a_backend_missing_from_this_version(url: str) -> None:
+def test_open_store_reports_a_backend_missing_from_this_version(
+    url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """With the driver present but no backend module, the error says so."""
-    import importlib.util
-
     module = "postgres" if url.startswith("postgres") else "redis"
-    if importlib.util.find_spec(f"continuations_core.stores.{module}") is not None:
-        pytest.skip(f"the {module} backend exists now")
-    if importlib.util.find_spec("psycopg" if module == "postgres" else "redis") is None:
-        pytest.skip("driver not installed")
+    pytest.importorskip("psycopg" if module == "postgres" else "redis")
+    monkeypatch.setitem(sys.modules, f"continuations_core.stores.{module}", None)
     with pytest.raises(ConfigurationError, match="not available in this version"):
         open_store(url)
+
+
+@pytest.mark.parametrize(
+    ("module", "hidden"),
+    [("postgres", ["psycopg"]), ("redis", ["redis", "redis.asyncio", "redis.exceptions"])],
+    ids=["postgres", "redis"],
+)
+def test_a_backend_module_without_its_driver_names_the_extra(
+    module: str, hidden: list[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Importing a backend whose driver is missing raises MissingExtra naming the pip extra."""
+    for name in hidden:
+        monkeypatch.setitem(sys.modules, name, None)
+    monkeypatch.delitem(sys.modules, f"continuations_core.stores.{module}", raising=False)
+    with pytest.raises(MissingExtra) as info:
+        importlib.import_module(f"continuations_core.stores.{module}")
+    assert f'pip install "agent-continuations[{module}]"' in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("url", "where", "namespace"),
+    [
+        ("postgresql://u@127.0.0.1/db?schema=app_1&sslmode=disable", "schema", "app_1"),
+        ("redis://127.0.0.1:6379/2?prefix=app-1", "prefix", "app-1"),
+    ],
+    ids=["postgres", "redis"],
+)
+def test_from_url_takes_the_namespace_from_the_query(url: str, where: str, namespace: str) -> None:
+    """``?schema=`` (Postgres) and ``?prefix=`` (Redis) pick the namespace; nothing connects."""
+    pytest.importorskip("psycopg" if where == "schema" else "redis")
+    store = open_store(url)
+    assert getattr(store, where) == namespace
+    SyncStore(store).close()

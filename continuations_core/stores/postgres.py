@@ -1,0 +1,550 @@
+"""The PostgreSQL store: one database shared by many processes on many machines.
+
+Everything lives in one Postgres schema, created on first use by ordered migrations recorded
+in ``schema_migrations`` (one transaction under an advisory lock, so workers starting together
+do not race). The signed document is stored as the exact text it serializes to.
+
+Every change is one transaction that locks the row (``SELECT … FOR UPDATE``), applies the
+shared rules of :mod:`._base` at the database's clock (so worker clocks do not matter) and
+writes with a compare-and-set on the version: of N concurrent claimers exactly one wins.
+Whenever a continuation becomes ``ready`` the transaction sends ``NOTIFY <schema>_ready,
+'<id>'``, which :meth:`PostgresStore.wait_ready` listens for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from datetime import UTC, datetime
+from typing import Any, LiteralString, TypeAlias, TypeVar
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic_core import to_jsonable_python
+
+from .._schema import Continuation, DecisionRecord
+from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from ._base import (
+    AuditEvent,
+    AuditKind,
+    Claim,
+    Events,
+    Row,
+    Status,
+    Store,
+    StoredContinuation,
+    already_saved,
+    checkpoint_rows,
+    claim_row,
+    complete_row,
+    decide_row,
+    heartbeat_row,
+    new_row,
+    not_found,
+    release_row,
+)
+
+try:
+    import psycopg
+    from psycopg import sql
+    from psycopg.conninfo import conninfo_to_dict
+    from psycopg.rows import dict_row
+    from psycopg_pool import AsyncConnectionPool
+except ImportError as exc:
+    raise MissingExtra(exc.name or "psycopg", "postgres") from exc
+
+__all__ = ["MIGRATIONS", "PostgresStore", "from_url"]
+
+T = TypeVar("T")
+Connection: TypeAlias = "psycopg.AsyncConnection[Any]"
+Pool: TypeAlias = "AsyncConnectionPool[Any]"
+Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
+
+# MIGRATIONS[n - 1] upgrades the schema to version n; ``{s}`` is the quoted schema name.
+# Append only; never edit a shipped one.
+MIGRATIONS: tuple[LiteralString, ...] = (
+    """CREATE TABLE {s}.continuations (
+        id TEXT PRIMARY KEY, pos BIGINT GENERATED ALWAYS AS IDENTITY,
+        run_id TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
+        status TEXT NOT NULL CHECK (status IN ('waiting', 'ready', 'claimed', 'done')),
+        created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
+        claimed_by TEXT, claim_token TEXT, lease_until TIMESTAMPTZ,
+        document TEXT NOT NULL, decisions TEXT NOT NULL DEFAULT '[]');
+    CREATE INDEX continuations_status ON {s}.continuations (status, created_at);
+    CREATE INDEX continuations_run ON {s}.continuations (run_id, created_at);
+    CREATE INDEX continuations_claimable ON {s}.continuations (updated_at)
+        WHERE status IN ('ready', 'claimed');
+    CREATE TABLE {s}.audit (
+        seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, continuation_id TEXT NOT NULL,
+        kind TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, actor TEXT, detail TEXT NOT NULL);
+    CREATE INDEX audit_run ON {s}.audit (run_id, seq)""",
+)
+
+_BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
+    CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
+        version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"""
+_COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, updated_at,
+    claimed_by, claim_token, lease_until, document, decisions"""
+_READ: LiteralString = f"SELECT {_COLUMNS} FROM {{s}}.continuations WHERE id = %s"
+_INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({_COLUMNS})
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"""
+_UPDATE: LiteralString = """UPDATE {s}.continuations SET version = %s, status = %s,
+    updated_at = %s, claimed_by = %s, claim_token = %s, lease_until = %s, decisions = %s
+    WHERE id = %s AND version = %s"""
+_AUDIT: LiteralString = """INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor,
+    detail) VALUES (%s, %s, %s, %s, %s, %s)"""
+_CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations WHERE status = 'ready'
+    OR (status = 'claimed' AND lease_until <= clock_timestamp())
+    ORDER BY updated_at, pos LIMIT %s FOR UPDATE SKIP LOCKED"""
+# The channel "<schema>_ready" must fit Postgres's 63-byte identifier limit too.
+_SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
+_POOL_MAX = 10
+
+
+def from_url(url: str) -> PostgresStore:
+    """Open a store from ``postgresql://user:pass@host:port/db?schema=name``.
+
+    The optional ``schema`` query parameter (ours, not libpq's) picks the Postgres schema;
+    every other parameter goes to libpq. Nothing connects until first use.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    schemas = [value for key, value in query if key == "schema"]
+    if not schemas:
+        return PostgresStore(url)
+    rest = urlencode([(key, value) for key, value in query if key != "schema"])
+    return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schemas[-1])
+
+
+class PostgresStore(Store):
+    """A store in one PostgreSQL schema, shared safely by many processes on many machines.
+
+    Args:
+        url_or_pool: A libpq URL or conninfo string (the store then opens its own small
+            pool on first use), an ``AsyncConnectionPool``, or one ``AsyncConnection``. A
+            pool or connection passed in is used as is and stays open after :meth:`close`.
+        schema: The Postgres schema holding the tables; created on first use.
+
+    Raises:
+        ConfigurationError: If ``schema`` is not a plain identifier of at most 57 characters.
+    """
+
+    def __init__(
+        self, url_or_pool: str | Pool | Connection, *, schema: str = "continuations"
+    ) -> None:
+        if not _SCHEMA_NAME.fullmatch(schema):
+            raise ConfigurationError(
+                f"Invalid Postgres schema name {schema!r}: use letters, digits and underscores "
+                "(at most 57 characters), not starting with a digit."
+            )
+        self.schema = schema
+        self.channel = f"{schema}_ready"
+        self._ident = sql.Identifier(schema)
+        self._url: str | None = None
+        self._pool: Pool | None = None
+        self._conn: Connection | None = None
+        if isinstance(url_or_pool, str):
+            self._url, self._where = url_or_pool, _describe(url_or_pool)
+        elif isinstance(url_or_pool, AsyncConnectionPool):
+            self._pool, self._where = url_or_pool, _describe(url_or_pool.conninfo)
+        else:
+            info = url_or_pool.info
+            self._conn = url_or_pool
+            self._where = f"postgresql://{info.user}@{info.host}:{info.port}/{info.dbname}"
+        self._migrated = False
+        self._closed = False
+        self._init_lock = asyncio.Lock()
+        self._conn_lock = asyncio.Lock()  # one connection runs one transaction at a time
+        self._listen_lock = asyncio.Lock()
+        self._listener: Connection | None = None
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _q(self, template: LiteralString) -> sql.Composed:
+        return sql.SQL(template).format(s=self._ident)
+
+    def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"PostgreSQL store {self._where} (schema {self.schema!r}) failed: {exc}. Check that "
+            "the server is running and reachable, then retry."
+        )
+
+    async def _ensure(self) -> None:
+        """Connect and migrate on first use (``open_store`` is synchronous)."""
+        if self._closed:
+            raise StoreUnavailable("This PostgresStore is closed; open a new one.")
+        async with self._init_lock:  # uncontended once migrated: it does not even yield
+            if self._migrated:
+                return
+            try:
+                if self._url is not None:
+                    # Migrate on a direct connection first: an unreachable server then fails
+                    # at once with the driver's reason, rather than as a pool timeout.
+                    conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                    async with conn:
+                        await self._migrate(conn)
+                    pool: Pool = AsyncConnectionPool(
+                        self._url, min_size=1, max_size=_POOL_MAX, open=False,
+                        kwargs={"autocommit": True}, name=f"continuations-{self.schema}",
+                    )  # fmt: skip
+                    await pool.open(wait=False)
+                    self._pool = pool
+                else:
+                    async with self._connection() as conn:
+                        await self._migrate(conn)
+            except psycopg.Error as exc:
+                raise self._unavailable(exc) from exc
+            self._migrated = True
+
+    @asynccontextmanager
+    async def _connection(self) -> AsyncIterator[Connection]:
+        if self._pool is not None:
+            async with self._pool.connection() as conn:
+                yield conn
+        else:
+            assert self._conn is not None
+            async with self._conn_lock:
+                yield self._conn
+
+    @asynccontextmanager
+    async def _tx(self) -> AsyncIterator[Connection]:
+        """One transaction; driver errors become ``StoreUnavailable``."""
+        await self._ensure()
+        try:
+            async with self._connection() as conn, conn.transaction():
+                yield conn
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from exc
+
+    async def _migrate(self, conn: Connection) -> None:
+        key = hashlib.blake2b(f"agent-continuations:{self.schema}".encode(), digest_size=8)
+        async with conn.transaction():
+            lock_id = int.from_bytes(key.digest(), "big", signed=True)
+            await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
+            await conn.execute(self._q(_BOOTSTRAP))
+            cur = await conn.execute(self._q("SELECT MAX(version) FROM {s}.schema_migrations"))
+            current = int((await cur.fetchone() or (0,))[0] or 0)
+            if current > len(MIGRATIONS):
+                raise ConfigurationError(
+                    f"The schema {self.schema!r} is at version {current}, newer than this "
+                    f"package knows ({len(MIGRATIONS)}). Upgrade agent-continuations."
+                )
+            for version in range(current + 1, len(MIGRATIONS) + 1):
+                await conn.execute(self._q(MIGRATIONS[version - 1]))
+                insert = "INSERT INTO {s}.schema_migrations (version) VALUES (%s)"
+                await conn.execute(self._q(insert), (version,))
+
+    async def _read(self, conn: Connection, id: str, *, lock: bool) -> Row:
+        async with conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(self._q(_READ + (" FOR UPDATE" if lock else "")), (id,))
+            found = await cur.fetchone()
+        if found is None:
+            raise not_found(id)
+        return _row(found)
+
+    async def _record(self, conn: Connection, row: Row | None, events: Events) -> None:
+        """Append the audit events, and wake workers if the row is now ready."""
+        async with conn.cursor() as cur:
+            await cur.executemany(
+                self._q(_AUDIT),
+                [(e.run_id, e.continuation_id, e.kind, e.at, e.actor, json.dumps(e.detail))
+                 for e in events],
+            )  # fmt: skip
+        if row is not None and row.status == "ready":
+            await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, row.id))
+
+    async def _update(self, conn: Connection, new: Row, old_version: int) -> None:
+        cur = await conn.execute(
+            self._q(_UPDATE),
+            (new.version, new.status, new.updated_at, new.claimed_by, new.claim_token,
+             new.lease_until, _dump(new.decisions), new.id, old_version),
+        )  # fmt: skip
+        if cur.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
+            raise ConflictError("The record changed during the update.", continuation_id=new.id)
+
+    async def _insert(self, conn: Connection, new: Row, text: str) -> None:
+        doc = new.document
+        cur = await conn.execute(
+            self._q(_INSERT),
+            (doc.id, doc.run_id, doc.seq, new.version, new.status, new.created_at,
+             new.updated_at, new.claimed_by, new.claim_token, new.lease_until, text,
+             _dump(new.decisions)),
+        )  # fmt: skip
+        if cur.rowcount != 1:
+            raise already_saved(doc.id)
+
+    async def _transact(self, id: str, change: Change[T]) -> T:
+        """One transition in one transaction: lock, apply the rules at DB time, write, audit."""
+        async with self._tx() as conn:
+            old = await self._read(conn, id, lock=True)
+            new, events, result = change(old, await _clock(conn))
+            await self._update(conn, new, old.version)
+            await self._record(conn, new, events)
+            return result
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.save`."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        document = Continuation.from_json(text)  # rules see the document as it will load
+        async with self._tx() as conn:
+            row, events = new_row(document, cont.decisions, actor=actor, at=await _clock(conn))
+            await self._insert(conn, row, text)
+            await self._record(conn, row, events)
+        return row.record()
+
+    async def load(self, id: str) -> Continuation:
+        """See :meth:`Store.load`."""
+        return (await self.get(id)).continuation
+
+    async def get(self, id: str) -> StoredContinuation:
+        """See :meth:`Store.get`."""
+        async with self._tx() as conn:
+            return (await self._read(conn, id, lock=False)).record()
+
+    async def list(
+        self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
+    ) -> builtins.list[StoredContinuation]:
+        """See :meth:`Store.list`."""
+        filters = {k: v for k, v in (("status", status), ("run_id", run_id)) if v is not None}
+        where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in filters)
+        query = sql.SQL("SELECT {} FROM {}.continuations {} ").format(
+            sql.SQL(_COLUMNS),
+            self._ident,
+            sql.SQL("WHERE {}").format(where) if filters else sql.SQL(""),
+        )
+        query += sql.SQL("ORDER BY created_at DESC, pos DESC LIMIT %s")
+        async with self._tx() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, (*filters.values(), max(int(limit), 0)))
+            return [_row(r).record() for r in await cur.fetchall()]
+
+    async def decide(
+        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+    ) -> StoredContinuation:
+        """See :meth:`Store.decide`. Wakes waiting workers when the record becomes ready."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
+            new, events = decide_row(row, record, expected_version=expected_version, at=at)
+            return new, events, new
+
+        return (await self._transact(id, change)).record()
+
+    async def claim(
+        self,
+        id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 300.0,
+        expected_version: int | None = None,
+    ) -> Claim:
+        """See :meth:`Store.claim`. The lease runs on the database's clock."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
+            new, claim, events = claim_row(
+                row, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
+                at=at,
+            )  # fmt: skip
+            return new, events, claim
+
+        return await self._transact(id, change)
+
+    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
+            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=at)
+            return new, [], renewed
+
+        return await self._transact(claim.id, change)
+
+    async def release(self, claim: Claim) -> None:
+        """See :meth:`Store.release`. Wakes waiting workers."""
+        await self._transact(claim.id, lambda row, at: (*release_row(row, claim, at=at), None))
+
+    async def complete(
+        self, claim: Claim, *, next_id: str | None = None, output: Any = None
+    ) -> None:
+        """See :meth:`Store.complete`."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
+            new, events = complete_row(row, claim, next_id=next_id, output=output, at=at)
+            return new, events, None
+
+        await self._transact(claim.id, change)
+
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Claim | None:
+        """See :meth:`Store.checkpoint`. One transaction; the lease runs on the DB clock."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        document = Continuation.from_json(text)
+        async with self._tx() as conn:
+            exists = "SELECT 1 FROM {s}.continuations WHERE id = %s"
+            if await (await conn.execute(self._q(exists), (cont.id,))).fetchone():
+                raise already_saved(cont.id)
+            old = None if previous is None else await self._read(conn, previous.id, lock=True)
+            held = None if old is None or previous is None else (old, previous)
+            new, retired, claim, events = checkpoint_rows(
+                document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
+                at=await _clock(conn),
+            )  # fmt: skip
+            if retired is not None and old is not None:
+                await self._update(conn, retired, old.version)
+            await self._insert(conn, new, text)
+            await self._record(conn, new, events)
+        return claim
+
+    async def record(
+        self,
+        run_id: str,
+        kind: AuditKind,
+        *,
+        continuation_id: str = "",
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`Store.record`. Stamped with the database's clock."""
+        async with self._tx() as conn:
+            event = AuditEvent(
+                run_id=run_id, continuation_id=continuation_id, kind=kind, at=await _clock(conn),
+                actor=actor, detail=to_jsonable_python(detail or {}, fallback=repr),
+            )  # fmt: skip
+            await self._record(conn, None, [event])
+
+    async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
+        """See :meth:`Store.audit`."""
+        query = "SELECT kind, at, actor, detail, continuation_id FROM {s}.audit WHERE run_id = %s"
+        async with self._tx() as conn:
+            cur = await conn.execute(self._q(query + " ORDER BY seq"), (run_id,))
+            found = await cur.fetchall()
+        return [
+            AuditEvent(run_id=run_id, continuation_id=cid, kind=kind, at=_utc(at), actor=actor,
+                       detail=json.loads(detail))
+            for kind, at, actor, detail, cid in found
+        ]  # fmt: skip
+
+    # -- for workers --------------------------------------------------------------------------
+
+    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
+        """Ids a worker may claim now: ``ready``, or ``claimed`` with an expired lease.
+
+        Longest unchanged first; rows another transaction holds locked (being claimed now) are
+        skipped. This only reads: :meth:`claim` is the atomic step and may still raise
+        ``AlreadyClaimed`` when another worker got there first.
+        """
+        async with self._tx() as conn:
+            cur = await conn.execute(self._q(_CLAIMABLE), (max(int(limit), 0),))
+            return [str(r[0]) for r in await cur.fetchall()]
+
+    async def wait_ready(self, timeout: float) -> builtins.list[str]:
+        """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.
+
+        Returns as soon as a notification arrives (with any others already received), or an
+        empty list at the timeout. Listening starts with the first call and lasts until
+        :meth:`close`; wake-ups before the first call, and expired leases, notify no one, so
+        poll :meth:`claimable` after each wait (as the worker does). With one connection
+        passed in, other calls wait while this one listens on it: give workers a pool or URL.
+        """
+        await self._ensure()
+        ids: builtins.list[str] = []
+        async with self._listening():
+            try:
+                conn = await self._listen()
+                async for note in conn.notifies(timeout=max(timeout, 0.0), stop_after=1):
+                    ids.append(note.payload)
+                if ids:  # take whatever else has arrived already, without waiting
+                    async for note in conn.notifies(timeout=0.0):
+                        ids.append(note.payload)
+            except psycopg.Error as exc:
+                await self._stop_listening()
+                raise self._unavailable(exc) from exc
+        return list(dict.fromkeys(ids))
+
+    @asynccontextmanager
+    async def _listening(self) -> AsyncIterator[None]:
+        async with self._listen_lock:
+            if self._pool is not None:
+                yield
+                return
+            async with self._conn_lock:  # a lone connection listens between transactions
+                yield
+
+    async def _listen(self) -> Connection:
+        if self._listener is None:
+            conn = self._conn if self._pool is None else await self._pool.getconn()
+            assert conn is not None
+            async with conn.transaction():  # a LISTEN takes effect at commit
+                await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(self.channel)))
+            self._listener = conn
+        return self._listener
+
+    async def _stop_listening(self) -> None:
+        conn, self._listener = self._listener, None
+        if conn is None:
+            return
+        with contextlib.suppress(psycopg.Error):  # a broken one stops listening anyway
+            async with conn.transaction():
+                await conn.execute("UNLISTEN *")
+        if self._pool is not None:
+            await self._pool.putconn(conn)
+
+    async def close(self) -> None:
+        """Stop listening and close the pool this store opened; a caller's pool stays open."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._listening():
+            await self._stop_listening()
+        if self._url is not None and self._pool is not None:
+            await self._pool.close()
+
+
+async def _clock(conn: Connection) -> datetime:
+    """The database's time: leases and audit times do not depend on worker clocks."""
+    row = await (await conn.execute("SELECT clock_timestamp()")).fetchone()
+    assert row is not None
+    return _utc(row[0])
+
+
+def _utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+def _row(r: dict[str, Any]) -> Row:
+    return Row(
+        document=Continuation.from_json(r["document"]),
+        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        version=r["version"],
+        status=r["status"],
+        created_at=_utc(r["created_at"]),
+        updated_at=_utc(r["updated_at"]),
+        claimed_by=r["claimed_by"],
+        claim_token=r["claim_token"],
+        lease_until=_utc(r["lease_until"]) if r["lease_until"] else None,
+    )
+
+
+def _dump(records: tuple[DecisionRecord, ...]) -> str:
+    return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
+
+
+def _describe(conninfo: object) -> str:
+    """Where the store connects, for error messages: never the password."""
+    try:
+        params = conninfo_to_dict(conninfo) if isinstance(conninfo, str) else {}
+    except psycopg.Error:
+        params = {}
+    user = f"{params['user']}@" if params.get("user") else ""
+    host, port = params.get("host") or "localhost", params.get("port") or 5432
+    return f"postgresql://{user}{host}:{port}/{params.get('dbname') or ''}"

@@ -1,0 +1,486 @@
+"""The Redis store: the same protocol as SQL stores, for deployments that already run Redis.
+
+Keys live under one prefix (``continuations`` by default)::
+
+    <prefix>:c:<id>             hash: the record; ``document`` is the exact signed text
+    <prefix>:all                sorted set of ids, by creation time (microseconds)
+    <prefix>:status:<status>    the same, per status
+    <prefix>:run:<run_id>       the same, per run
+    <prefix>:queue              ready and claimed ids, by last change (for claimable)
+    <prefix>:leases             claimed ids, by lease end
+    <prefix>:audit:<run_id>     list of the run's audit events, in order
+    <prefix>:layout             the key layout's version
+    <prefix>:ready              pub/sub channel: ids that became ready
+
+Every change is an optimistic transaction: ``WATCH`` the records, read them, apply the shared
+rules of :mod:`._base` at the server's clock, and write records, indexes and audit in one
+``MULTI``/``EXEC``. If another writer touched a record in between, ``EXEC`` fails and the
+change is planned again on the new record, so of N concurrent claimers exactly one wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import builtins
+import contextlib
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeAlias, TypeVar, cast
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from pydantic_core import to_jsonable_python
+
+from .._schema import Continuation, DecisionRecord
+from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from ._base import (
+    AuditEvent,
+    AuditKind,
+    Claim,
+    Events,
+    Row,
+    Status,
+    Store,
+    StoredContinuation,
+    already_saved,
+    checkpoint_rows,
+    claim_row,
+    complete_row,
+    decide_row,
+    heartbeat_row,
+    new_row,
+    not_found,
+    release_row,
+)
+
+try:
+    from redis.asyncio import Redis
+    from redis.asyncio.client import Pipeline, PubSub
+    from redis.exceptions import RedisError, WatchError
+except ImportError as exc:
+    raise MissingExtra("redis", "redis") from exc
+
+__all__ = ["LAYOUT_VERSION", "RedisStore", "from_url"]
+
+T = TypeVar("T")
+Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
+Changes: TypeAlias = list[tuple[Row | None, Row]]  # (before, after); before None: a new record
+Plan: TypeAlias = Callable[[list[Row | None], datetime], tuple[Changes, Events, T]]
+
+LAYOUT_VERSION = 1  # bump with a migration when the key layout changes
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ATTEMPTS = 1000  # optimistic retries; each failed one means another writer succeeded
+_WAKE_UPS = 1000  # at most this many ids per wait_ready call
+
+
+def from_url(url: str) -> RedisStore:
+    """Open a store from ``redis://[:password@]host:port/db?prefix=name``.
+
+    The optional ``prefix`` query parameter (ours, not redis-py's) namespaces the keys; every
+    other parameter goes to redis-py. Nothing connects until first use.
+    """
+    parts = urlsplit(url)
+    query = parse_qsl(parts.query, keep_blank_values=True)
+    prefixes = [value for key, value in query if key == "prefix"]
+    if not prefixes:
+        return RedisStore(url)
+    rest = urlencode([(key, value) for key, value in query if key != "prefix"])
+    return RedisStore(urlunsplit(parts._replace(query=rest)), prefix=prefixes[-1])
+
+
+class RedisStore(Store):
+    """A store in Redis, shared safely by many processes.
+
+    Args:
+        url_or_client: A ``redis://`` URL (the store then owns its client), or a
+            ``redis.asyncio.Redis`` client, used as is and left open by :meth:`close`.
+        prefix: The namespace of every key this store uses.
+
+    Raises:
+        ConfigurationError: If ``prefix`` is empty or contains glob characters.
+    """
+
+    def __init__(self, url_or_client: str | Redis, *, prefix: str = "continuations") -> None:
+        if not prefix or any(c in prefix for c in "*?[]"):
+            raise ConfigurationError(f"Invalid Redis key prefix {prefix!r}: use plain text.")
+        self._owns = isinstance(url_or_client, str)
+        if isinstance(url_or_client, str):
+            self._where = _redact(url_or_client)
+            url_or_client = Redis.from_url(url_or_client, socket_connect_timeout=10)
+        else:
+            kwargs = url_or_client.connection_pool.connection_kwargs
+            self._where = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
+        self._client: Redis = url_or_client
+        self.prefix = prefix
+        self.channel = self._k("ready")
+        self._checked = False
+        self._closed = False
+        self._pubsub: PubSub | None = None
+        self._listen_lock = asyncio.Lock()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _k(self, *parts: str) -> str:
+        return ":".join((self.prefix, *parts))
+
+    @contextlib.contextmanager
+    def _guard(self) -> Iterator[None]:
+        """Driver errors become ``StoreUnavailable``, naming the server (never the password)."""
+        try:
+            yield
+        except RedisError as exc:
+            raise StoreUnavailable(
+                f"Redis store {self._where} (prefix {self.prefix!r}) failed: {exc}. Check that "
+                "the server is running and reachable, then retry."
+            ) from exc
+
+    async def _open(self) -> Redis:
+        if self._closed:
+            raise StoreUnavailable("This RedisStore is closed; open a new one.")
+        if not self._checked:
+            with self._guard():
+                await self._client.set(self._k("layout"), LAYOUT_VERSION, nx=True)
+                layout = int(await self._client.get(self._k("layout")) or 0)
+            if layout > LAYOUT_VERSION:
+                raise ConfigurationError(
+                    f"The keys under {self.prefix!r} use layout {layout}, newer than this "
+                    f"package knows ({LAYOUT_VERSION}). Upgrade agent-continuations."
+                )
+            self._checked = True
+        return self._client
+
+    async def _atomic(self, ids: Sequence[str], plan: Plan[T], *, text: str = "") -> T:
+        """WATCH the records and read them, plan at server time, write it all in one MULTI."""
+        client = await self._open()
+        keys = [self._k("c", id) for id in ids]
+        with self._guard():
+            for _ in range(_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(*keys)
+                    rows = [_row(data) if (data := await pipe.hgetall(k)) else None for k in keys]
+                    changes, events, result = plan(rows, _from_time(await pipe.time()))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    for old, new in changes:
+                        self._write(pipe, old, new, text)
+                    for event in events:
+                        pipe.rpush(self._k("audit", event.run_id), event.model_dump_json())
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        continue  # another writer changed a record first: plan again
+                    return result
+        raise ConflictError(
+            f"Gave up after {_ATTEMPTS} conflicting writes.", continuation_id=ids[0]
+        )
+
+    async def _transact(self, id: str, change: Change[T]) -> T:
+        def plan(rows: builtins.list[Row | None], at: datetime) -> tuple[Changes, Events, T]:
+            if (old := rows[0]) is None:
+                raise not_found(id)
+            new, events, result = change(old, at)
+            return [(old, new)], events, result
+
+        return await self._atomic([id], plan)
+
+    def _write(self, pipe: Pipeline, old: Row | None, new: Row, text: str) -> None:
+        id, run_id, score = new.id, new.document.run_id, _micros(new.created_at)
+        values: dict[str, str | int | None] = {
+            "version": new.version, "status": new.status, "updated_at": _ts(new.updated_at),
+            "claimed_by": new.claimed_by, "claim_token": new.claim_token,
+            "lease_until": _ts(new.lease_until), "decisions": _dump(new.decisions),
+        }  # fmt: skip
+        if old is None:
+            values.update(id=id, run_id=run_id, seq=new.document.seq, document=text)
+            values["created_at"] = _ts(new.created_at)
+            pipe.zadd(self._k("all"), {id: score})
+            pipe.zadd(self._k("run", run_id), {id: score})
+        pipe.hset(self._k("c", id), mapping={k: v for k, v in values.items() if v is not None})
+        if unset := [k for k, v in values.items() if v is None]:
+            pipe.hdel(self._k("c", id), *unset)
+        if old is not None and old.status != new.status:
+            pipe.zrem(self._k("status", old.status), id)
+        pipe.zadd(self._k("status", new.status), {id: score})
+        if new.status in ("ready", "claimed"):
+            pipe.zadd(self._k("queue"), {id: _micros(new.updated_at)})
+        else:
+            pipe.zrem(self._k("queue"), id)
+        if new.status == "claimed" and new.lease_until is not None:
+            pipe.zadd(self._k("leases"), {id: _micros(new.lease_until)})
+        else:
+            pipe.zrem(self._k("leases"), id)
+        if new.status == "ready":
+            pipe.publish(self.channel, id)
+
+    # -- the protocol -----------------------------------------------------------------------
+
+    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.save`."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        document = Continuation.from_json(text)  # rules see the document as it will load
+
+        def plan(rows: builtins.list[Row | None], at: datetime) -> tuple[Changes, Events, Row]:
+            if rows[0] is not None:
+                raise already_saved(cont.id)
+            row, events = new_row(document, cont.decisions, actor=actor, at=at)
+            return [(None, row)], events, row
+
+        return (await self._atomic([cont.id], plan, text=text)).record()
+
+    async def load(self, id: str) -> Continuation:
+        """See :meth:`Store.load`."""
+        return (await self.get(id)).continuation
+
+    async def get(self, id: str) -> StoredContinuation:
+        """See :meth:`Store.get`."""
+        client = await self._open()
+        with self._guard():
+            data = await client.hgetall(self._k("c", id))
+        if not data:
+            raise not_found(id)
+        return _row(data).record()
+
+    async def list(
+        self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
+    ) -> builtins.list[StoredContinuation]:
+        """See :meth:`Store.list`."""
+        client = await self._open()
+        if run_id is not None:
+            index = self._k("run", run_id)
+        else:
+            index = self._k("status", status) if status is not None else self._k("all")
+        found: builtins.list[Row] = []
+        start, page = 0, max(limit, 16)
+        with self._guard():
+            while len(found) < limit:
+                ids: builtins.list[Any] = await client.zrevrange(index, start, start + page - 1)
+                if not ids:
+                    break
+                async with client.pipeline(transaction=False) as pipe:
+                    for id in ids:
+                        pipe.hgetall(self._k("c", _text(id)))
+                    rows = [_row(data) for data in await pipe.execute() if data]
+                # The index and the records are read apart: filter on the records themselves.
+                found += [r for r in rows if status is None or r.status == status]
+                start += page
+        return [row.record() for row in found[: max(limit, 0)]]
+
+    async def decide(
+        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+    ) -> StoredContinuation:
+        """See :meth:`Store.decide`. Wakes waiting workers when the record becomes ready."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
+            new, events = decide_row(row, record, expected_version=expected_version, at=at)
+            return new, events, new
+
+        return (await self._transact(id, change)).record()
+
+    async def claim(
+        self,
+        id: str,
+        *,
+        owner: str,
+        lease_seconds: float = 300.0,
+        expected_version: int | None = None,
+    ) -> Claim:
+        """See :meth:`Store.claim`. The lease runs on the Redis server's clock."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
+            new, claim, events = claim_row(
+                row, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
+                at=at,
+            )  # fmt: skip
+            return new, events, claim
+
+        return await self._transact(id, change)
+
+    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
+            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=at)
+            return new, [], renewed
+
+        return await self._transact(claim.id, change)
+
+    async def release(self, claim: Claim) -> None:
+        """See :meth:`Store.release`. Wakes waiting workers."""
+        await self._transact(claim.id, lambda row, at: (*release_row(row, claim, at=at), None))
+
+    async def complete(
+        self, claim: Claim, *, next_id: str | None = None, output: Any = None
+    ) -> None:
+        """See :meth:`Store.complete`."""
+
+        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
+            new, events = complete_row(row, claim, next_id=next_id, output=output, at=at)
+            return new, events, None
+
+        await self._transact(claim.id, change)
+
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+    ) -> Claim | None:
+        """See :meth:`Store.checkpoint`. One transaction; the lease runs on the server clock."""
+        text = cont.model_copy(update={"decisions": ()}).to_json()
+        document = Continuation.from_json(text)
+
+        def plan(rows: builtins.list[Row | None], at: datetime) -> tuple[Changes, Events, Any]:
+            if rows[0] is not None:
+                raise already_saved(cont.id)
+            old = rows[1] if previous is not None else None
+            if previous is not None and old is None:
+                raise not_found(previous.id)
+            held = (old, previous) if old is not None and previous is not None else None
+            new, retired, claim, events = checkpoint_rows(
+                document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds, at=at
+            )
+            changes: Changes = [(old, retired)] if retired is not None else []
+            return [*changes, (None, new)], events, claim
+
+        ids = [cont.id] if previous is None else [cont.id, previous.id]
+        claim: Claim | None = await self._atomic(ids, plan, text=text)
+        return claim
+
+    async def record(
+        self,
+        run_id: str,
+        kind: AuditKind,
+        *,
+        continuation_id: str = "",
+        actor: str | None = None,
+        detail: dict[str, Any] | None = None,
+    ) -> None:
+        """See :meth:`Store.record`. Stamped with the server's clock."""
+        client = await self._open()
+        with self._guard():
+            event = AuditEvent(
+                run_id=run_id, continuation_id=continuation_id, kind=kind,
+                at=_from_time(await client.time()), actor=actor,
+                detail=to_jsonable_python(detail or {}, fallback=repr),
+            )  # fmt: skip
+            await client.rpush(self._k("audit", run_id), event.model_dump_json())
+
+    async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
+        """See :meth:`Store.audit`."""
+        client = await self._open()
+        with self._guard():
+            found = await client.lrange(self._k("audit", run_id), 0, -1)
+        return [AuditEvent.model_validate_json(item) for item in found]
+
+    # -- for workers --------------------------------------------------------------------------
+
+    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
+        """Ids a worker may claim now: ``ready``, or ``claimed`` with an expired lease.
+
+        Longest unchanged first. This only reads: :meth:`claim` is the atomic step and may
+        still raise ``AlreadyClaimed`` when another worker got there first.
+        """
+        client = await self._open()
+        found: builtins.list[str] = []
+        start, page = 0, max(limit, 16)
+        with self._guard():
+            now = _micros(_from_time(await client.time()))
+            while len(found) < limit:
+                queue: builtins.list[Any] = await client.zrange(
+                    self._k("queue"), start, start + page - 1
+                )
+                if not queue:
+                    break
+                ids = [_text(id) for id in queue]
+                leases = await client.zmscore(self._k("leases"), ids)
+                found += [id for id, lease in zip(ids, leases, strict=True) if (lease or 0) <= now]
+                start += page
+        return found[: max(limit, 0)]
+
+    async def wait_ready(self, timeout: float) -> builtins.list[str]:
+        """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.
+
+        Returns as soon as a message arrives (with any others already received), or an empty
+        list at the timeout. The subscription starts with the first call and lasts until
+        :meth:`close`; wake-ups before the first call, and expired leases, notify no one, so
+        poll :meth:`claimable` after each wait (as the worker does).
+        """
+        client = await self._open()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max(timeout, 0.0)
+        ids: builtins.list[str] = []
+        async with self._listen_lock:
+            with self._guard():
+                if self._pubsub is None:
+                    self._pubsub = client.pubsub(ignore_subscribe_messages=True)
+                    await self._pubsub.subscribe(self.channel)
+                while len(ids) < _WAKE_UPS:
+                    remaining = max(deadline - loop.time(), 0.0)
+                    # Once one id arrived, only take what is already there.
+                    message = await self._pubsub.get_message(timeout=0.0 if ids else remaining)
+                    if message is not None and message["type"] == "message":
+                        ids.append(_text(message["data"]))
+                    elif ids or remaining <= 0:
+                        break
+        return list(dict.fromkeys(ids))
+
+    async def close(self) -> None:
+        """Unsubscribe, and close the client if this store opened it from a URL."""
+        if self._closed:
+            return
+        self._closed = True
+        async with self._listen_lock:
+            pubsub, self._pubsub = self._pubsub, None
+            with contextlib.suppress(RedisError):
+                if pubsub is not None:
+                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                if self._owns:
+                    await self._client.aclose()
+
+
+def _text(value: bytes | str) -> str:
+    # Works with clients made with or without decode_responses.
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _ts(value: datetime | None) -> str | None:
+    return value.isoformat(timespec="microseconds") if value is not None else None
+
+
+def _micros(value: datetime) -> int:
+    # Whole microseconds since the epoch are exact as Redis scores (doubles) until 2255.
+    return (value - _EPOCH) // timedelta(microseconds=1)
+
+
+def _from_time(value: tuple[int, int]) -> datetime:
+    seconds, micros = value
+    return _EPOCH + timedelta(seconds=int(seconds), microseconds=int(micros))
+
+
+def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
+    r = {_text(k): _text(v) for k, v in data.items()}
+    lease = r.get("lease_until")
+    return Row(
+        document=Continuation.from_json(r["document"]),
+        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        version=int(r["version"]),
+        status=cast(Status, r["status"]),
+        created_at=datetime.fromisoformat(r["created_at"]),
+        updated_at=datetime.fromisoformat(r["updated_at"]),
+        claimed_by=r.get("claimed_by"),
+        claim_token=r.get("claim_token"),
+        lease_until=datetime.fromisoformat(lease) if lease else None,
+    )
+
+
+def _dump(records: tuple[DecisionRecord, ...]) -> str:
+    return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
+
+
+def _redact(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.password is None:
+        return urlunsplit(parts._replace(query=""))
+    host = parts.netloc.rpartition("@")[2]
+    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}", query=""))

@@ -14,10 +14,11 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _backends import backend_url
+from _backends import namespace_url
 
 from continuations_core import Keyring, Suspended
 from continuations_core.stores import open_store
@@ -60,11 +61,24 @@ async def _audit(url: str, run_ids: list[str]) -> dict[str, list[dict[str, objec
         return {rid: [e.model_dump(mode="json") for e in await store.audit(rid)] for rid in run_ids}
 
 
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str, str]]:
+    """A fresh shared store on each server backend."""
+    for url in namespace_url(request.param, tmp_path):
+        yield request.param, url
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("backend", ["postgres", "redis", "sqlite"])
-def test_workers_killed_at_random_lose_and_duplicate_nothing(backend: str, tmp_path: Path) -> None:
+def test_workers_killed_at_random_lose_and_duplicate_nothing(
+    fleet: tuple[str, str], tmp_path: Path
+) -> None:
     """N=4 workers drain decided runs while one is SIGKILLed every few hundred ms."""
-    url = backend_url(backend, tmp_path)
+    backend, url = fleet
     run_ids = asyncio.run(_prepare(url))
     ledger_path = tmp_path / "ledger.jsonl"
     env = {

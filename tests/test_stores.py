@@ -5,17 +5,17 @@ from __future__ import annotations
 import asyncio
 import importlib
 import multiprocessing
-import os
 import sqlite3
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager, AsyncExitStack, asynccontextmanager
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
 
 import pytest
 import pytest_asyncio
+from _backends import POSTGRES_URL, REDIS_URL
+from _backends import enter_namespace as _enter
 
 from continuations_core import (
     ConfigurationError,
@@ -40,92 +40,12 @@ from continuations_core.testing.store_scenarios import (
     race_to_claim,
 )
 
-
-class BackendUnavailable(Exception):
-    """Raised by a namespace factory when its driver is missing or its service unreachable."""
-
-
-# Loopback services; override to point the suite at others.
-POSTGRES_URL = os.environ.get(
-    "CONTINUATIONS_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
-)
-REDIS_URL = os.environ.get("CONTINUATIONS_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _driver(module: str) -> Any:
-    try:
-        return importlib.import_module(module)
-    except ImportError as exc:
-        raise BackendUnavailable(f"{module} is not installed") from exc
-
-
-@asynccontextmanager
-async def _sqlite_namespace(tmp: Path) -> AsyncIterator[str]:
-    yield f"sqlite:///{tmp / 'store.db'}"
-
-
-@asynccontextmanager
-async def _postgres_namespace(tmp: Path) -> AsyncIterator[str]:
-    """A fresh schema, dropped afterwards; its URL carries it as ``?schema=``."""
-    psycopg = _driver("psycopg")
-    schema = f"test_{uuid.uuid4().hex[:16]}"
-    try:
-        admin = await psycopg.AsyncConnection.connect(
-            POSTGRES_URL, autocommit=True, connect_timeout=5
-        )
-    except psycopg.Error as exc:
-        raise BackendUnavailable(f"{POSTGRES_URL}: {exc}") from exc
-    async with admin:
-        try:
-            yield f"{POSTGRES_URL}?schema={schema}"
-        finally:
-            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
-
-
-@asynccontextmanager
-async def _redis_namespace(tmp: Path) -> AsyncIterator[str]:
-    """A fresh key prefix, whose keys are deleted afterwards; the URL carries ``?prefix=``."""
-    redis = _driver("redis.asyncio")
-    prefix = f"test-{uuid.uuid4().hex[:16]}"
-    admin = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=5)
-    try:
-        await admin.ping()
-    except _driver("redis.exceptions").RedisError as exc:
-        await admin.aclose()
-        raise BackendUnavailable(f"{REDIS_URL}: {exc}") from exc
-    try:
-        yield f"{REDIS_URL}?prefix={prefix}"
-    finally:
-        keys = [key async for key in admin.scan_iter(match=f"{prefix}:*")]
-        if keys:
-            await admin.delete(*keys)
-        await admin.aclose()
-
-
-# Each factory yields the URL of an empty, isolated store that other processes can open too,
-# and cleans up afterwards; it raises BackendUnavailable when its service is unreachable.
-NAMESPACES: dict[str, Callable[[Path], AbstractAsyncContextManager[str]]] = {
-    "sqlite": _sqlite_namespace,
-    "postgres": _postgres_namespace,
-    "redis": _redis_namespace,
-}
 SERVICE_PARAMS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
     pytest.param("redis", id="redis", marks=pytest.mark.redis),
 ]
 SHARED_PARAMS = [pytest.param("sqlite", id="sqlite"), *SERVICE_PARAMS]
 BACKEND_PARAMS = [pytest.param("memory", id="memory"), *SHARED_PARAMS]
-
-
-async def _enter(stack: AsyncExitStack, name: str, tmp: Path) -> str:
-    """Enter ``name``'s namespace; an unreachable service skips (fails in CI)."""
-    try:
-        return await stack.enter_async_context(NAMESPACES[name](tmp))
-    except (BackendUnavailable, StoreUnavailable) as exc:
-        reason = f"{name} store unavailable: {exc}"
-        if os.environ.get("CONTINUATIONS_REQUIRE_ALL_BACKENDS") == "1":
-            pytest.fail(f"{reason} (CONTINUATIONS_REQUIRE_ALL_BACKENDS=1)")
-        pytest.skip(reason)
 
 
 @pytest_asyncio.fixture(params=BACKEND_PARAMS)

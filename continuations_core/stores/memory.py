@@ -9,31 +9,27 @@ from __future__ import annotations
 
 import builtins
 import threading
-from collections.abc import Callable
 from typing import Any, TypeVar
 
 from pydantic_core import to_jsonable_python
 
-from .._schema import Continuation, DecisionRecord
+from .._schema import Continuation
 from ..errors import StoreUnavailable
 from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
-    Events,
-    Row,
     Status,
-    Store,
     StoredContinuation,
+)
+from ._rules import (
+    Change,
+    Row,
+    RowStore,
     already_saved,
     checkpoint_rows,
-    claim_row,
-    complete_row,
-    decide_row,
-    heartbeat_row,
     new_row,
     not_found,
-    release_row,
     utcnow,
 )
 
@@ -42,7 +38,7 @@ __all__ = ["MemoryStore"]
 T = TypeVar("T")
 
 
-class MemoryStore(Store):
+class MemoryStore(RowStore):
     """A store that keeps everything in this process's memory.
 
     Example::
@@ -69,10 +65,10 @@ class MemoryStore(Store):
             raise not_found(id)
         return row
 
-    def _apply(self, id: str, change: Callable[[Row], tuple[Row, Events, T]]) -> T:
+    async def _transact(self, id: str, change: Change[T]) -> T:
         """Apply one transition atomically: either everything is written or nothing is."""
         with self._lock:
-            row, events, result = change(self._row(id))
+            row, events, result = change(self._row(id), utcnow())
             self._rows[id] = row
             self._events.extend(events)
             return result
@@ -91,10 +87,6 @@ class MemoryStore(Store):
             self._order[cont.id] = len(self._order)
             self._events.extend(events)
         return _detached(row)
-
-    async def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return (await self.get(id)).continuation
 
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
@@ -116,63 +108,6 @@ class MemoryStore(Store):
             ]
         rows.sort(key=lambda item: item[:2], reverse=True)
         return [_detached(row) for _, _, row in rows[: max(limit, 0)]]
-
-    async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`."""
-
-        def change(row: Row) -> tuple[Row, Events, Row]:
-            new, events = decide_row(row, record, expected_version=expected_version, at=utcnow())
-            return new, events, new
-
-        return _detached(self._apply(id, change))
-
-    async def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`."""
-
-        def change(row: Row) -> tuple[Row, Events, Claim]:
-            new, claim, events = claim_row(
-                row,
-                owner=owner,
-                lease_seconds=lease_seconds,
-                expected_version=expected_version,
-                at=utcnow(),
-            )
-            return new, events, claim
-
-        return self._apply(id, change)
-
-    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-
-        def change(row: Row) -> tuple[Row, Events, Claim]:
-            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=utcnow())
-            return new, [], renewed
-
-        return self._apply(claim.id, change)
-
-    async def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`."""
-        self._apply(claim.id, lambda row: (*release_row(row, claim, at=utcnow()), None))
-
-    async def complete(
-        self, claim: Claim, *, next_id: str | None = None, output: Any = None
-    ) -> None:
-        """See :meth:`Store.complete`."""
-
-        def change(row: Row) -> tuple[Row, Events, None]:
-            new, events = complete_row(row, claim, next_id=next_id, output=output, at=utcnow())
-            return new, events, None
-
-        self._apply(claim.id, change)
 
     async def checkpoint(
         self,

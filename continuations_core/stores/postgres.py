@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
@@ -33,20 +33,18 @@ from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
+    Status,
+    StoredContinuation,
+)
+from ._rules import (
+    Change,
     Events,
     Row,
-    Status,
-    Store,
-    StoredContinuation,
+    RowStore,
     already_saved,
     checkpoint_rows,
-    claim_row,
-    complete_row,
-    decide_row,
-    heartbeat_row,
     new_row,
     not_found,
-    release_row,
 )
 
 try:
@@ -63,7 +61,6 @@ __all__ = ["MIGRATIONS", "PostgresStore", "from_url"]
 T = TypeVar("T")
 Connection: TypeAlias = "psycopg.AsyncConnection[Any]"
 Pool: TypeAlias = "AsyncConnectionPool[Any]"
-Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
 
 # MIGRATIONS[n - 1] upgrades the schema to version n; ``{s}`` is the quoted schema name.
 # Append only; never edit a shipped one.
@@ -121,7 +118,7 @@ def from_url(url: str) -> PostgresStore:
     return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schemas[-1])
 
 
-class PostgresStore(Store):
+class PostgresStore(RowStore):
     """A store in one PostgreSQL schema, shared safely by many processes on many machines.
 
     Args:
@@ -299,10 +296,6 @@ class PostgresStore(Store):
             await self._record(conn, row, events)
         return row.record()
 
-    async def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return (await self.get(id)).continuation
-
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
         async with self._tx() as conn:
@@ -323,60 +316,6 @@ class PostgresStore(Store):
         async with self._tx() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, (*filters.values(), max(int(limit), 0)))
             return [_row(r).record() for r in await cur.fetchall()]
-
-    async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`. Wakes waiting workers when the record becomes ready."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
-            new, events = decide_row(row, record, expected_version=expected_version, at=at)
-            return new, events, new
-
-        return (await self._transact(id, change)).record()
-
-    async def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`. The lease runs on the database's clock."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, claim, events = claim_row(
-                row, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
-                at=at,
-            )  # fmt: skip
-            return new, events, claim
-
-        return await self._transact(id, change)
-
-    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=at)
-            return new, [], renewed
-
-        return await self._transact(claim.id, change)
-
-    async def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`. Wakes waiting workers."""
-        await self._transact(claim.id, lambda row, at: (*release_row(row, claim, at=at), None))
-
-    async def complete(
-        self, claim: Claim, *, next_id: str | None = None, output: Any = None
-    ) -> None:
-        """See :meth:`Store.complete`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
-            new, events = complete_row(row, claim, next_id=next_id, output=output, at=at)
-            return new, events, None
-
-        await self._transact(claim.id, change)
 
     async def checkpoint(
         self,

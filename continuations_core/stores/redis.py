@@ -37,20 +37,18 @@ from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
+    Status,
+    StoredContinuation,
+)
+from ._rules import (
+    Change,
     Events,
     Row,
-    Status,
-    Store,
-    StoredContinuation,
+    RowStore,
     already_saved,
     checkpoint_rows,
-    claim_row,
-    complete_row,
-    decide_row,
-    heartbeat_row,
     new_row,
     not_found,
-    release_row,
 )
 
 try:
@@ -63,7 +61,6 @@ except ImportError as exc:
 __all__ = ["LAYOUT_VERSION", "RedisStore", "from_url"]
 
 T = TypeVar("T")
-Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
 Changes: TypeAlias = list[tuple[Row | None, Row]]  # (before, after); before None: a new record
 Plan: TypeAlias = Callable[[list[Row | None], datetime], tuple[Changes, Events, T]]
 
@@ -88,7 +85,7 @@ def from_url(url: str) -> RedisStore:
     return RedisStore(urlunsplit(parts._replace(query=rest)), prefix=prefixes[-1])
 
 
-class RedisStore(Store):
+class RedisStore(RowStore):
     """A store in Redis, shared safely by many processes.
 
     Args:
@@ -226,10 +223,6 @@ class RedisStore(Store):
 
         return (await self._atomic([cont.id], plan, text=text)).record()
 
-    async def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return (await self.get(id)).continuation
-
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
         client = await self._open()
@@ -263,60 +256,6 @@ class RedisStore(Store):
                 found += [r for r in rows if status is None or r.status == status]
                 start += page
         return [row.record() for row in found[: max(limit, 0)]]
-
-    async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`. Wakes waiting workers when the record becomes ready."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
-            new, events = decide_row(row, record, expected_version=expected_version, at=at)
-            return new, events, new
-
-        return (await self._transact(id, change)).record()
-
-    async def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`. The lease runs on the Redis server's clock."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, claim, events = claim_row(
-                row, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
-                at=at,
-            )  # fmt: skip
-            return new, events, claim
-
-        return await self._transact(id, change)
-
-    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=at)
-            return new, [], renewed
-
-        return await self._transact(claim.id, change)
-
-    async def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`. Wakes waiting workers."""
-        await self._transact(claim.id, lambda row, at: (*release_row(row, claim, at=at), None))
-
-    async def complete(
-        self, claim: Claim, *, next_id: str | None = None, output: Any = None
-    ) -> None:
-        """See :meth:`Store.complete`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
-            new, events = complete_row(row, claim, next_id=next_id, output=output, at=at)
-            return new, events, None
-
-        await self._transact(claim.id, change)
 
     async def checkpoint(
         self,

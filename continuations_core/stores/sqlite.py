@@ -32,20 +32,17 @@ from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
-    Events,
-    Row,
     Status,
-    Store,
     StoredContinuation,
+)
+from ._rules import (
+    Change,
+    Row,
+    RowStore,
     already_saved,
     checkpoint_rows,
-    claim_row,
-    complete_row,
-    decide_row,
-    heartbeat_row,
     new_row,
     not_found,
-    release_row,
     utcnow,
 )
 
@@ -116,7 +113,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-class SQLiteStore(Store):
+class SQLiteStore(RowStore):
     """A store in one SQLite file (or ``:memory:``), shared safely by several processes.
 
     Args:
@@ -204,20 +201,18 @@ class SQLiteStore(Store):
                     (version, _ts(utcnow())),
                 )
 
-    def _transact(
-        self, id: str, change: Callable[[Row], tuple[Row, Events, T]]
-    ) -> Callable[[sqlite3.Connection], T]:
+    async def _transact(self, id: str, change: Change[T]) -> T:
         """One transition in one write transaction: read, apply the rules, write, audit."""
 
         def run(conn: sqlite3.Connection) -> T:
             with _immediate(conn):
                 old = _read(conn, id)
-                new, events, result = change(old)
+                new, events, result = change(old, utcnow())
                 _write(conn, new, old.version)
                 _audit(conn, events)
                 return result
 
-        return run
+        return await self._call(run)
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -243,10 +238,6 @@ class SQLiteStore(Store):
 
         return (await self._call(run)).record()
 
-    async def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return (await self.get(id)).continuation
-
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
         return (await self._call(lambda conn: _read(conn, id))).record()
@@ -264,67 +255,6 @@ class SQLiteStore(Store):
             return [_row(r) for r in _rows(conn, sql, tuple(filters.values()))]
 
         return [row.record() for row in await self._call(run)]
-
-    async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`."""
-
-        def change(row: Row) -> tuple[Row, Events, Row]:
-            new, events = decide_row(row, record, expected_version=expected_version, at=utcnow())
-            return new, events, new
-
-        return (await self._call(self._transact(id, change))).record()
-
-    async def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`."""
-
-        def change(row: Row) -> tuple[Row, Events, Claim]:
-            new, claim, events = claim_row(
-                row,
-                owner=owner,
-                lease_seconds=lease_seconds,
-                expected_version=expected_version,
-                at=utcnow(),
-            )
-            return new, events, claim
-
-        return await self._call(self._transact(id, change))
-
-    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-
-        def change(row: Row) -> tuple[Row, Events, Claim]:
-            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=utcnow())
-            return new, [], renewed
-
-        return await self._call(self._transact(claim.id, change))
-
-    async def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`."""
-
-        def change(row: Row) -> tuple[Row, Events, None]:
-            return (*release_row(row, claim, at=utcnow()), None)
-
-        await self._call(self._transact(claim.id, change))
-
-    async def complete(
-        self, claim: Claim, *, next_id: str | None = None, output: Any = None
-    ) -> None:
-        """See :meth:`Store.complete`."""
-
-        def change(row: Row) -> tuple[Row, Events, None]:
-            new, events = complete_row(row, claim, next_id=next_id, output=output, at=utcnow())
-            return new, events, None
-
-        await self._call(self._transact(claim.id, change))
 
     async def checkpoint(
         self,

@@ -23,7 +23,7 @@ from typing import Any, Generic, TypeVar
 from ._decisions import CallPlan, ExpiryMode, FramePlan, build_plan
 from ._schema import Continuation, Frame, Request
 from ._signing import Keyring
-from .errors import AgentDrift, ResumeError
+from .errors import AgentDrift, ConfigurationError, ResumeError
 
 __all__ = [
     "CURRENT_CALL",
@@ -156,6 +156,20 @@ class CallScope:
 
 
 CURRENT_CALL: ContextVar[CallScope | None] = ContextVar("continuations_current_call", default=None)
+
+#: Set by an adapter's ``run``/``resume`` around the root run, which turns a suspension into a
+#: ``Suspended`` outcome. A root run started any other way cannot suspend.
+MANAGED: ContextVar[bool] = ContextVar("continuations_managed", default=False)
+
+
+def unmanaged_suspension(frame: Frame, entry: str) -> ConfigurationError:
+    """The error for a root run that suspended but was not started through ``run``/``resume``."""
+    waiting = ", ".join(call.tool for call in frame.pending) or frame.suspended_by
+    return ConfigurationError(
+        f"Agent {frame.agent!r} must suspend ({waiting}) but was started directly, so the "
+        f"suspension has nowhere to go. Start it with {entry}() to get a Suspended outcome; "
+        "no gated tool ran."
+    )
 
 
 def new_run_id() -> str:

@@ -121,3 +121,14 @@ async def test_stale_copy_is_detected_without_a_store() -> None:
     cont.check_fresh(0)
     with pytest.raises(StaleContinuation):
         cont.check_fresh(cont.seq)
+
+
+async def test_a_run_started_directly_cannot_suspend_silently() -> None:
+    """agent.run() on a continuation-aware agent that must suspend raises a clear error, runs nothing."""
+    from continuations_core import ConfigurationError
+
+    ran: list[str] = []
+    agent = build("tools-list", ran)
+    with pytest.raises(ConfigurationError, match=r"continuations_pydantic_ai\.run"):
+        await agent.run("pay bob")
+    assert ran == []

@@ -235,3 +235,14 @@ def test_plain_sync_body_calling_child() -> None:
     )
     assert isinstance(done, Completed)
     assert ledger.runs("transfer") == [BIG]
+
+
+def test_a_strands_agent_called_directly_cannot_suspend_silently() -> None:
+    """agent(prompt) on a continuation-aware agent that must suspend raises a clear error."""
+    from continuations_core import ConfigurationError
+
+    ran: list[int] = []
+    agent = _verdict_agent(ran)
+    with pytest.raises(ConfigurationError, match=r"continuations_strands\.run"):
+        agent("go")
+    assert ran == []

@@ -64,7 +64,12 @@ from continuations_core._durable import (
     exit_call,
 )
 from continuations_core._policies import Clock, default_clock
-from continuations_core._protocol import CURRENT_CALL, check_fingerprint
+from continuations_core._protocol import (
+    CURRENT_CALL,
+    MANAGED,
+    check_fingerprint,
+    unmanaged_suspension,
+)
 
 from . import _translate as t
 
@@ -92,6 +97,7 @@ class _RunState:
     """Per-run state of one capability instance (created by ``for_run``)."""
 
     active: bool = False
+    managed: bool = False
     agent_name: str = "agent"
     path: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
@@ -195,7 +201,9 @@ class Continuations(AbstractCapability[Any]):
                 st.scope, st.ordinal = scope, ordinal
                 st.path, st.agents = scope.path, scope.agents
                 st.shares_usage = scope.owner is ctx.usage
+        st.managed = MANAGED.get()
         CURRENT_CALL.set(None)
+        MANAGED.set(False)
         try:
             result = await handler()
         except FrameSuspended as suspended:
@@ -212,6 +220,18 @@ class Continuations(AbstractCapability[Any]):
                 },
             )
         return result
+
+    async def on_run_error(
+        self, ctx: RunContext[Any], *, error: BaseException
+    ) -> AgentRunResult[Any]:
+        """Refuse a suspension of a root run that was not started through ``run``/``resume``.
+
+        Raising here replaces the run's error; every other error is raised unchanged.
+        """
+        st = self._st
+        if isinstance(error, FrameSuspended) and st.active and st.scope is None and not st.managed:
+            raise unmanaged_suspension(error.frame, "continuations_pydantic_ai.run") from None
+        raise error
 
     def _load_plan(self, plan: FramePlan) -> None:
         st = self._st

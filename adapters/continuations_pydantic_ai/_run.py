@@ -24,7 +24,13 @@ from continuations_core._durable import (
     set_run_id,
     take_over,
 )
-from continuations_core._protocol import check_fingerprint, new_run_id, open_for_resume, seal
+from continuations_core._protocol import (
+    MANAGED,
+    check_fingerprint,
+    new_run_id,
+    open_for_resume,
+    seal,
+)
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -78,6 +84,7 @@ async def run(
 
     async def go() -> Outcome[Any]:
         token = set_run_id(rid)
+        managed = MANAGED.set(True)
         try:
             result = await agent.run(
                 prompt, deps=deps, capabilities=_extra_capabilities(agent), **run_kwargs
@@ -85,6 +92,7 @@ async def run(
         except FrameSuspended as suspended:
             return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
         finally:
+            MANAGED.reset(managed)
             reset_run_id(token)
         return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
 
@@ -168,6 +176,7 @@ async def resume(
             _Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent)
         )
         run_token = set_run_id(continuation.run_id)
+        managed = MANAGED.set(True)
         try:
             result = await agent.run(
                 message_history=t.load_messages(state["messages"]),
@@ -180,6 +189,7 @@ async def resume(
             seq = continuation.seq + 1
             return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
         finally:
+            MANAGED.reset(managed)
             reset_run_id(run_token)
             _RESUME.reset(token)
         return Completed(

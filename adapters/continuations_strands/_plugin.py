@@ -58,7 +58,12 @@ from continuations_core._durable import (
     is_idempotent,
 )
 from continuations_core._policies import Clock, default_clock
-from continuations_core._protocol import CURRENT_CALL, check_fingerprint
+from continuations_core._protocol import (
+    CURRENT_CALL,
+    MANAGED,
+    check_fingerprint,
+    unmanaged_suspension,
+)
 
 from . import _translate as t
 
@@ -101,6 +106,7 @@ class _Invocation:
     requests: int = 0
     structured_output: str | None = None
     restore: dict[str, Any] | None = None
+    managed: bool = False
     children: dict[str, tuple[Frame, dict[str, Any]]] = field(default_factory=dict)
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -152,6 +158,7 @@ class Continuations(Plugin):
         inv = _Invocation(agent_name=_name(agent))
         # Strands accumulates usage per agent object, across invocations: count from here.
         inv.start = t.usage_of(agent)
+        inv.managed = MANAGED.get()
         self._runs[id(agent)] = inv
         scope = CURRENT_CALL.get()
         if scope is None:
@@ -227,6 +234,8 @@ class Continuations(Plugin):
             if inv.restore is not None:
                 t.load(agent, inv.restore)  # leave the agent object reusable by its caller
             inv.scope.suspended(inv.ordinal, frame)
+        elif not inv.managed:
+            raise unmanaged_suspension(frame, "continuations_strands.run")
         raise FrameSuspended(frame)
 
     def _usage(self, agent: Agent, inv: _Invocation) -> dict[str, int]:

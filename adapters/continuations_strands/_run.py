@@ -26,7 +26,13 @@ from continuations_core._durable import (
     set_run_id,
     take_over,
 )
-from continuations_core._protocol import check_fingerprint, new_run_id, open_for_resume, seal
+from continuations_core._protocol import (
+    MANAGED,
+    check_fingerprint,
+    new_run_id,
+    open_for_resume,
+    seal,
+)
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -95,6 +101,7 @@ async def run(
     async def go() -> Outcome[Any]:
         token = t.STRUCTURED.set(t.import_path(structured_output_model))
         run_token = set_run_id(rid)
+        managed = MANAGED.set(True)
         try:
             result = await agent.invoke_async(
                 prompt,
@@ -104,6 +111,7 @@ async def run(
         except FrameSuspended as suspended:
             return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
         finally:
+            MANAGED.reset(managed)
             reset_run_id(run_token)
             t.STRUCTURED.reset(token)
         return _completed(agent, result, rid, 0)
@@ -156,6 +164,7 @@ async def resume(
         token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
         so_token = t.STRUCTURED.set(state.get("structured_output"))
         run_token = set_run_id(continuation.run_id)
+        managed = MANAGED.set(True)
         try:
             result = await agent.invoke_async(
                 prompt, structured_output_model=model, invocation_state=invocation_state
@@ -164,6 +173,7 @@ async def resume(
             seq = continuation.seq + 1
             return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
         finally:
+            MANAGED.reset(managed)
             reset_run_id(run_token)
             t.STRUCTURED.reset(so_token)
             _RESUME.reset(token)

@@ -35,6 +35,7 @@ __all__ = [
     "heartbeat_row",
     "new_row",
     "not_found",
+    "recorded_event",
     "release_row",
     "utcnow",
 ]
@@ -122,6 +123,26 @@ class Row:
 
 
 Events = builtins.list[AuditEvent]
+
+
+def recorded_event(
+    run_id: str,
+    kind: AuditKind,
+    *,
+    at: datetime,
+    continuation_id: str = "",
+    actor: str | None = None,
+    detail: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """The event :meth:`Store.record` appends (values JSON cannot hold are kept as their repr)."""
+    return AuditEvent(
+        run_id=run_id,
+        continuation_id=continuation_id,
+        kind=kind,
+        at=at,
+        actor=actor,
+        detail=to_jsonable_python(detail or {}, fallback=repr),
+    )
 
 
 def _decided(record: DecisionRecord) -> dict[str, Any]:

@@ -11,8 +11,6 @@ import builtins
 import threading
 from typing import Any, TypeVar
 
-from pydantic_core import to_jsonable_python
-
 from .._schema import Continuation
 from ..errors import StoreUnavailable
 from ._base import (
@@ -30,6 +28,7 @@ from ._rules import (
     checkpoint_rows,
     new_row,
     not_found,
+    recorded_event,
     utcnow,
 )
 
@@ -149,13 +148,8 @@ class MemoryStore(RowStore):
         detail: dict[str, Any] | None = None,
     ) -> None:
         """See :meth:`Store.record`."""
-        event = AuditEvent(
-            run_id=run_id,
-            continuation_id=continuation_id,
-            kind=kind,
-            at=utcnow(),
-            actor=actor,
-            detail=to_jsonable_python(detail or {}, fallback=repr),
+        event = recorded_event(
+            run_id, kind, at=utcnow(), continuation_id=continuation_id, actor=actor, detail=detail
         )
         with self._lock:
             self._check_open()

@@ -25,8 +25,6 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic_core import to_jsonable_python
-
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -45,6 +43,7 @@ from ._rules import (
     checkpoint_rows,
     new_row,
     not_found,
+    recorded_event,
 )
 
 try:
@@ -355,9 +354,9 @@ class PostgresStore(RowStore):
     ) -> None:
         """See :meth:`Store.record`. Stamped with the database's clock."""
         async with self._tx() as conn:
-            event = AuditEvent(
-                run_id=run_id, continuation_id=continuation_id, kind=kind, at=await _clock(conn),
-                actor=actor, detail=to_jsonable_python(detail or {}, fallback=repr),
+            event = recorded_event(
+                run_id, kind, at=await _clock(conn), continuation_id=continuation_id,
+                actor=actor, detail=detail,
             )  # fmt: skip
             await self._record(conn, None, [event])
 

@@ -29,8 +29,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from pydantic_core import to_jsonable_python
-
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -49,6 +47,7 @@ from ._rules import (
     checkpoint_rows,
     new_row,
     not_found,
+    recorded_event,
 )
 
 try:
@@ -298,10 +297,9 @@ class RedisStore(RowStore):
         """See :meth:`Store.record`. Stamped with the server's clock."""
         client = await self._open()
         with self._guard():
-            event = AuditEvent(
-                run_id=run_id, continuation_id=continuation_id, kind=kind,
-                at=_from_time(await client.time()), actor=actor,
-                detail=to_jsonable_python(detail or {}, fallback=repr),
+            event = recorded_event(
+                run_id, kind, at=_from_time(await client.time()),
+                continuation_id=continuation_id, actor=actor, detail=detail,
             )  # fmt: skip
             await client.rpush(self._k("audit", run_id), event.model_dump_json())
 

@@ -24,8 +24,6 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from pydantic_core import to_jsonable_python
-
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, StoreUnavailable
 from ._base import (
@@ -43,6 +41,7 @@ from ._rules import (
     checkpoint_rows,
     new_row,
     not_found,
+    recorded_event,
     utcnow,
 )
 
@@ -302,13 +301,8 @@ class SQLiteStore(RowStore):
         detail: dict[str, Any] | None = None,
     ) -> None:
         """See :meth:`Store.record`."""
-        event = AuditEvent(
-            run_id=run_id,
-            continuation_id=continuation_id,
-            kind=kind,
-            at=utcnow(),
-            actor=actor,
-            detail=to_jsonable_python(detail or {}, fallback=repr),
+        event = recorded_event(
+            run_id, kind, at=utcnow(), continuation_id=continuation_id, actor=actor, detail=detail
         )
 
         def run(conn: sqlite3.Connection) -> None:

@@ -73,6 +73,9 @@ async def receipt(who: str) -> str:
     """Fetch the receipt (idempotent); ``$FLEET_SLOW`` seconds slow when set."""
     await asyncio.sleep(float(os.environ.get("FLEET_SLOW", "0.02")))
     LEDGER.tool("payer", "receipt", {"who": who, "key": idempotency_key()})
+    # Work after the side effect, before the result is journaled: a kill landing here makes
+    # the retry a visible extra execution of this idempotent tool.
+    await asyncio.sleep(0.15)
     return f"receipt for {who}"
 
 

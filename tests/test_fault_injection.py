@@ -133,6 +133,7 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
         f"transfer_max={max(transfers.values(), default=0)} idempotent_duplicates={duplicates}"
     )
     assert kills > 0, "the run finished before any worker was killed; nothing was tested"
+    assert duplicates > 0, "no kill landed mid-step; the audit of extra executions was not tested"
     assert lost == [] and twice == []
     assert max(transfers.values()) == 1, "a non-idempotent tool ran twice"
     for key, runs in executions.items():

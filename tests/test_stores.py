@@ -7,7 +7,6 @@ import importlib
 import multiprocessing
 import sqlite3
 import sys
-import uuid
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -30,7 +29,6 @@ from continuations_core import (
     StoreUnavailable,
     open_store,
 )
-from continuations_core.errors import AlreadyClaimed, ConflictError, ContinuationNotFound
 from continuations_core.stores import SyncStore
 from continuations_core.testing import store_scenarios
 from continuations_core.testing.store_scenarios import (
@@ -164,61 +162,6 @@ async def test_wait_ready_wakes_on_another_connections_save_decide_and_release(
         assert await listener.wait_ready(0.2) == []  # a claim wakes no one
         await other.release(claim)
         assert await listener.wait_ready(1.0) == [waiting.id]
-
-
-@pytest.mark.asyncio
-async def test_claimable_lists_ready_and_lease_expired_ones_longest_unchanged_first(
-    store: Store,
-) -> None:
-    """claimable() lists ready continuations and expired leases by last change, never live claims."""
-    conts = [make_continuation(leaves=0) for _ in range(3)]
-    for cont in conts:
-        await store.save(cont.with_decisions([_answer(cont)]))
-    await store.save(make_continuation())  # waiting: never claimable
-    ids = [c.id for c in conts]
-    assert await store.claimable() == ids
-    assert await store.claimable(limit=2) == ids[:2]
-    live = await store.claim(ids[1], owner="live")
-    await store.claim(ids[0], owner="dying", lease_seconds=0.3)
-    assert await store.claimable() == [ids[2]]
-    await asyncio.sleep(0.4)
-    assert await store.claimable() == [ids[2], ids[0]]  # ids[0] changed last, when claimed
-    await store.complete(live)
-
-
-@pytest.mark.asyncio
-async def test_checkpoint_stores_the_next_continuation_and_retires_the_previous_atomically(
-    store: Store,
-) -> None:
-    """checkpoint() saves the next continuation (claimed, or waiting) and retires the last one."""
-    run_id = f"run-{uuid.uuid4().hex[:8]}"
-    first, second, third = (make_continuation(leaves=0, run_id=run_id) for _ in range(3))
-    claim1 = await store.checkpoint(first, owner="w1", lease_seconds=60)
-    assert claim1 is not None and claim1.owner == "w1"
-    held = await store.get(first.id)
-    assert held.status == "claimed" and held.claimed_by == "w1" and held.version == 1
-    await store.record(
-        run_id,
-        "tool_started",
-        continuation_id=first.id,
-        actor="w1",
-        detail={"path": "a/b", "ids": (1, 2)},
-    )
-    claim2 = await store.checkpoint(second, previous=claim1, owner="w1")
-    assert claim2 is not None and (await store.get(first.id)).status == "done"
-    with pytest.raises(AlreadyClaimed):  # claim1 was retired: nothing is written
-        await store.checkpoint(third, previous=claim1)
-    with pytest.raises(ContinuationNotFound):
-        await store.get(third.id)
-    assert await store.checkpoint(third, previous=claim2) is None
-    assert (await store.get(third.id)).status == "waiting"
-    with pytest.raises(ConflictError):
-        await store.checkpoint(third)
-    events = await store.audit(run_id)
-    kinds = ["checkpoint", "tool_started", "resumed", "checkpoint", "resumed", "suspended"]
-    assert [e.kind for e in events] == kinds
-    assert events[1].detail == {"path": "a/b", "ids": [1, 2]} and events[1].actor == "w1"
-    assert events[2].detail == {"next_id": second.id}
 
 
 @pytest.mark.asyncio

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
@@ -361,6 +362,56 @@ async def isolation(store: Store, make: ContinuationFactory) -> None:
     _check([r.id for r in await store.list()] == [cont.id], "saved one, listed another")
 
 
+async def claimable_order(store: Store, make: ContinuationFactory) -> None:
+    """claimable() lists ready continuations and expired leases by last change, never live claims."""
+    conts = [make(leaves=0) for _ in range(3)]
+    for cont in conts:
+        await store.save(cont.with_decisions([_decision(cont, 0)]))
+    await store.save(make())  # waiting: never claimable
+    ids = [c.id for c in conts]
+    _check(await store.claimable() == ids, "ready continuations, oldest change first")
+    _check(await store.claimable(limit=2) == ids[:2], "limit is respected")
+    live = await store.claim(ids[1], owner="live")
+    await store.claim(ids[0], owner="dying", lease_seconds=0.3)
+    _check(await store.claimable() == [ids[2]], "live claims are not claimable")
+    await asyncio.sleep(0.4)
+    _check(await store.claimable() == [ids[2], ids[0]], "an expired lease is claimable again")
+    await store.complete(live)
+
+
+async def checkpoint_chain(store: Store, make: ContinuationFactory) -> None:
+    """checkpoint() saves the next continuation (claimed, or waiting) and retires the last one."""
+    run_id = f"run-{uuid.uuid4().hex[:8]}"
+    first, second, third = (make(leaves=0, run_id=run_id) for _ in range(3))
+    claim1 = await store.checkpoint(first, owner="w1", lease_seconds=60)
+    _check(claim1 is not None and claim1.owner == "w1", "a held checkpoint returns its claim")
+    assert claim1 is not None
+    held = await store.get(first.id)
+    _check(
+        held.status == "claimed" and held.claimed_by == "w1" and held.version == 1,
+        "the checkpoint is held, at version 1",
+    )
+    await store.record(
+        run_id, "tool_started", continuation_id=first.id, actor="w1",
+        detail={"path": "a/b", "ids": (1, 2)},
+    )  # fmt: skip
+    claim2 = await store.checkpoint(second, previous=claim1, owner="w1")
+    _check(claim2 is not None, "the next checkpoint is held")
+    assert claim2 is not None
+    _check((await store.get(first.id)).status == "done", "the previous checkpoint is retired")
+    await _raises(AlreadyClaimed, store.checkpoint(third, previous=claim1), "retired claim")
+    await _raises(ContinuationNotFound, store.get(third.id), "nothing written on a lost claim")
+    _check(await store.checkpoint(third, previous=claim2) is None, "a suspension is not held")
+    _check((await store.get(third.id)).status == "waiting", "a suspension waits for decisions")
+    await _raises(ConflictError, store.checkpoint(third), "an id is stored once")
+    events = await store.audit(run_id)
+    kinds = ["checkpoint", "tool_started", "resumed", "checkpoint", "resumed", "suspended"]
+    _check([e.kind for e in events] == kinds, f"audit order: {[e.kind for e in events]}")
+    _check(events[1].detail == {"path": "a/b", "ids": [1, 2]}, "recorded detail is JSON")
+    _check(events[1].actor == "w1", "recorded actor")
+    _check(events[2].detail == {"next_id": second.id}, "a retired checkpoint names its successor")
+
+
 STORE_SCENARIOS: list[Scenario] = [
     save_load,
     list_by_status,
@@ -372,6 +423,8 @@ STORE_SCENARIOS: list[Scenario] = [
     lease_expiry,
     audit_order,
     isolation,
+    claimable_order,
+    checkpoint_chain,
 ]
 
 

@@ -176,9 +176,19 @@ class Checkpointer:
         """Write a checkpoint of ``frame`` (the root frame at a step boundary)."""
         self.seq += 1
         cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
-        self.claim = await self.store.checkpoint(
-            cont, previous=self.claim, owner=self.owner, lease_seconds=self.lease_seconds
+        write = asyncio.ensure_future(
+            self.store.checkpoint(
+                cont, previous=self.claim, owner=self.owner, lease_seconds=self.lease_seconds
+            )
         )
+        try:
+            self.claim = await asyncio.shield(write)
+        except asyncio.CancelledError:
+            # Cancelled mid-write (a worker shutting down): the write goes on regardless, so
+            # wait for it and keep its claim, which the shutdown then releases.
+            with contextlib.suppress(ContinuationError):
+                self.claim = await write
+            raise
 
     def replay(self, path: tuple[str, ...], *, idempotent: bool) -> dict[str, Any] | None:
         """What to answer instead of running the call at ``path``, if anything.

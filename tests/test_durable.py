@@ -1,0 +1,55 @@
+"""Durable-run internals: checkpoint writes and shutdown under cancellation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from continuations_core import Completed, Frame
+from continuations_core._durable import Checkpointer, run_durably
+from continuations_core.stores import Claim, MemoryStore
+
+
+class SlowStore(MemoryStore):
+    """A store whose checkpoint writes take a while, so a cancellation can land mid-write."""
+
+    async def checkpoint(self, *args: Any, **kwargs: Any) -> Claim | None:
+        await asyncio.sleep(0.2)
+        return await super().checkpoint(*args, **kwargs)
+
+
+async def test_a_cancelled_checkpoint_write_keeps_its_claim() -> None:
+    """Cancelled while a checkpoint is written, the step still records the claim it got."""
+    store = SlowStore()
+    cp = Checkpointer(store, "run-1", "w1", None)
+    step = asyncio.create_task(cp.step(Frame(framework="test", agent="a")))
+    await asyncio.sleep(0.05)
+    step.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await step
+    assert cp.claim is not None
+    assert (await store.get(cp.claim.id)).status == "claimed"
+
+
+async def test_cancelling_a_durable_run_releases_its_checkpoint() -> None:
+    """A durable run cancelled mid-way (a worker's SIGTERM) gives its checkpoint back."""
+    store = SlowStore()
+    cp = Checkpointer(store, "run-2", "w1", None)
+    gate = asyncio.Event()
+
+    async def go() -> Completed[Any]:
+        await cp.step(Frame(framework="test", agent="a"))
+        gate.set()
+        await asyncio.sleep(30)
+        return Completed(output=None, run_id="run-2")
+
+    task = asyncio.create_task(run_durably(cp, go))
+    await gate.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    [record] = await store.list(run_id="run-2")
+    assert record.status == "ready"
+    assert [e.kind for e in await store.audit("run-2")] == ["checkpoint", "released"]

@@ -30,12 +30,13 @@ WORKERS = 4
 KEYS = Keyring.generate("fleet")
 
 
-def _spawn(url: str, env: dict[str, str], n: int) -> subprocess.Popen[bytes]:
+def _spawn(url: str, env: dict[str, str], n: int, logs: Path) -> subprocess.Popen[bytes]:
+    log = (logs / f"w{n}.log").open("wb")
     return subprocess.Popen(
         [sys.executable, "-m", "continuations_core", "worker", "--store", url,
          "--agents", "fleet_agents:AGENTS", "--lease", "1", "--poll", "0.05",
          "--owner", f"w{n}", "--concurrency", "4"],
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
 
 
@@ -54,6 +55,22 @@ async def _prepare(url: str) -> list[str]:
             await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
             run_ids.append(cont.run_id)
     return run_ids
+
+
+async def _stuck(url: str, run_ids: list[str]) -> list[str]:
+    """What each unfinished run looks like: its records and its last audit events."""
+    lines = []
+    async with open_store(url) as store:
+        for rid in run_ids:
+            events = await store.audit(rid)
+            if any(e.kind == "completed" for e in events):
+                continue
+            records = [
+                (r.seq, r.status, r.claimed_by, r.lease_until) for r in await store.list(run_id=rid)
+            ]
+            tail = [(e.kind, e.actor) for e in events[-6:]]
+            lines.append(f"{rid}: records={records} last={tail}")
+    return lines
 
 
 async def _audit(url: str, run_ids: list[str]) -> dict[str, list[dict[str, object]]]:
@@ -88,9 +105,11 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
         "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
     }
     rng = random.Random(7)
-    workers = {n: _spawn(url, env, n) for n in range(WORKERS)}
+    workers = {n: _spawn(url, env, n, tmp_path) for n in range(WORKERS)}
     kills, next_name = 0, WORKERS
-    deadline = time.monotonic() + 240
+    begun = time.monotonic()
+    deadline = begun + 240
+    reported = False
     try:
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.2, 0.5))
@@ -103,11 +122,18 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
                 victim = rng.choice(sorted(workers))
                 workers.pop(victim).send_signal(signal.SIGKILL)
                 kills += 1
-                workers[next_name] = _spawn(url, env, next_name)
+                workers[next_name] = _spawn(url, env, next_name, tmp_path)
                 next_name += 1
             audit = asyncio.run(_audit(url, run_ids))
             if all(any(e["kind"] == "completed" for e in events) for events in audit.values()):
                 break
+            if not reported and time.monotonic() - begun > 60:
+                reported = True
+                print(
+                    "\nstill unfinished after 60 s:", *asyncio.run(_stuck(url, run_ids)), sep="\n  "
+                )
+                live = ", ".join(f"w{n}" for n in sorted(workers))
+                print(f"  live workers: {live}; logs in {tmp_path}")
     finally:
         for proc in workers.values():
             proc.send_signal(signal.SIGTERM)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import Awaitable, Callable
@@ -46,6 +47,8 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+log = logging.getLogger("continuations.durable")
 
 IDEMPOTENT_MARKER = "__continuations_idempotent__"
 INTERRUPTED_MESSAGE = (
@@ -232,14 +235,28 @@ class Checkpointer:
             self.run_id, "tool_suspended", actor=self.owner, detail={"path": key, "tool": tool}
         )
 
-    async def heartbeats(self) -> None:
-        """Keep the current claim's lease alive until cancelled."""
-        while True:
-            await asyncio.sleep(self.lease_seconds / 3)
+    async def heartbeats(self, stop: asyncio.Event) -> None:
+        """Keep the current claim's lease alive until ``stop`` is set.
+
+        A failed heartbeat (a conflicting write, a store hiccup) is retried on the next beat; a
+        lost claim is left to the run, whose next write reports it.
+        """
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), timeout=self.lease_seconds / 3)
+                return
             claim = self.claim
-            if claim is not None:
-                with contextlib.suppress(AlreadyClaimed):
-                    self.claim = await self.store.heartbeat(claim, lease_seconds=self.lease_seconds)
+            if claim is None:
+                continue
+            try:
+                renewed = await self.store.heartbeat(claim, lease_seconds=self.lease_seconds)
+            except AlreadyClaimed:
+                continue
+            except ContinuationError as exc:
+                log.warning("heartbeat for run %s failed, retrying: %s", self.run_id, exc)
+                continue
+            if self.claim is claim:  # a checkpoint written meanwhile holds a newer claim
+                self.claim = renewed
 
 
 CHECKPOINTER: ContextVar[Checkpointer | None] = ContextVar(
@@ -255,7 +272,8 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
     """
     await cp.load_journal()
     token = CHECKPOINTER.set(cp if cp.enabled else None)
-    beat = asyncio.create_task(cp.heartbeats())
+    stop = asyncio.Event()
+    beat = asyncio.create_task(cp.heartbeats(stop))
     try:
         outcome = await go()
     except asyncio.CancelledError:
@@ -265,7 +283,9 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
                 await asyncio.shield(cp.store.release(cp.claim))
         raise
     finally:
-        beat.cancel()
+        # Stop between beats rather than cancel one mid-call: a store call cut off half-way
+        # can leave its connection unusable.
+        stop.set()
         with contextlib.suppress(asyncio.CancelledError):
             await beat
         CHECKPOINTER.reset(token)

@@ -102,7 +102,10 @@ class RedisStore(RowStore):
         self._owns = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
             self._where = _redact(url_or_client)
-            url_or_client = Redis.from_url(url_or_client, socket_connect_timeout=10)
+            # A read that never returns must fail (and the lease expire) rather than hang a worker.
+            url_or_client = Redis.from_url(
+                url_or_client, socket_connect_timeout=10, socket_timeout=30
+            )
         else:
             kwargs = url_or_client.connection_pool.connection_kwargs
             self._where = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"

@@ -16,7 +16,15 @@ from pydantic_ai import Agent
 from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCallPart, ToolReturnPart
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from continuations_core import idempotency_key, idempotent, requires_approval
+from continuations_core import (
+    Continuation,
+    Keyring,
+    Suspended,
+    idempotency_key,
+    idempotent,
+    requires_approval,
+)
+from continuations_core.stores import open_store
 from continuations_core.testing.spec import Ledger
 from continuations_pydantic_ai import Continuations
 
@@ -80,3 +88,18 @@ async def receipt(who: str) -> str:
 
 
 AGENTS = {"payer": payer}
+
+
+async def decided_runs(url: str, keys: Keyring, n: int) -> list[Continuation]:
+    """Start ``n`` payer runs in the store at ``url`` and approve each one's transfer."""
+    from continuations_pydantic_ai import run
+
+    decided = []
+    async with open_store(url) as store:
+        for _ in range(n):
+            outcome = await run(payer, "pay bob", keys=keys, store=store)
+            assert isinstance(outcome, Suspended)
+            cont = outcome.continuation
+            await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
+            decided.append(cont)
+    return decided

@@ -9,11 +9,11 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import fleet_agents
 import pytest
 from _backends import namespace_url
 
-from continuations_core import Keyring, Suspended
-from continuations_core.stores import open_store
+from continuations_core import Keyring
 from continuations_core.testing.spec import Ledger
 
 HERE = Path(__file__).resolve().parent
@@ -32,24 +32,12 @@ def shared(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     yield from namespace_url(request.param, tmp_path)
 
 
-async def _decided(url: str) -> str:
-    import fleet_agents
-
-    from continuations_pydantic_ai import run
-
-    async with open_store(url) as store:
-        outcome = await run(fleet_agents.payer, "pay", keys=KEYS, store=store)
-        assert isinstance(outcome, Suspended)
-        cont = outcome.continuation
-        await store.decide(cont.id, cont.approve(cont.requests[0].path).decisions[0])
-        return cont.id
-
-
 def test_eight_processes_resume_one_continuation_tool_runs_once(
     shared: str, tmp_path: Path
 ) -> None:
     """8 processes race to resume one decided continuation: one completes, 7 get AlreadyClaimed."""
-    cid = asyncio.run(_decided(shared))
+    [decided] = asyncio.run(fleet_agents.decided_runs(shared, KEYS, 1))
+    cid = decided.id
     go = tmp_path / "go"
     env = {
         **os.environ,

@@ -17,10 +17,11 @@ from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
+import fleet_agents
 import pytest
 from _backends import namespace_url
 
-from continuations_core import Keyring, Suspended
+from continuations_core import Keyring
 from continuations_core.stores import open_store
 from continuations_core.testing.spec import Ledger
 
@@ -38,23 +39,6 @@ def _spawn(url: str, env: dict[str, str], n: int, logs: Path) -> subprocess.Pope
          "--owner", f"w{n}", "--concurrency", "4"],
         env=env, stdout=log, stderr=subprocess.STDOUT,
     )  # fmt: skip
-
-
-async def _prepare(url: str) -> list[str]:
-    os.environ.pop("FLEET_LEDGER", None)
-    import fleet_agents
-
-    from continuations_pydantic_ai import run
-
-    run_ids = []
-    async with open_store(url) as store:
-        for _ in range(RUNS):
-            outcome = await run(fleet_agents.payer, "pay bob", keys=KEYS, store=store)
-            assert isinstance(outcome, Suspended)
-            cont = outcome.continuation
-            await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
-            run_ids.append(cont.run_id)
-    return run_ids
 
 
 async def _stuck(url: str, run_ids: list[str]) -> list[str]:
@@ -96,7 +80,7 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
 ) -> None:
     """N=4 workers drain decided runs while one is SIGKILLed every few hundred ms."""
     backend, url = fleet
-    run_ids = asyncio.run(_prepare(url))
+    run_ids = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, RUNS))]
     ledger_path = tmp_path / "ledger.jsonl"
     env = {
         **os.environ,

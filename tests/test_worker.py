@@ -10,29 +10,15 @@ import sys
 import time
 from pathlib import Path
 
-from continuations_core import ConfigurationError, Keyring, Suspended
+import fleet_agents
+
+from continuations_core import ConfigurationError, Keyring
 from continuations_core.stores import open_store
 from continuations_core.testing.spec import Ledger
 from continuations_core.worker import load_agents
 
 HERE = Path(__file__).resolve().parent
 KEYS = Keyring.generate("worker")
-
-
-async def _decided_runs(url: str, n: int) -> list[str]:
-    import fleet_agents
-
-    from continuations_pydantic_ai import run
-
-    ids = []
-    async with open_store(url) as store:
-        for _ in range(n):
-            outcome = await run(fleet_agents.payer, "pay", keys=KEYS, store=store)
-            assert isinstance(outcome, Suspended)
-            cont = outcome.continuation
-            await store.decide(cont.id, cont.approve(cont.requests[0].path).decisions[0])
-            ids.append(cont.run_id)
-    return ids
 
 
 def _env(tmp: Path, **extra: str) -> dict[str, str]:
@@ -56,7 +42,7 @@ def _worker(url: str, env: dict[str, str], *extra: str) -> subprocess.Popen[str]
 def test_worker_resumes_every_decided_continuation_once(tmp_path: Path) -> None:
     """A worker process claims each decided continuation, resumes it and records completion."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    run_ids = asyncio.run(_decided_runs(url, 5))
+    run_ids = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, 5))]
     proc = _worker(url, _env(tmp_path), "--idle-exit", "1")
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 0, err
@@ -74,7 +60,7 @@ def test_worker_resumes_every_decided_continuation_once(tmp_path: Path) -> None:
 def test_sigterm_stops_the_worker_and_releases_its_claim(tmp_path: Path) -> None:
     """On SIGTERM a worker cancels its resume, gives the run back (ready) and exits 0."""
     url = f"sqlite:///{tmp_path / 'runs.db'}"
-    [run_id] = asyncio.run(_decided_runs(url, 1))
+    [run_id] = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, 1))]
     proc = _worker(url, _env(tmp_path, FLEET_SLOW="30"), "--owner", "slow-worker")
 
     async def held() -> str | None:

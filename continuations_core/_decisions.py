@@ -25,9 +25,23 @@ from ._schema import (
     Request,
     Respond,
 )
-from .errors import ContinuationExpired, InvalidDecision, MissingDecisions, UnknownPath
+from .errors import (
+    AlreadyDecided,
+    ContinuationExpired,
+    InvalidDecision,
+    MissingDecisions,
+    UnknownPath,
+)
 
-__all__ = ["CallPlan", "FramePlan", "attach", "attach_records", "build_plan", "check_args"]
+__all__ = [
+    "CallPlan",
+    "FramePlan",
+    "already_decided",
+    "attach",
+    "attach_records",
+    "build_plan",
+    "check_args",
+]
 
 ExpiryMode = Literal["raise", "deny"]
 EXPIRED_MESSAGE = "The request expired before a decision was made."
@@ -80,8 +94,13 @@ def attach(
     *,
     by: str | None,
     comment: str | None,
+    replace: bool = False,
 ) -> Continuation:
-    """Return a copy of ``cont`` with ``decision`` attached at ``path`` (replacing any earlier)."""
+    """Return a copy of ``cont`` with ``decision`` attached at ``path``.
+
+    Raises:
+        AlreadyDecided: If ``path`` already has a decision and ``replace`` is false.
+    """
     target = tuple(path.path if isinstance(path, Request) else path)
     call = cont.pending_call(target)
     _check_fits(cont, call, decision)
@@ -93,15 +112,35 @@ def attach(
         by=by,
         comment=comment,
     )
+    existing = cont.decision_for(target)
+    if existing is not None and not replace:
+        raise already_decided(existing, continuation_id=cont.id)
     kept = [r for r in cont.decisions if r.path != target]
     return cont.model_copy(update={"decisions": _sorted([*kept, record])})
 
 
+def already_decided(existing: DecisionRecord, *, continuation_id: str | None) -> AlreadyDecided:
+    """The error for a second decision on ``existing``'s path."""
+    return AlreadyDecided(
+        existing.path,
+        by=existing.by,
+        at=existing.at,
+        kind=existing.decision.kind,
+        continuation_id=continuation_id,
+    )
+
+
 def attach_records(cont: Continuation, records: list[DecisionRecord]) -> Continuation:
-    """Return a copy of ``cont`` carrying ``records``, each validated against its call."""
+    """Return a copy of ``cont`` carrying ``records``, each validated against its call.
+
+    Raises:
+        AlreadyDecided: If two records decide the same path.
+    """
     by_path: dict[tuple[str, ...], DecisionRecord] = {}
     for record in records:
         _check_binding(cont, record)
+        if record.path in by_path:
+            raise already_decided(by_path[record.path], continuation_id=cont.id)
         by_path[record.path] = record
     return cont.model_copy(update={"decisions": _sorted(list(by_path.values()))})
 
@@ -172,6 +211,8 @@ def build_plan(
     decided: dict[tuple[str, ...], DecisionRecord] = {}
     for record in cont.decisions:
         _check_binding(cont, record)
+        if record.path in decided:  # from_json refuses this too; never pick one silently
+            raise already_decided(decided[record.path], continuation_id=cont.id)
         decided[record.path] = record
     missing: list[tuple[str, ...]] = []
     expired: list[tuple[str, ...]] = []

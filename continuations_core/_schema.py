@@ -306,16 +306,19 @@ class Continuation(_Model):
         args: dict[str, Any] | None = None,
         by: str | None = None,
         comment: str | None = None,
+        replace: bool = False,
     ) -> Continuation:
         """Approve the call at ``path``, optionally with edited ``args``.
 
         Raises:
             UnknownPath: If ``path`` is not pending.
             InvalidDecision: If the call is not an approval or ``args`` fail the tool schema.
+            AlreadyDecided: If ``path`` is decided already and ``replace`` is false.
         """
         from ._decisions import attach
 
-        return attach(self, path, Approve(args=args), by=by, comment=comment)
+        decision = Approve(args=args)
+        return attach(self, path, decision, by=by, comment=comment, replace=replace)
 
     def deny(
         self,
@@ -324,11 +327,17 @@ class Continuation(_Model):
         *,
         by: str | None = None,
         comment: str | None = None,
+        replace: bool = False,
     ) -> Continuation:
-        """Deny the call at ``path``; the model receives ``message`` and the run continues."""
+        """Deny the call at ``path``; the model receives ``message`` and the run continues.
+
+        Raises:
+            AlreadyDecided: If ``path`` is decided already and ``replace`` is false.
+        """
         from ._decisions import attach
 
-        return attach(self, path, Deny(message=message), by=by, comment=comment)
+        decision = Deny(message=message)
+        return attach(self, path, decision, by=by, comment=comment, replace=replace)
 
     def respond(
         self,
@@ -337,11 +346,17 @@ class Continuation(_Model):
         *,
         by: str | None = None,
         comment: str | None = None,
+        replace: bool = False,
     ) -> Continuation:
-        """Answer the ``input`` call at ``path`` with ``value``."""
+        """Answer the ``input`` call at ``path`` with ``value``.
+
+        Raises:
+            AlreadyDecided: If ``path`` is decided already and ``replace`` is false.
+        """
         from ._decisions import attach
 
-        return attach(self, path, Respond(value=value), by=by, comment=comment)
+        decision = Respond(value=value)
+        return attach(self, path, decision, by=by, comment=comment, replace=replace)
 
     def with_decisions(
         self, records: tuple[DecisionRecord, ...] | list[DecisionRecord]
@@ -469,6 +484,14 @@ class Continuation(_Model):
                 f"error(s), first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}.",
                 continuation_id=cid,
             ) from exc
+        paths = [record.path for record in cont.decisions]
+        if len(set(paths)) != len(paths):
+            twice = sorted({" > ".join(p) for p in paths if paths.count(p) > 1})
+            raise MalformedContinuation(
+                f"The document carries more than one decision for {', '.join(twice)}. A path "
+                "takes one decision; remove the extra ones and decide again.",
+                continuation_id=cid,
+            )
         # Older documents were signed in their own version's form; keep those bytes.
         cont._signed_bytes = signed_bytes
         cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()

@@ -148,15 +148,21 @@ def _cmd_decide(args: argparse.Namespace) -> None:
             edited = _json_arg("--args", args.args) if args.args is not None else None
             if edited is not None and not isinstance(edited, dict):
                 raise InvalidDecision("--args must be a JSON object.", continuation_id=cont.id)
-            decided = cont.approve(path, args=edited, by=by, comment=args.comment)
+            decided = cont.approve(
+                path, args=edited, by=by, comment=args.comment, replace=args.replace
+            )
         elif args.command == "deny":
-            decided = cont.deny(path, args.message, by=by, comment=args.comment)
+            decided = cont.deny(
+                path, args.message, by=by, comment=args.comment, replace=args.replace
+            )
         else:
             value = _json_arg("--value", args.value)
-            decided = cont.respond(path, value, by=by, comment=args.comment)
+            decided = cont.respond(path, value, by=by, comment=args.comment, replace=args.replace)
         record = decided.decision_for(path)
         assert record is not None
-        result = store.decide(stored.id, record, expected_version=stored.version)
+        result = store.decide(
+            stored.id, record, expected_version=stored.version, replace=args.replace
+        )
     decision = record.model_dump(mode="json")
     view = {
         "id": result.id,
@@ -334,6 +340,11 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("request", help="request number from `show`, or a JSON array path")
     decide.add_argument("--by", help="who decides (default: your login name)")
     decide.add_argument("--comment", help="a note kept with the decision")
+    decide.add_argument(
+        "--replace",
+        action="store_true",
+        help="override an earlier decision of this request (audited with the one it replaces)",
+    )
 
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 

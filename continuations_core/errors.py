@@ -17,7 +17,11 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     ├── DecisionError                 decisions (G4)
     │   ├── InvalidDecision           wrong kind, bad edited args, or not bound to the call
     │   │   └── UnknownPath           the path does not name a pending call
+    │   ├── AlreadyDecided            the path has a decision; replacing it must be explicit
     │   └── MissingDecisions          some pending calls are still undecided
+    ├── GateError                     a gated call could not be decided safely (G13)
+    │   ├── UngatedCall               a marked tool was reached outside a gate; it did not run
+    │   └── DuplicateCallId           one model response reused a call id; nothing ran
     ├── ContinuationExpired           a pending call passed its deadline (G8)
     ├── ResumeError                   the continuation cannot be resumed here
     │   ├── AgentDrift                the agent's tools no longer match the frame (G10)
@@ -34,10 +38,12 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 __all__ = [
     "AgentDrift",
     "AlreadyClaimed",
+    "AlreadyDecided",
     "ConfigurationError",
     "ConflictError",
     "ContinuationError",
@@ -45,6 +51,8 @@ __all__ = [
     "ContinuationNotFound",
     "ContinuationTampered",
     "DecisionError",
+    "DuplicateCallId",
+    "GateError",
     "InvalidDecision",
     "MalformedContinuation",
     "MissingDecisions",
@@ -55,6 +63,7 @@ __all__ = [
     "StaleContinuation",
     "StoreError",
     "StoreUnavailable",
+    "UngatedCall",
     "UnknownKey",
     "UnknownPath",
     "UnsignedContinuation",
@@ -116,6 +125,36 @@ class UnknownPath(InvalidDecision):
     """The path does not name a pending call of this continuation."""
 
 
+class AlreadyDecided(DecisionError):
+    """The path already has a decision; a second one is refused unless it replaces it explicitly.
+
+    Attributes:
+        path: The decided path.
+        by: Who made the existing decision, if recorded.
+        at: When the existing decision was made.
+        kind: The existing decision's kind (``approve``, ``deny`` or ``respond``).
+    """
+
+    def __init__(
+        self,
+        path: Sequence[str],
+        *,
+        by: str | None,
+        at: datetime,
+        kind: str,
+        continuation_id: str | None = None,
+    ) -> None:
+        self.path = tuple(path)
+        self.by, self.at, self.kind = by, at, kind
+        who = by or "someone (not recorded)"
+        super().__init__(
+            f"{' > '.join(self.path)} was already decided ({kind}) by {who} at "
+            f"{at.isoformat(timespec='seconds')}. A second decision is refused; to override it, "
+            "decide again with replace=True (the override is audited).",
+            continuation_id=continuation_id,
+        )
+
+
 class MissingDecisions(DecisionError):
     """Some pending calls have no decision yet.
 
@@ -133,6 +172,23 @@ class MissingDecisions(DecisionError):
             "Approve, deny or respond to each before resuming; nothing was changed.",
             continuation_id=continuation_id,
         )
+
+
+class GateError(ContinuationError):
+    """A gated call could not be decided safely, so nothing ran (G13)."""
+
+
+class UngatedCall(GateError):
+    """A ``@requires_approval`` tool was reached outside a gate that decided on this call.
+
+    Its body did not run. Typical causes: a sub-agent built without the ``Continuations``
+    capability or plugin, a run started in a way that cannot suspend (``run_stream``), or a
+    direct call of the function.
+    """
+
+
+class DuplicateCallId(GateError):
+    """One model response used the same tool-call id twice; no call of that response ran."""
 
 
 class ContinuationExpired(ContinuationError):

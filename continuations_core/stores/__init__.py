@@ -139,10 +139,17 @@ class SyncStore:
         return self._run(self.store.list(status=status, run_id=run_id, limit=limit))
 
     def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+        self,
+        id: str,
+        record: DecisionRecord,
+        *,
+        expected_version: int | None = None,
+        replace: bool = False,
     ) -> StoredContinuation:
         """See :meth:`Store.decide`."""
-        return self._run(self.store.decide(id, record, expected_version=expected_version))
+        return self._run(
+            self.store.decide(id, record, expected_version=expected_version, replace=replace)
+        )
 
     def claim(
         self,

@@ -149,15 +149,24 @@ class Store(ABC):
 
     @abstractmethod
     async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+        self,
+        id: str,
+        record: DecisionRecord,
+        *,
+        expected_version: int | None = None,
+        replace: bool = False,
     ) -> StoredContinuation:
-        """Attach one decision (replacing any earlier one for its path); return the record.
+        """Attach one decision; return the record.
 
-        The decision is validated against the document before anything is written.
+        The decision is validated against the document before anything is written. A path
+        takes one decision: deciding it again is refused unless ``replace`` is true, and a
+        replacement is audited with the decision it replaced.
 
         Raises:
             UnknownPath: If the decision targets no pending call.
             InvalidDecision: If it does not fit its call; the store is unchanged.
+            AlreadyDecided: If the path is decided and ``replace`` is false (it names who
+                decided it and when).
             AlreadyClaimed: If the continuation is claimed or done.
             ConflictError: If ``expected_version`` is given and is not the current version.
         """

@@ -18,6 +18,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from pydantic_core import to_jsonable_python
 
+from .._decisions import already_decided
 from .._schema import Continuation, DecisionRecord
 from ..errors import AlreadyClaimed, ConflictError, ContinuationNotFound, MissingDecisions
 from ._base import AuditEvent, AuditKind, Claim, Status, Store, StoredContinuation, utcnow
@@ -171,9 +172,18 @@ def new_row(
 
 
 def decide_row(
-    row: Row, record: DecisionRecord, *, expected_version: int | None, at: datetime
+    row: Row,
+    record: DecisionRecord,
+    *,
+    expected_version: int | None,
+    at: datetime,
+    replace: bool = False,
 ) -> tuple[Row, Events]:
-    """Attach ``record``, validated before anything changes; audit ``decided``."""
+    """Attach ``record``, validated before anything changes; audit ``decided``.
+
+    A path takes one decision: a second one raises ``AlreadyDecided`` (who decided it, when)
+    unless ``replace`` is true, and a replacement is audited with the decision it replaced.
+    """
     if row.status in ("claimed", "done"):
         raise AlreadyClaimed(
             f"The continuation is {'being resumed' if row.status == 'claimed' else 'resumed'}; "
@@ -181,10 +191,17 @@ def decide_row(
             continuation_id=row.id,
         )
     row._check_version(expected_version)
-    decided = row.document.with_decisions([*row.decisions, record])
+    existing = next((r for r in row.decisions if r.path == record.path), None)
+    if existing is not None and not replace:
+        raise already_decided(existing, continuation_id=row.id)
+    kept = [r for r in row.decisions if r.path != record.path]
+    decided = row.document.with_decisions([*kept, record])
     status: Status = "waiting" if decided.undecided else "ready"
     new = row._changed(at, decisions=decided.decisions, status=status)
-    return new, [new.event("decided", at, record.by, **_decided(record))]
+    detail = _decided(record)
+    if existing is not None:
+        detail["replaced"] = {**_decided(existing), "by": existing.by, "at": existing.at}
+    return new, [new.event("decided", at, record.by, **detail)]
 
 
 def claim_row(
@@ -298,12 +315,19 @@ class RowStore(Store):
         return (await self.get(id)).continuation
 
     async def decide(
-        self, id: str, record: DecisionRecord, *, expected_version: int | None = None
+        self,
+        id: str,
+        record: DecisionRecord,
+        *,
+        expected_version: int | None = None,
+        replace: bool = False,
     ) -> StoredContinuation:
         """See :meth:`Store.decide`."""
 
         def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
-            new, events = decide_row(row, record, expected_version=expected_version, at=at)
+            new, events = decide_row(
+                row, record, expected_version=expected_version, at=at, replace=replace
+            )
             return new, events, new
 
         return (await self._transact(id, change)).record()

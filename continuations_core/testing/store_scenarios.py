@@ -23,6 +23,7 @@ from .._schema import Approve, Continuation, DecisionRecord, Frame, PendingCall,
 from .._signing import Keyring, digest
 from ..errors import (
     AlreadyClaimed,
+    AlreadyDecided,
     ConflictError,
     ContinuationNotFound,
     InvalidDecision,
@@ -42,6 +43,7 @@ __all__ = [
     "lease_expiry",
     "list_by_status",
     "make_continuation",
+    "one_decision_per_path",
     "race_to_claim",
     "release_and_reclaim",
     "save_load",
@@ -250,6 +252,32 @@ async def decide_cas(store: Store, make: ContinuationFactory) -> None:
     _check(last.status == "ready" and last.version == 4, f"after all decisions: {last}")
 
 
+async def one_decision_per_path(store: Store, make: ContinuationFactory) -> None:
+    """A decided path refuses a second decision (naming who and when); replace=True is audited."""
+    cont = make(leaves=1)
+    await store.save(cont)
+    path = cont.requests[0].path
+    denied = cont.deny(path, "over budget", by="alice").decisions[0]
+    first = await store.decide(cont.id, denied)
+    approve = cont.approve(path, by="mallory").decisions[0]
+    exc = await _raises(AlreadyDecided, store.decide(cont.id, approve), "a second decision")
+    _check("alice" in str(exc) and getattr(exc, "by", None) == "alice", f"names the decider: {exc}")
+    after = await store.get(cont.id)
+    _check(after.version == first.version, "a refused decision changed the version")
+    _check(after.continuation.decision_for(path) == denied, "a refused decision replaced one")
+
+    replaced = await store.decide(cont.id, approve, replace=True)
+    _check(replaced.continuation.decision_for(path) == approve, "replace=True did not replace")
+    events = [e for e in await store.audit(cont.run_id) if e.kind == "decided"]
+    _check(
+        events[-1].actor == "mallory" and events[-1].detail["replaced"]["by"] == "alice",
+        f"the replacement is not audited with what it replaced: {events[-1].detail}",
+    )
+    twice = make(leaves=1)
+    doubled = twice.model_copy(update={"decisions": (*twice.deny(path, "no").decisions, approve)})
+    await _raises(AlreadyDecided, store.save(doubled), "saving two decisions for one path")
+
+
 async def decide_concurrent(store: Store, make: ContinuationFactory) -> None:
     """Decisions made concurrently are all kept."""
     cont = make(leaves=3)
@@ -416,6 +444,7 @@ STORE_SCENARIOS: list[Scenario] = [
     save_load,
     list_by_status,
     decide_cas,
+    one_decision_per_path,
     decide_concurrent,
     single_use_claim,
     release_and_reclaim,

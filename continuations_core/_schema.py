@@ -1,4 +1,4 @@
-"""The continuation document, schema version 1 (DESIGN.md section 2, G11).
+"""The continuation document, schema version 2 (DESIGN.md section 2, G11).
 
 A :class:`Continuation` holds the root :class:`Frame` of a suspended run. Each frame holds one
 agent's native state (serialized by the framework's own adapters) and its pending calls; a
@@ -17,6 +17,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
+from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
@@ -44,16 +45,36 @@ __all__ = [
     "Respond",
     "Signature",
     "json_schema",
+    "segment",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CallKind = Literal["approval", "input", "child"]
 Path = tuple[str, ...]
 
+
 # Loading upgrades older documents through these pure functions: _MIGRATIONS[n] takes a
 # version-n document (a dict) and returns a version n+1 document.
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {}
+def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
+    # Version 2 added PendingCall.step and .approvers and Continuation.started_by, all optional;
+    # a version 1 document is a valid version 2 document with those absent.
+    return {**data, "schema": 2}
+
+
+_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
+
+
+def segment(tool: str, call_id: str, step: int | None = None) -> str:
+    """A path segment: ``"<tool>:<call_id>@<step>"``, with tool and id percent-encoded.
+
+    Model output names tools and call ids, so both are encoded: a crafted id containing
+    ``/``, ``:`` or ``@`` cannot make two calls share a path, a journal key or an idempotency
+    key. The step (the model turn that made the call) makes an id the model reuses in a later
+    turn a different call.
+    """
+    text = f"{quote(tool, safe='')}:{quote(call_id, safe='')}"
+    return text if step is None else f"{text}@{step}"
 
 
 def _now() -> datetime:
@@ -114,6 +135,10 @@ class PendingCall(_Model):
     Attributes:
         call_id: The framework's tool-call id (unique within its frame only).
         tool: The tool name.
+        step: The model turn of the frame that made the call (0 for the first response), so a
+            call id reused in a later turn is a different call.
+        approvers: Who may decide this call (principal ids, roles or groups), from
+            ``@requires_approval(approvers=...)``; empty means any authorized person.
         args: The normalized args (always a dict).
         kind: ``approval`` waits for a person, ``input`` for a value from outside, ``child``
             for a suspended sub-agent whose frame is in ``child``.
@@ -126,8 +151,10 @@ class PendingCall(_Model):
 
     call_id: str
     tool: str
+    step: int | None = None
     args: dict[str, Any] = Field(default_factory=dict)
     kind: CallKind
+    approvers: tuple[str, ...] = ()
     reason: str | None = None
     expires_at: datetime | None = None
     args_schema: dict[str, Any] | None = None
@@ -136,8 +163,8 @@ class PendingCall(_Model):
 
     @property
     def segment(self) -> str:
-        """This call's path segment: ``"<tool>:<call_id>"``."""
-        return f"{self.tool}:{self.call_id}"
+        """This call's path segment: ``"<tool>:<call_id>@<step>"`` (see :func:`segment`)."""
+        return segment(self.tool, self.call_id, self.step)
 
     @property
     def args_digest(self) -> str:
@@ -181,6 +208,7 @@ class Request(_Model):
     kind: Literal["approval", "input"]
     reason: str | None = None
     expires_at: datetime | None = None
+    approvers: tuple[str, ...] = ()
 
 
 def _walk(
@@ -201,6 +229,9 @@ class Continuation(_Model):
 
     Instances are immutable: :meth:`approve`, :meth:`deny` and :meth:`respond` return a new
     continuation with the decision attached.
+
+    ``started_by`` names the principal who started the run (signed, so an approval UI can
+    refuse to let them approve their own requests).
     """
 
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
@@ -208,6 +239,7 @@ class Continuation(_Model):
     run_id: str
     seq: int = 0
     created_at: datetime = Field(default_factory=_now)
+    started_by: str | None = None
     root: Frame
     signature: Signature | None = None
     decisions: tuple[DecisionRecord, ...] = ()
@@ -248,6 +280,7 @@ class Continuation(_Model):
                     kind=kind,
                     reason=call.reason,
                     expires_at=call.expires_at,
+                    approvers=call.approvers,
                 )
             )
         return out

@@ -10,7 +10,13 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from continuations_core import Continuation, Keyring, SQLiteStore, StoredContinuation
+from continuations_core import (
+    SCHEMA_VERSION,
+    Continuation,
+    Keyring,
+    SQLiteStore,
+    StoredContinuation,
+)
 from continuations_core.cli import main
 from continuations_core.stores import SyncStore
 from continuations_core.testing.store_scenarios import make_continuation
@@ -51,7 +57,7 @@ def test_schema_prints_the_published_json_schema(capsys: pytest.CaptureFixture[s
     code, out, _ = run(capsys, "schema")
     assert code == 0
     schema = json.loads(out)
-    assert schema["schema_version"] == 1
+    assert schema["schema_version"] == SCHEMA_VERSION
     document = make_continuation().to_dict()
     jsonschema.validate(document, {**schema["continuation"], "$schema": schema["$schema"]})
 

@@ -9,32 +9,35 @@ do. Three pieces here are shared by every adapter, so a tree of frames can mix f
 - :data:`CURRENT_CALL` holds the :class:`CallScope` of the tool call being executed, so a
   sub-agent run started by a plain tool body knows it is nested, which frame to resume, and
   which completed sub-agent runs to replay from the journal.
-- :func:`seal` and :func:`open_for_resume` wrap signing, decision checks and expiry.
+- :func:`seal` wraps a suspended root frame into a signed continuation; opening one for a
+  resume (verification, the store's authority, single use) is :mod:`._resume`.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Generic, TypeVar
 
-from ._decisions import CallPlan, ExpiryMode, FramePlan, build_plan
+from ._decisions import CallPlan, FramePlan
 from ._schema import Continuation, Frame, Request
 from ._signing import Keyring
-from .errors import AgentDrift, ConfigurationError, ResumeError
+from .errors import AgentDrift, ConfigurationError, DuplicateCallId, ResumeError, UngatedCall
 
 __all__ = [
     "CURRENT_CALL",
+    "REFUSED",
+    "STARTED_BY",
     "CallScope",
     "Completed",
     "FrameSuspended",
     "Outcome",
     "Suspended",
     "check_fingerprint",
+    "check_unique_call_ids",
     "new_run_id",
-    "open_for_resume",
     "seal",
 ]
 
@@ -172,31 +175,52 @@ def unmanaged_suspension(frame: Frame, entry: str) -> ConfigurationError:
     )
 
 
+def check_unique_call_ids(ids: Sequence[str], agent: str) -> None:
+    """Refuse one model response that uses a tool-call id for several calls (G13).
+
+    Adapters call this before any call of the response is shown or run: with a shared id,
+    a decision for one call would also decide the other.
+
+    Raises:
+        DuplicateCallId: If an id occurs twice.
+    """
+    twice = sorted({i for i in ids if ids.count(i) > 1})
+    if twice:
+        raise DuplicateCallId(
+            f"Agent {agent!r}'s model response used the tool-call id(s) {', '.join(twice)} for "
+            "more than one call. No call of that response ran. Tool-call ids must be unique "
+            "within a response; check the model or provider."
+        )
+
+
 def new_run_id() -> str:
     """Return a fresh run id."""
     return uuid.uuid4().hex
 
 
+#: The marked tools that refused to run during the root run being executed (G13). Adapters'
+#: ``run``/``resume`` set a fresh list; the guard of a marked function adds to it wherever in
+#: the tree it refused, even inside a framework that turns tool errors into results, and the
+#: run then fails with the first one instead of carrying on.
+REFUSED: ContextVar[list[UngatedCall] | None] = ContextVar("continuations_refused", default=None)
+
+
+def raise_refused() -> None:
+    """Adapters: raise the first refusal recorded in this run, if any."""
+    refused = REFUSED.get()
+    if refused:
+        raise refused[0]
+
+
+#: Who started the run being executed (``run(..., started_by=...)``); every continuation of
+#: the run, checkpoints included, records it in its signed part.
+STARTED_BY: ContextVar[str | None] = ContextVar("continuations_started_by", default=None)
+
+
 def seal(frame: Frame, *, run_id: str, seq: int, keys: Keyring | None) -> Continuation:
     """Wrap a suspended root frame into a continuation, signed when ``keys`` is given."""
-    cont = Continuation(run_id=run_id, seq=seq, root=frame)
+    cont = Continuation(run_id=run_id, seq=seq, root=frame, started_by=STARTED_BY.get())
     return cont.sign(keys) if keys is not None else cont
-
-
-def open_for_resume(
-    cont: Continuation,
-    *,
-    keys: Keyring | None,
-    allow_unsigned: bool = False,
-    on_expired: ExpiryMode = "raise",
-    now: datetime | None = None,
-) -> FramePlan:
-    """Verify ``cont`` and check its decisions; return the plan to resume it.
-
-    Nothing runs before this returns, so every error here leaves everything unchanged.
-    """
-    cont.verify(keys, allow_unsigned=allow_unsigned)
-    return build_plan(cont, now=now or datetime.now(UTC), on_expired=on_expired)
 
 
 def check_fingerprint(

@@ -315,16 +315,16 @@ async def durable(
     owner: str | None,
     lease_seconds: float,
     claim: Claim | None,
-    claim_id: str | None = None,
 ) -> Outcome[Any]:
-    """Adapters: run ``go`` plainly, or durably through ``store`` (claiming ``claim_id`` first)."""
+    """Adapters: run ``go`` plainly, or durably through ``store`` holding ``claim``.
+
+    ``claim`` is the claim on the continuation being resumed (see ``_resume.open_resume``).
+    """
     if store is None:
         if checkpoint or claim is not None:
             raise ConfigurationError("checkpoint=True and claim= need a store; pass store=.")
         return await go()
     who = owner or default_owner()
-    if claim is None and claim_id is not None:
-        claim = await store.claim(claim_id, owner=who, lease_seconds=lease_seconds)
     cp = Checkpointer(store, run_id, who, keys, claim=claim, seq=seq, lease_seconds=lease_seconds)
     cp.enabled = checkpoint is not False
     return await run_durably(cp, go)

@@ -25,7 +25,9 @@ import asyncio
 import builtins
 import importlib
 import importlib.util
+import os
 from collections.abc import Coroutine
+from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
 
@@ -45,8 +47,13 @@ __all__ = [
     "Store",
     "StoredContinuation",
     "SyncStore",
+    "default_store",
+    "default_store_url",
     "open_store",
 ]
+
+#: The environment variable naming the store used when ``resume`` is given no ``store=``.
+STORE_ENV = "CONTINUATIONS_STORE"
 
 _SQLITE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 # scheme -> (backend module, driver module, pip extra)
@@ -85,6 +92,25 @@ def open_store(url: str) -> Store:
         f"Unknown store URL {url!r}. Supported: {SUPPORTED}, or a path ending "
         f"{'/'.join(_SQLITE_SUFFIXES)}."
     )
+
+
+def default_store_url() -> str:
+    """The store ``resume`` uses for single use when it is given no ``store=``.
+
+    ``$CONTINUATIONS_STORE`` when set; otherwise a per-user SQLite file,
+    ``$XDG_DATA_HOME/agent-continuations/continuations.db`` (``XDG_DATA_HOME`` defaults to
+    ``~/.local/share``).
+    """
+    configured = os.environ.get(STORE_ENV)
+    if configured:
+        return configured
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share")
+    return f"sqlite:///{os.path.join(base, 'agent-continuations', 'continuations.db')}"
+
+
+def default_store() -> Store:
+    """Open the store named by :func:`default_store_url`."""
+    return open_store(default_store_url())
 
 
 def _open_driver_backend(url: str, module: str, driver: str, extra: str) -> Store:

@@ -1,0 +1,291 @@
+"""Opening a continuation for resume: integrity, the store's authority, single use (G5, G6, G13).
+
+Every adapter's ``resume`` opens the continuation here before anything runs:
+
+1. The caller's copy is verified (signature, key, in-memory edits).
+2. With a store, the store is the source of truth. The caller's copy may *add* decisions, which
+   are recorded with compare-and-set against the stored version; a decision that conflicts with
+   a stored one is refused (``AlreadyDecided``, naming who decided and when). A continuation the
+   store does not hold yet is saved first, with the caller's decisions.
+3. Every check that can fail (bindings, missing decisions, expiry) runs on the merged view
+   before anything is written, so a refused resume changes nothing.
+4. The continuation is claimed (single use), and the plan is built from the stored document and
+   the stored decisions, never from the caller's copy. A claim passed in must hold, on this very
+   continuation.
+
+Without ``store=``, resuming is still single use by default: the embedded default store
+(``$CONTINUATIONS_STORE``, else SQLite at :func:`~continuations_core.stores.default_store_url`)
+records the claim, so resuming one JSON twice, in any two processes, runs its tools once.
+``single_use=False`` opts out.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from ._decisions import ExpiryMode, FramePlan, already_decided, build_plan
+from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
+from ._schema import Continuation, DecisionRecord
+from ._signing import Keyring
+from .errors import ConflictError, ContinuationError, ContinuationNotFound, UngatedCall
+from .stores import Claim, Store, default_store
+
+__all__ = ["OnSuspend", "Opened", "notify", "open_resume", "run_root"]
+
+log = logging.getLogger("continuations.resume")
+
+#: Called with every continuation a run suspends into (after it was stored, with a store).
+OnSuspend = Callable[[Continuation], Awaitable[None] | None]
+
+
+async def run_root(
+    attempt: Callable[[], Awaitable[Outcome[Any]]],
+    *,
+    started_by: str | None,
+    on_suspend: OnSuspend | None,
+) -> Outcome[Any]:
+    """Adapters: run a root ``run``/``resume`` attempt with the run-wide context.
+
+    It records who started the run (signed into every continuation), fails the run with the
+    first marked tool that refused to run anywhere in the tree (G13: a framework may have
+    turned that refusal into a tool result the run carried on from), and notifies
+    ``on_suspend`` of a suspension.
+    """
+    refused: list[UngatedCall] = []
+    refused_token = REFUSED.set(refused)
+    started_token = STARTED_BY.set(started_by)
+    try:
+        try:
+            outcome = await attempt()
+        except Exception as exc:
+            if refused:
+                raise refused[0] from exc
+            raise
+        if refused:
+            raise refused[0]
+    finally:
+        STARTED_BY.reset(started_token)
+        REFUSED.reset(refused_token)
+    await notify(on_suspend, outcome)
+    return outcome
+
+
+async def notify(on_suspend: OnSuspend | None, outcome: Outcome[Any]) -> None:
+    """Call ``on_suspend`` for a suspension; its failure is logged, never lost in the outcome.
+
+    The suspension is already stored (with a store) or returned to the caller, so a notifier
+    that fails (a webhook down) must not turn the outcome into an error.
+    """
+    if on_suspend is None or not isinstance(outcome, Suspended):
+        return
+    try:
+        result = on_suspend(outcome.continuation)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        log.exception("on_suspend failed for continuation %s", outcome.continuation.id)
+
+
+@dataclass
+class Opened:
+    """A continuation checked and claimed for resuming.
+
+    Attributes:
+        plan: What to do with every pending call, built from the stored truth.
+        continuation: The stored document with the stored decisions (the caller's copy when
+            there is no store).
+        store: Where the resume is recorded, if anywhere.
+        claim: The claim the resume holds on ``continuation``.
+        checkpoint: Whether the resumed run writes checkpoints.
+        owns_store: The store was opened here (the embedded default) and is closed after.
+    """
+
+    plan: FramePlan
+    continuation: Continuation
+    store: Store | None
+    claim: Claim | None
+    checkpoint: bool | None
+    owns_store: bool = False
+
+    async def close(self) -> None:
+        """Close the store if it was opened here."""
+        if self.owns_store and self.store is not None:
+            await self.store.close()
+
+
+async def open_resume(
+    cont: Continuation,
+    *,
+    keys: Keyring | None,
+    allow_unsigned: bool,
+    on_expired: ExpiryMode,
+    store: Store | None,
+    claim: Claim | None,
+    owner: str,
+    lease_seconds: float,
+    single_use: bool,
+    checkpoint: bool | None,
+) -> Opened:
+    """Verify ``cont``, reconcile it with the store, claim it and plan the resume.
+
+    Raises:
+        SignatureError: If the caller's copy or the stored document fails verification.
+        AlreadyDecided: If the caller's decisions conflict with stored ones.
+        MissingDecisions, InvalidDecision, ContinuationExpired: As for any resume; nothing
+            was written.
+        AlreadyClaimed: If another resumer holds or consumed it.
+        ConflictError: If a passed claim is for another continuation, or the store changed
+            between the checks and the claim.
+    """
+    cont.verify(keys, allow_unsigned=allow_unsigned)
+    owns = False
+    if store is None:
+        if claim is not None:
+            raise ConflictError(
+                "claim= was given without the store it came from; pass store= as well.",
+                continuation_id=cont.id,
+            )
+        if not single_use:
+            plan = build_plan(cont, now=_now(), on_expired=on_expired)
+            return Opened(plan, cont, None, None, checkpoint=checkpoint)
+        store, owns = default_store(), True
+        if checkpoint is None:
+            checkpoint = False  # single use only; durability is asked for with store=
+    try:
+        if claim is not None:
+            truth = await _held(
+                store, cont, claim, keys=keys, allow_unsigned=allow_unsigned, lease=lease_seconds
+            )
+            plan = build_plan(truth, now=_now(), on_expired=on_expired)
+            return Opened(plan, truth, store, claim, checkpoint, owns)
+        return await _claim(
+            store,
+            cont,
+            keys=keys,
+            allow_unsigned=allow_unsigned,
+            on_expired=on_expired,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            checkpoint=checkpoint,
+            owns=owns,
+        )
+    except BaseException:
+        if owns:
+            await store.close()
+        raise
+
+
+async def _held(
+    store: Store,
+    cont: Continuation,
+    claim: Claim,
+    *,
+    keys: Keyring | None,
+    allow_unsigned: bool,
+    lease: float,
+) -> Continuation:
+    """The stored truth of a continuation the caller already claimed (a worker)."""
+    if claim.id != cont.id:
+        raise ConflictError(
+            f"The claim passed is for continuation {claim.id}, not this one; a claim only "
+            "resumes the continuation it was taken on.",
+            continuation_id=cont.id,
+        )
+    await store.heartbeat(claim, lease_seconds=lease)  # raises AlreadyClaimed if it was lost
+    truth = (await store.get(cont.id)).continuation
+    _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
+    for record in cont.decisions:
+        stored = truth.decision_for(record.path)
+        if stored is None:
+            raise ConflictError(
+                f"The decision for {' > '.join(record.path)} is not in the store, and a claimed "
+                "continuation takes no new decisions. Record decisions before claiming.",
+                continuation_id=cont.id,
+            )
+        if not _same_decision(stored, record):
+            raise already_decided(stored, continuation_id=cont.id)
+    return truth
+
+
+async def _claim(
+    store: Store,
+    cont: Continuation,
+    *,
+    keys: Keyring | None,
+    allow_unsigned: bool,
+    on_expired: ExpiryMode,
+    owner: str,
+    lease_seconds: float,
+    checkpoint: bool | None,
+    owns: bool,
+) -> Opened:
+    for _ in range(3):  # a concurrent first save by another resumer: read it and go on
+        try:
+            stored = await store.get(cont.id)
+        except ContinuationNotFound:
+            build_plan(cont, now=_now(), on_expired=on_expired)  # refuse before writing
+            try:
+                await store.save(cont, actor=owner)
+            except ConflictError:
+                continue
+            stored = await store.get(cont.id)
+        break
+    else:  # pragma: no cover - the id kept disappearing and reappearing
+        raise ConflictError(
+            "The continuation changed while it was opened.", continuation_id=cont.id
+        )
+    truth = stored.continuation
+    _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
+    new: list[DecisionRecord] = []
+    for record in cont.decisions:
+        existing = truth.decision_for(record.path)
+        if existing is None:
+            new.append(record)
+        elif not _same_decision(existing, record):
+            raise already_decided(existing, continuation_id=cont.id)
+    merged = truth.with_decisions([*truth.decisions, *new])
+    build_plan(merged, now=_now(), on_expired=on_expired)  # refuse before writing
+    version = stored.version
+    for record in new:
+        version = (await store.decide(cont.id, record, expected_version=version)).version
+    claim = await store.claim(
+        cont.id, owner=owner, lease_seconds=lease_seconds, expected_version=version
+    )
+    try:
+        truth = (await store.get(cont.id)).continuation
+        plan = build_plan(truth, now=_now(), on_expired=on_expired)
+    except BaseException:
+        await _release(store, claim)
+        raise
+    return Opened(plan, truth, store, claim, checkpoint, owns)
+
+
+async def _release(store: Store, claim: Claim) -> None:
+    with contextlib.suppress(ContinuationError):  # lost already: nothing of ours to give back
+        await store.release(claim)
+
+
+def _same_document(
+    truth: Continuation, cont: Continuation, *, keys: Keyring | None, allow_unsigned: bool
+) -> None:
+    truth.verify(keys, allow_unsigned=allow_unsigned)
+    if truth.signed_payload() != cont.signed_payload():
+        raise ConflictError(
+            "The continuation passed differs from the one stored under its id; the store's "
+            "copy is the truth. Load it from the store and resume that.",
+            continuation_id=cont.id,
+        )
+
+
+def _same_decision(a: DecisionRecord, b: DecisionRecord) -> bool:
+    return (a.tool, a.args_digest, a.decision) == (b.tool, b.args_digest, b.decision)
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)

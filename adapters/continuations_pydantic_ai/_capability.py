@@ -2,9 +2,13 @@
 
 It hooks Pydantic AI's own tool-execution path through public capability hooks only:
 
-- ``wrap_tool_execute`` gates marked tools, answers decided calls on resume, replays the
-  results of sibling calls that completed before the suspension, and catches a sub-agent's
-  :class:`~continuations_core.FrameSuspended` so the call becomes a ``child`` pending call;
+- ``get_wrapper_toolset`` puts a gate (:mod:`._gate`) on every leaf toolset of the run, so each
+  call is decided from the tool it resolves to, whatever wraps, renames or builds the toolset;
+- ``wrap_tool_execute`` answers decided calls on resume, replays the results of sibling calls
+  that completed before the suspension, turns a held call into a pending approval, and catches
+  a sub-agent's :class:`~continuations_core.FrameSuspended` so the call becomes a ``child``
+  pending call;
+- ``wrap_output_process`` gates output functions the same way;
 - ``wrap_node_run`` ends a tool batch that left pending calls by raising ``FrameSuspended``
   with this agent's frame, counts model turns and evaluates suspension policies before each
   model request;
@@ -29,22 +33,24 @@ from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
 from pydantic_ai.capabilities import (
     AbstractCapability,
     AgentNode,
+    RawOutput,
     RawToolArgs,
     ValidatedToolArgs,
     WrapNodeRunHandler,
+    WrapOutputProcessHandler,
     WrapRunHandler,
     WrapToolExecuteHandler,
 )
-from pydantic_ai.exceptions import ApprovalRequired, CallDeferred
+from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
 from pydantic_ai.models import Model
+from pydantic_ai.output import OutputContext
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_graph import End
 
 from continuations_core import (
-    ApprovalSpec,
     Approve,
     CallPlan,
     CallScope,
@@ -56,22 +62,23 @@ from continuations_core import (
     PolicyState,
     Respond,
     SuspensionPolicy,
+    UngatedCall,
 )
-from continuations_core._durable import (
-    CHECKPOINTER,
-    INTERRUPTED_MESSAGE,
-    enter_call,
-    exit_call,
-)
+from continuations_core._durable import CHECKPOINTER, enter_call, exit_call
+from continuations_core._markers import gate_hook
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
     MANAGED,
     check_fingerprint,
+    check_unique_call_ids,
+    raise_refused,
     unmanaged_suspension,
 )
+from continuations_core._schema import segment
 
 from . import _translate as t
+from ._gate import CALL_GATE, ApprovedCalls, CallGate, GateToolset, Hold, OutputGate
 
 __all__ = ["Continuations"]
 
@@ -105,9 +112,8 @@ class _RunState:
     ordinal: int | None = None
     plan: FramePlan | None = None
     drift_checked: bool = False
+    in_calls_node: bool = False
     policy: PolicyState = field(default_factory=PolicyState)
-    gated: dict[str, ApprovalSpec] = field(default_factory=dict)
-    not_idempotent: set[str] = field(default_factory=set)
     fingerprint: dict[str, str] = field(default_factory=dict)
     replay: dict[str, dict[str, Any]] = field(default_factory=dict)
     pending: dict[str, PendingCall] = field(default_factory=dict)
@@ -145,18 +151,18 @@ class Continuations(AbstractCapability[Any]):
     # -- toolset: find marked tools ---------------------------------------------------
 
     def get_wrapper_toolset(self, toolset: AbstractToolset[Any]) -> AbstractToolset[Any] | None:
-        """Record which tools are gated; the toolset itself is not changed."""
-        self._st.gated, self._st.not_idempotent = t.gated_tools(toolset)
-        return None
+        """Put a gate on every leaf toolset, below any prefixing, renaming or filtering."""
+        st = self._st
+
+        def gate(leaf: AbstractToolset[Any]) -> AbstractToolset[Any]:
+            return GateToolset(leaf, owner=st, active=lambda: st.active)
+
+        return ApprovedCalls(toolset.visit_and_replace(gate), owner=st)
 
     async def prepare_tools(
         self, ctx: RunContext[Any], tool_defs: list[ToolDefinition]
     ) -> list[ToolDefinition]:
-        """Fingerprint the tools and, when resuming, refuse a drifted agent before tools run.
-
-        Tools flagged ``requires_approval=True`` are gated by this capability instead of
-        Pydantic AI's in-run deferral, so their kind is reset to ``function``.
-        """
+        """Fingerprint the tools and, when resuming, refuse a drifted agent before tools run."""
         st = self._st
         st.fingerprint = t.fingerprint(tool_defs)
         if st.active and st.plan is not None and not st.drift_checked:
@@ -164,12 +170,7 @@ class Continuations(AbstractCapability[Any]):
             check_fingerprint(
                 st.plan, framework=t.FRAMEWORK, agent=st.agent_name, fingerprint=st.fingerprint
             )
-        return [
-            dataclasses.replace(td, kind="function")
-            if td.kind == "unapproved" and td.name in st.gated
-            else td
-            for td in tool_defs
-        ]
+        return tool_defs
 
     # -- run: nesting, replay, resume -------------------------------------------------
 
@@ -282,6 +283,13 @@ class Continuations(AbstractCapability[Any]):
             return await handler(node)
         cp = CHECKPOINTER.get() if st.scope is None else None
         if isinstance(node, ModelRequestNode):
+            if st.pending:  # never let a pending call's placeholder reach the model
+                raise UngatedCall(
+                    f"Agent {st.agent_name!r} has calls waiting for a decision "
+                    f"({', '.join(c.tool for c in st.pending.values())}) but the run went on "
+                    "to a model request; nothing was sent. Start runs with "
+                    "continuations_pydantic_ai.run() or resume()."
+                )
             history = [*ctx.messages, node.request]
             fired = st.policy.firing(self.policies, self.clock) if self.policies else None
             if fired is not None:
@@ -291,9 +299,14 @@ class Continuations(AbstractCapability[Any]):
                 # repeats at most this request.
                 await cp.step(self._frame(ctx, history, "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
+            check_unique_call_ids(t.call_ids(node.model_response), st.agent_name)
             st.pending.clear()
             st.journal.clear()
-        result = await handler(node)
+            st.in_calls_node = True
+        try:
+            result = await handler(node)
+        finally:
+            st.in_calls_node = False
         if isinstance(node, ModelRequestNode) and isinstance(result, CallToolsNode):
             st.policy.record_turn(result.model_response.usage.total_tokens)
             if cp is not None:
@@ -357,7 +370,7 @@ class Continuations(AbstractCapability[Any]):
         args: ValidatedToolArgs,
         handler: WrapToolExecuteHandler,
     ) -> Any:
-        """Gate, answer, replay or re-enter the call; record what it left pending."""
+        """Answer, replay or execute the call; record what it left pending."""
         st = self._st
         if not st.active:
             return await handler(args)
@@ -367,20 +380,19 @@ class Continuations(AbstractCapability[Any]):
             st.journal[call_id] = recorded
             return t.load_tool_result(recorded)
         call_plan = self._call_plan(call)
-        if call_plan is not None and call_plan.decision is not None:
-            decision = call_plan.decision
-            if isinstance(decision, Deny):
-                return decision.message
-            if isinstance(decision, Respond):
-                return decision.value
+        decision = call_plan.decision if call_plan is not None else None
+        if isinstance(decision, Deny):
+            return decision.message
+        if isinstance(decision, Respond):
+            return decision.value
+        if isinstance(decision, Approve):
             ctx.tool_call_approved = True
-            return await self._execute(ctx, call, tool_def, args, handler, call_plan)
-        spec = st.gated.get(call.tool_name)
-        if call_plan is None and spec is not None and spec.applies(args):
-            expires = datetime.now(UTC) + spec.expires if spec.expires is not None else None
-            self._add_pending(call, tool_def, "approval", reason=spec.reason, expires_at=expires)
-            return _PLACEHOLDER
         return await self._execute(ctx, call, tool_def, args, handler, call_plan)
+
+    def _where(self, ctx: RunContext[Any], tool: str, call_id: str) -> tuple[tuple[str, ...], int]:
+        """A call's path and step (the model turn that made it)."""
+        step = t.model_turn(list(ctx.messages))
+        return (*self._st.path, segment(tool, call_id, step)), step
 
     async def _execute(
         self,
@@ -392,46 +404,48 @@ class Continuations(AbstractCapability[Any]):
         call_plan: CallPlan | None,
     ) -> Any:
         st = self._st
-        segment = f"{call.tool_name}:{call.tool_call_id}"
-        scope = CallScope(
-            path=(*st.path, segment), agents=(*st.agents, st.agent_name), owner=ctx.usage
-        )
+        path, step = self._where(ctx, call.tool_name, call.tool_call_id)
+        scope = CallScope(path=path, agents=(*st.agents, st.agent_name), owner=ctx.usage)
         if call_plan is not None and call_plan.child is not None:
             scope.resume = call_plan
             scope.replay = list(call_plan.call.metadata.get("journal", []))
             scope.suspended_ordinal = int(call_plan.call.metadata.get("ordinal", 0))
-        cp = CHECKPOINTER.get()
-        if cp is not None:
-            earlier = cp.replay(scope.path, idempotent=call.tool_name not in st.not_idempotent)
-            if earlier is not None:
-                if earlier.get("interrupted"):
-                    return INTERRUPTED_MESSAGE
-                st.journal[call.tool_call_id] = earlier
-                return t.load_tool_result(earlier)
-            await cp.tool_started(scope.path, call.tool_name)
+        decision = call_plan.decision if call_plan is not None else None
+        gate = CallGate(
+            owner=st,
+            path=path,
+            tool=call.tool_name,
+            decision=decision if isinstance(decision, Approve) else None,
+        )
         token = CURRENT_CALL.set(scope)
-        key_token = enter_call(scope.path)
+        gate_token = CALL_GATE.set(gate)
+        key_token = enter_call(path)
         try:
             result = await handler(args)
+        except Hold as held:
+            self._hold(call, tool_def, step, held.spec)
+            return _PLACEHOLDER
         except FrameSuspended as suspended:
             ordinal = scope.suspension_ordinal
             self._add_pending(
                 call,
                 tool_def,
                 "child",
+                step=step,
                 child=suspended.frame,
                 metadata=scope.child_metadata(ordinal),
             )
-            await self._suspended_call(scope.path, call.tool_name)
+            await self._suspended_call(path, call.tool_name)
             return _PLACEHOLDER
         except CallDeferred as deferred:
             self._add_pending(
                 call,
                 tool_def,
                 "input",
+                step=step,
                 metadata={"deferred": deferred.metadata or {}, "deferred_kind": deferred.kind},
             )
-            await self._suspended_call(scope.path, call.tool_name)
+            await self._suspended_call(path, call.tool_name)
             return _PLACEHOLDER
         except ApprovalRequired as required:
             reason = (required.metadata or {}).get("reason")
@@ -439,21 +453,122 @@ class Continuations(AbstractCapability[Any]):
                 call,
                 tool_def,
                 "approval",
+                step=step,
                 reason=str(reason) if reason is not None else None,
                 metadata={"deferred": required.metadata or {}},
             )
-            await self._suspended_call(scope.path, call.tool_name)
+            await self._suspended_call(path, call.tool_name)
             return _PLACEHOLDER
         finally:
             exit_call(key_token)
+            CALL_GATE.reset(gate_token)
             CURRENT_CALL.reset(token)
+        raise_refused()  # a marked tool refused inside this call: fail the run loudly
         recorded = t.dump_tool_result(result)
         st.journal[call.tool_call_id] = recorded
-        if cp is not None:
-            await cp.tool_completed(scope.path, call.tool_name, recorded)
+        cp = CHECKPOINTER.get()
+        if cp is not None and not gate.replayed:
+            await cp.tool_completed(path, call.tool_name, recorded)
         return result
 
+    def _hold(self, call: ToolCallPart, tool_def: ToolDefinition, step: int, spec: Any) -> None:
+        """Record a call the gate held as a pending approval (the batch then suspends)."""
+        st = self._st
+        if not st.in_calls_node:
+            raise UngatedCall(
+                f"{call.tool_name!r} requires approval and did not run, but this run cannot "
+                "suspend for a decision: agent.run_stream() (and running tool calls outside "
+                "the agent graph) streams past tool calls. Use continuations_pydantic_ai.run() "
+                "or resume(), or agent.iter() under them."
+            )
+        expires = datetime.now(UTC) + spec.expires if spec.expires is not None else None
+        self._add_pending(
+            call,
+            tool_def,
+            "approval",
+            step=step,
+            reason=spec.reason,
+            expires_at=expires,
+            approvers=spec.approvers,
+        )
+
+    # -- output functions ---------------------------------------------------------------
+
+    async def before_output_validate(
+        self, ctx: RunContext[Any], *, output_context: OutputContext, output: RawOutput
+    ) -> RawOutput:
+        """Substitute the edited args of an approved output call before validation."""
+        decision = self._output_decision(output_context)
+        if isinstance(decision, Approve) and decision.args is not None:
+            return dict(decision.args)
+        return output
+
+    async def wrap_output_process(
+        self,
+        ctx: RunContext[Any],
+        *,
+        output_context: OutputContext,
+        output: Any,
+        handler: WrapOutputProcessHandler,
+    ) -> Any:
+        """Gate a ``@requires_approval`` output function like a tool call."""
+        st = self._st
+        if not st.active or not output_context.has_function:
+            return await handler(output)
+        decision = self._output_decision(output_context)
+        if isinstance(decision, Deny):
+            raise ModelRetry(decision.message)  # the model is told, and the run goes on
+        gate = OutputGate(
+            function_name=output_context.function_name,
+            decision=decision if isinstance(decision, Approve) else None,
+            streaming=bool(ctx.partial_output),
+            is_context=t.is_run_context,
+        )
+        try:
+            with gate_hook(gate):
+                return await handler(output)
+        except Hold as held:
+            call = output_context.tool_call
+            tool = call.tool_name if call is not None else output_context.function_name
+            call_id = call.tool_call_id if call is not None else "output"
+            args = call.args_as_dict() if call is not None else dict(gate.held or {})
+            _path, step = self._where(ctx, tool or "output", call_id)
+            if not st.in_calls_node:
+                raise UngatedCall(
+                    f"Output function {tool!r} requires approval, but this run cannot suspend."
+                ) from None
+            expires = (
+                datetime.now(UTC) + held.spec.expires if held.spec.expires is not None else None
+            )
+            self._st.pending[call_id] = PendingCall.model_validate(
+                {
+                    "call_id": call_id,
+                    "tool": tool or "output",
+                    "step": step,
+                    "args": args,
+                    "kind": "approval",
+                    "reason": held.spec.reason,
+                    "expires_at": expires,
+                    "approvers": held.spec.approvers,
+                    "args_schema": output_context.tool_def.parameters_json_schema
+                    if output_context.tool_def is not None
+                    else None,
+                }
+            )
+            raise FrameSuspended(self._frame(ctx, list(ctx.messages), "calls")) from None
+
+    def _output_decision(self, output_context: OutputContext) -> Approve | Deny | Respond | None:
+        plan = self._st.plan
+        call = output_context.tool_call
+        if plan is None:
+            return None
+        call_plan = plan.calls.get(call.tool_call_id if call is not None else "output")
+        return call_plan.decision if call_plan is not None else None
+
+    # -- pending calls --------------------------------------------------------------------
+
     def _call_plan(self, call: ToolCallPart) -> CallPlan | None:
+        """The plan for a call of the resumed step (the plan is dropped after that step)."""
         plan = self._st.plan
         return plan.calls.get(call.tool_call_id) if plan is not None else None
 
@@ -468,8 +583,10 @@ class Continuations(AbstractCapability[Any]):
         tool_def: ToolDefinition,
         kind: str,
         *,
+        step: int,
         reason: str | None = None,
         expires_at: datetime | None = None,
+        approvers: tuple[str, ...] = (),
         child: Frame | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
@@ -477,10 +594,12 @@ class Continuations(AbstractCapability[Any]):
             {
                 "call_id": call.tool_call_id,
                 "tool": call.tool_name,
+                "step": step,
                 "args": call.args_as_dict(),
                 "kind": kind,
                 "reason": reason,
                 "expires_at": expires_at,
+                "approvers": approvers,
                 "args_schema": tool_def.parameters_json_schema,
                 "child": child,
                 "metadata": metadata or {},

@@ -28,9 +28,9 @@ from continuations_core._protocol import (
     MANAGED,
     check_fingerprint,
     new_run_id,
-    open_for_resume,
     seal,
 )
+from continuations_core._resume import OnSuspend, open_resume, run_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -57,6 +57,8 @@ async def run(
     checkpoint: bool | None = None,
     owner: str | None = None,
     lease_seconds: float = 30.0,
+    started_by: str | None = None,
+    on_suspend: OnSuspend | None = None,
     **run_kwargs: Any,
 ) -> Outcome[Any]:
     """Run ``agent`` until it completes or suspends.
@@ -75,6 +77,11 @@ async def run(
             only saves the suspension.
         owner: The name this process holds checkpoints under (host:pid by default).
         lease_seconds: The lease on checkpoints, kept alive while the run is in this process.
+        started_by: Who started the run (a principal id), recorded signed in every
+            continuation of the run, so an approval UI can keep people from approving their
+            own requests.
+        on_suspend: Called with the continuation when the run suspends (after it was
+            stored, with a store), e.g. a webhook notifier; a failure is logged.
         **run_kwargs: Passed to ``agent.run`` (``model``, ``model_settings``, ``usage_limits``...).
 
     Returns:
@@ -96,16 +103,20 @@ async def run(
             reset_run_id(token)
         return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
 
-    return await durable(
-        go,
-        store=store,
-        checkpoint=checkpoint,
-        run_id=rid,
-        seq=0,
-        keys=keys,
-        owner=owner,
-        lease_seconds=lease_seconds,
-        claim=None,
+    return await run_root(
+        lambda: durable(
+            go,
+            store=store,
+            checkpoint=checkpoint,
+            run_id=rid,
+            seq=0,
+            keys=keys,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            claim=None,
+        ),
+        started_by=started_by,
+        on_suspend=on_suspend,
     )
 
 
@@ -122,6 +133,8 @@ async def resume(
     checkpoint: bool | None = None,
     owner: str | None = None,
     lease_seconds: float = 30.0,
+    single_use: bool = True,
+    on_suspend: OnSuspend | None = None,
     **run_kwargs: Any,
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``.
@@ -131,10 +144,14 @@ async def resume(
     reached through the tool bodies that call them, and their tools are checked when their
     delegating call is re-entered.
 
-    Single use (G5): with ``store``, the continuation is claimed first (or pass the ``claim``
-    you hold), so of several resumers exactly one proceeds; the others get ``AlreadyClaimed``.
-    The run then stays durable as with :func:`run`. Without a store, a bare continuation
-    carries ``run_id`` and ``seq`` so a caller can detect a stale copy (``check_fresh``).
+    Single use (G5) by default. With ``store``, the store is the truth (G13): the decisions
+    the passed continuation carries are recorded there with compare-and-set (refused if they
+    conflict with stored ones), the continuation is claimed (or pass the ``claim`` you hold),
+    and the run resumes from the stored document and decisions; of several resumers exactly
+    one proceeds, the others get ``AlreadyClaimed``. The run then stays durable as with
+    :func:`run`. Without ``store``, the embedded default store
+    (``continuations_core.stores.default_store_url()``) records the claim, so resuming one
+    JSON twice, in any two processes, runs its tools once; ``single_use=False`` opts out.
 
     Args:
         agent: The root agent, built the same way as when the run suspended.
@@ -144,38 +161,43 @@ async def resume(
         allow_unsigned: Accept an unsigned continuation.
         on_expired: ``"raise"`` (default) raises ``ContinuationExpired`` for a call past its
             deadline; ``"deny"`` denies it with an "expired" message instead.
-        store: Claim the continuation there and keep the resumed run durable.
-        claim: A claim already held on the continuation (a worker's).
-        checkpoint: Write checkpoints (default: when a store is given).
+        store: The store holding the continuation (the truth); the resumed run is durable.
+        claim: A claim already held on this continuation in ``store`` (a worker's).
+        checkpoint: Write checkpoints (default: when ``store`` is given).
         owner: The name this process claims under (host:pid by default).
         lease_seconds: The lease on claims and checkpoints.
+        single_use: Without ``store``, claim through the default store (the default).
+        on_suspend: Called with the next continuation if the run suspends again.
         **run_kwargs: Passed to ``agent.run``.
 
     Returns:
         ``Completed`` or, if the run suspends again, ``Suspended`` with a higher ``seq``.
     """
-    plan = open_for_resume(
-        continuation, keys=keys, allow_unsigned=allow_unsigned, on_expired=on_expired
+    # Checks that need only the (signed) document run before the store is touched.
+    continuation.verify(keys, allow_unsigned=allow_unsigned)
+    _check_root(agent, FramePlan(frame=continuation.root, path=()))
+    _check_consistent(continuation)
+    who = owner or default_owner()
+    opened = await open_resume(
+        continuation,
+        keys=keys,
+        allow_unsigned=allow_unsigned,
+        on_expired=on_expired,
+        store=store,
+        claim=claim,
+        owner=who,
+        lease_seconds=lease_seconds,
+        single_use=single_use,
+        checkpoint=checkpoint,
     )
-    _check_root(agent, plan)
+    plan, truth = opened.plan, opened.continuation
     state = plan.frame.state
-    if (
-        plan.frame.suspended_by == "calls"
-        and t.last_response(t.load_messages(state["messages"])) is None
-    ):
-        # Resuming a history that ends in a request would make Pydantic AI answer the pending
-        # calls "interrupted" without running them; refuse instead.
-        raise ResumeError(
-            "The root frame has pending calls but its history does not end with the model "
-            "response that made them; the continuation is inconsistent.",
-            continuation_id=continuation.id,
-        )
 
     async def go() -> Outcome[Any]:
         token = _RESUME.set(
             _Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent)
         )
-        run_token = set_run_id(continuation.run_id)
+        run_token = set_run_id(truth.run_id)
         managed = MANAGED.set(True)
         try:
             result = await agent.run(
@@ -186,31 +208,37 @@ async def resume(
                 **run_kwargs,
             )
         except FrameSuspended as suspended:
-            seq = continuation.seq + 1
-            return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
+            seq = truth.seq + 1
+            return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
         finally:
             MANAGED.reset(managed)
             reset_run_id(run_token)
             _RESUME.reset(token)
         return Completed(
             output=result.output,
-            run_id=continuation.run_id,
-            seq=continuation.seq,
+            run_id=truth.run_id,
+            seq=truth.seq,
             usage=t.dump_usage(result.usage),
         )
 
-    return await durable(
-        go,
-        store=store,
-        checkpoint=checkpoint,
-        run_id=continuation.run_id,
-        seq=continuation.seq,
-        keys=keys,
-        owner=owner,
-        lease_seconds=lease_seconds,
-        claim=claim,
-        claim_id=continuation.id,
-    )
+    try:
+        return await run_root(
+            lambda: durable(
+                go,
+                store=opened.store,
+                checkpoint=opened.checkpoint,
+                run_id=truth.run_id,
+                seq=truth.seq,
+                keys=keys,
+                owner=who,
+                lease_seconds=lease_seconds,
+                claim=opened.claim,
+            ),
+            started_by=truth.started_by,
+            on_suspend=on_suspend,
+        )
+    finally:
+        await opened.close()
 
 
 async def resume_run(
@@ -232,6 +260,24 @@ async def resume_run(
     who = owner or default_owner()
     cont, claim = await take_over(store, run_id, owner=who)
     return await resume(agent, cont, keys=keys, store=store, claim=claim, owner=who, **kwargs)
+
+
+def _check_consistent(continuation: Continuation) -> None:
+    """Refuse a root frame with pending calls whose history does not end with their response.
+
+    Resuming a history that ends in a request would make Pydantic AI answer the pending calls
+    "interrupted" without running them.
+    """
+    frame = continuation.root
+    if (
+        frame.suspended_by == "calls"
+        and t.last_response(t.load_messages(frame.state["messages"])) is None
+    ):
+        raise ResumeError(
+            "The root frame has pending calls but its history does not end with the model "
+            "response that made them; the continuation is inconsistent.",
+            continuation_id=continuation.id,
+        )
 
 
 def _check_root(agent: Agent[Any, Any], plan: FramePlan) -> None:

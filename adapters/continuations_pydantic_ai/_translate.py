@@ -11,16 +11,17 @@ from typing import Any
 
 import pydantic_core
 from pydantic import TypeAdapter, ValidationError
-from pydantic_ai import Agent, ModelMessagesTypeAdapter, RunUsage
+from pydantic_ai import Agent, ModelMessagesTypeAdapter, RunContext, RunUsage
 from pydantic_ai.capabilities import AbstractCapability
 from pydantic_ai.capabilities.abstract import leaf_capabilities
-from pydantic_ai.messages import ModelMessage, ModelResponse, ToolReturn
+from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart, ToolReturn
 from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
+from pydantic_ai.toolsets.function import FunctionToolsetTool
 
 from continuations_core import ApprovalSpec, approval_spec
-from continuations_core._durable import is_idempotent
 from continuations_core._signing import digest
 
 FRAMEWORK = "pydantic-ai"
@@ -97,25 +98,59 @@ def last_response(messages: list[ModelMessage]) -> ModelResponse | None:
     return None
 
 
-def gated_tools(toolset: AbstractToolset[Any]) -> tuple[dict[str, ApprovalSpec], set[str]]:
-    """The gated tools of ``toolset`` (``@requires_approval`` or ``requires_approval=True``),
-    and the names of the tools marked ``@idempotent(False)``."""
-    found: dict[str, ApprovalSpec] = {}
-    not_idempotent: set[str] = set()
+def is_function_toolset(toolset: AbstractToolset[Any]) -> bool:
+    """Whether ``toolset`` is a leaf holding Python functions (``FunctionToolset``)."""
+    return isinstance(toolset, FunctionToolset)
+
+
+def resolve_tool(
+    leaf: AbstractToolset[Any], name: str, tool: ToolsetTool[Any]
+) -> tuple[Any, ApprovalSpec | None] | None:
+    """The function a call to leaf toolset ``leaf`` runs, and its approval spec.
+
+    Function toolsets are resolved by the name the toolset holds the tool under (a tool's own
+    ``prepare`` may have renamed it). Other leaves (MCP servers, external tools) run no marked
+    Python function: ``(None, None)``. ``None`` means a function toolset that does not hold the
+    tool it was called for, so the gate cannot tell what would run.
+    """
+    if not isinstance(leaf, FunctionToolset):
+        return None, None
+    original = (tool.original_name if isinstance(tool, FunctionToolsetTool) else None) or name
+    found = leaf.tools.get(original)
+    if found is None:
+        return None
+    spec = approval_spec(found.function)
+    if spec is None and found.requires_approval:
+        spec = ApprovalSpec()
+    return found.function, spec
+
+
+def function_tool(agent: Agent[Any, Any], name: str) -> Any:
+    """The function an agent registered as tool ``name`` (for direct calls in tests)."""
+    found: list[Any] = []
 
     def visit(leaf: AbstractToolset[Any]) -> None:
-        if isinstance(leaf, FunctionToolset):
-            for name, tool in leaf.tools.items():
-                spec = approval_spec(tool.function)
-                if spec is None and tool.requires_approval:
-                    spec = ApprovalSpec()
-                if spec is not None:
-                    found[name] = spec
-                if not is_idempotent(tool.function):
-                    not_idempotent.add(name)
+        if isinstance(leaf, FunctionToolset) and name in leaf.tools:
+            found.append(leaf.tools[name].function)
 
-    toolset.apply(visit)
-    return found, not_idempotent
+    for toolset in agent.toolsets:
+        toolset.apply(visit)
+    return found[0] if found else None
+
+
+def is_run_context(value: Any) -> bool:
+    """Whether ``value`` is Pydantic AI's ``RunContext`` (not part of a call's args)."""
+    return isinstance(value, RunContext)
+
+
+def call_ids(response: ModelResponse) -> list[str]:
+    """The tool-call ids of a model response, in order."""
+    return [part.tool_call_id for part in response.parts if isinstance(part, ToolCallPart)]
+
+
+def model_turn(messages: list[ModelMessage]) -> int:
+    """The index of the last model response in ``messages`` (the step whose calls run now)."""
+    return sum(1 for m in messages if isinstance(m, ModelResponse)) - 1
 
 
 def capabilities_of(agent: Agent[Any, Any]) -> list[AbstractCapability[Any]]:

@@ -9,10 +9,12 @@ write each execution to the :class:`~continuations_core.testing.spec.Ledger`.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
-from typing import Any
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
 
-from pydantic_ai import Agent, RunContext
+from pydantic import TypeAdapter
+from pydantic_ai import Agent, RunContext, ToolOutput
 from pydantic_ai.exceptions import CallDeferred
 from pydantic_ai.messages import (
     ModelMessage,
@@ -22,12 +24,24 @@ from pydantic_ai.messages import (
     ToolCallPart,
     ToolReturnPart,
 )
-from pydantic_ai.models.function import AgentInfo, FunctionModel
+from pydantic_ai.models.function import AgentInfo, DeltaToolCall, FunctionModel
+from pydantic_ai.tools import Tool, ToolDefinition
+from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
+from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from continuations_core import Continuation, Keyring, Outcome, requires_approval
 from continuations_core._policies import default_clock
-from continuations_core.testing.spec import PARAMS, AgentSpec, Ledger, ToolSpec, final_text
+from continuations_core.testing.spec import (
+    OUTPUT_ARGS,
+    PARAMS,
+    AgentSpec,
+    Expectation,
+    Ledger,
+    ToolSpec,
+    final_text,
+)
 
+from . import _translate as t
 from ._capability import Continuations
 from ._run import resume, run
 
@@ -44,8 +58,14 @@ def _results(messages: list[ModelMessage]) -> list[str]:
     ]
 
 
-def scripted_model(spec: AgentSpec, ledger: Ledger) -> FunctionModel:
-    """A ``FunctionModel`` that plays ``spec.turns`` and records what it receives."""
+def scripted_model(
+    spec: AgentSpec, ledger: Ledger, *, rename: Callable[[str], str] = str
+) -> FunctionModel:
+    """A ``FunctionModel`` that plays ``spec.turns`` and records what it receives.
+
+    ``rename`` maps a spec'd tool name to the name the model calls it by (behind a wrapper).
+    It streams too, so ``agent.run_stream()`` can be driven.
+    """
 
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         turn = sum(1 for m in messages if isinstance(m, ModelResponse))
@@ -56,13 +76,27 @@ def scripted_model(spec: AgentSpec, ledger: Ledger) -> FunctionModel:
         if turn < len(spec.turns):
             return ModelResponse(
                 parts=[
-                    ToolCallPart(call.tool, dict(call.args), tool_call_id=spec.call_id(turn, i))
+                    ToolCallPart(
+                        rename(call.tool), dict(call.args), tool_call_id=spec.call_id(turn, i)
+                    )
                     for i, call in enumerate(spec.turns[turn])
                 ]
             )
+        if spec.output is not None and info.output_tools:
+            call = ToolCallPart(info.output_tools[0].name, dict(OUTPUT_ARGS), tool_call_id="out")
+            return ModelResponse(parts=[call])
         return ModelResponse(parts=[TextPart(final_text(spec.name, _results(messages)))])
 
-    return FunctionModel(respond, model_name=f"scripted-{spec.name}")
+    async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
+        response = respond(messages, info)
+        for i, part in enumerate(response.parts):
+            if isinstance(part, ToolCallPart):
+                args = json.dumps(part.args_as_dict())
+                yield {i: DeltaToolCall(part.tool_name, args, tool_call_id=part.tool_call_id)}
+            elif isinstance(part, TextPart):
+                yield part.content
+
+    return FunctionModel(respond, stream_function=stream, model_name=f"scripted-{spec.name}")
 
 
 def _signature(params: str, with_ctx: bool) -> inspect.Signature:
@@ -97,6 +131,22 @@ async def run_child(child: Any, task: str, ctx: RunContext[None]) -> str:
     return str(result.output)
 
 
+#: How a tool can reach a Pydantic AI agent other than ``agent.tool``, and what the gate must
+#: do with a marked tool behind it.
+WRAPPERS: dict[str, Expectation] = {
+    "prefixed": "gate",
+    "renamed": "gate",
+    "filtered": "gate",
+    "prepared": "gate",
+    "dynamic": "gate",
+    "dynamic-once": "gate",
+    "tools-list": "gate",
+    "native-flag": "gate",
+    "approval-required-leaf": "gate",
+    "leaf-calling-marked": "refuse",
+}
+
+
 class PydanticAIHarness:
     """Builds Pydantic AI agents from specs and runs them through this adapter.
 
@@ -105,24 +155,105 @@ class PydanticAIHarness:
     """
 
     framework = "pydantic-ai"
+    output_functions = True
+    wrappers = WRAPPERS
 
     def __init__(self, child_harness: Any = None) -> None:
         self.child_harness = child_harness
 
-    def build(self, spec: AgentSpec, ledger: Ledger) -> Agent[None, str]:
-        """Build the agent tree of ``spec``."""
+    def build(
+        self, spec: AgentSpec, ledger: Ledger, *, wrapper: str | None = None
+    ) -> Agent[None, Any]:
+        """Build the agent tree of ``spec`` (its tools behind ``wrapper``, if given)."""
         clock = ledger.clock if spec.seconds_per_turn else default_clock
-        agent: Agent[None, str] = Agent(
-            scripted_model(spec, ledger),
+        capabilities = [] if spec.bare else [Continuations(policies=spec.policies, clock=clock)]
+        output: Any = str
+        if spec.output is not None:
+            output = ToolOutput(self._function(spec, spec.output, ledger))
+        if wrapper is None:
+            agent: Agent[None, Any] = Agent(
+                scripted_model(spec, ledger),
+                name=spec.name,
+                capabilities=capabilities,
+                output_type=output,
+            )
+            for tool in spec.tools:
+                self._add_tool(agent, spec, tool, ledger)
+            return agent
+        rename, toolsets, tools = self._wrapped(spec, ledger, wrapper)
+        agent = Agent(
+            scripted_model(spec, ledger, rename=rename),
             name=spec.name,
-            capabilities=[Continuations(policies=spec.policies, clock=clock)],
+            capabilities=capabilities,
+            output_type=output,
+            toolsets=toolsets,
+            tools=tools,
         )
-        for tool in spec.tools:
-            self._add_tool(agent, spec, tool, ledger)
+        if wrapper.startswith("dynamic"):
+            inner = toolsets_of(self, spec, ledger)
+
+            @agent.toolset(per_run_step=wrapper == "dynamic")
+            def dynamic(ctx: RunContext[None]) -> FunctionToolset[None]:
+                return inner
+
         return agent
 
+    def _wrapped(
+        self, spec: AgentSpec, ledger: Ledger, wrapper: str
+    ) -> tuple[Callable[[str], str], list[Any], list[Any]]:
+        """Toolsets (or tools) holding the spec's tools behind ``wrapper``."""
+        if wrapper.startswith("dynamic"):
+            return str, [], []
+        if wrapper == "tools-list":
+            return str, [], [self._function(spec, t, ledger) for t in spec.tools]
+        if wrapper == "native-flag":
+            return str, [], [Tool(self._function(spec, t, ledger, marked=False),
+                                  requires_approval=t.kind == "gated") for t in spec.tools]  # fmt: skip
+        if wrapper in ("approval-required-leaf", "leaf-calling-marked"):
+            leaf = _CallbackToolset(spec, ledger, marked=wrapper == "leaf-calling-marked")
+            if wrapper == "leaf-calling-marked":
+                return str, [leaf], []
+            over = {t.name: t.amount_over for t in spec.tools if t.kind == "gated"}
+
+            def needs(ctx: RunContext[None], td: ToolDefinition, args: dict[str, Any]) -> bool:
+                limit = over.get(td.name, -1)
+                return td.name in over and (limit is None or int(args["amount"]) > limit)
+
+            return str, [leaf.approval_required(needs)], []
+        inner = toolsets_of(self, spec, ledger)
+        if wrapper == "prefixed":
+            return (lambda name: f"w_{name}"), [inner.prefixed("w")], []
+        if wrapper == "renamed":
+            names = {f"send_{t.name}": t.name for t in spec.tools}
+            return (lambda name: f"send_{name}"), [inner.renamed(names)], []
+        if wrapper == "filtered":
+            return str, [inner.filtered(lambda ctx, td: True)], []
+        if wrapper == "prepared":
+
+            async def same(ctx: RunContext[None], defs: list[ToolDefinition]) -> list[Any]:
+                return defs
+
+            return str, [inner.prepared(same)], []
+        raise ValueError(f"unknown wrapper {wrapper!r}")
+
+    def _function(
+        self, spec: AgentSpec, tool: ToolSpec, ledger: Ledger, *, marked: bool = True
+    ) -> Callable[..., Any]:
+        """The plain (or marked, for ``gated``) function of a non-delegating tool."""
+
+        def body(**args: Any) -> str:
+            ledger.tool(spec.name, tool.name, args)
+            return f"{tool.name}({', '.join(f'{k}={v}' for k, v in sorted(args.items()))}) ok"
+
+        fn = _typed(body, tool.name, tool.params, with_ctx=False)
+        if tool.kind == "gated" and marked:
+            over = tool.amount_over
+            when = (lambda a: int(a["amount"]) > over) if over is not None else None
+            fn = requires_approval(reason=tool.reason, when=when, expires=tool.expires)(fn)
+        return fn
+
     def _add_tool(
-        self, agent: Agent[None, str], spec: AgentSpec, tool: ToolSpec, ledger: Ledger
+        self, agent: Agent[None, Any], spec: AgentSpec, tool: ToolSpec, ledger: Ledger
     ) -> None:
         if tool.kind == "delegate":
             builder = self.child_harness or self
@@ -143,21 +274,25 @@ class PydanticAIHarness:
 
             agent.tool_plain(_typed(ask, tool.name, tool.params, with_ctx=False))
             return
+        agent.tool_plain(self._function(spec, tool, ledger))
 
-        def body(**args: Any) -> str:
-            ledger.tool(spec.name, tool.name, args)
-            return f"{tool.name}({', '.join(f'{k}={v}' for k, v in sorted(args.items()))}) ok"
-
-        fn = _typed(body, tool.name, tool.params, with_ctx=False)
-        if tool.kind == "gated":
-            over = tool.amount_over
-            when = (lambda a: int(a["amount"]) > over) if over is not None else None
-            fn = requires_approval(reason=tool.reason, when=when, expires=tool.expires)(fn)
-        agent.tool_plain(fn)
-
-    async def run(self, agent: Any, prompt: str, *, keys: Keyring | None) -> Outcome[Any]:
+    async def run(
+        self, agent: Any, prompt: str, *, keys: Keyring | None, **kwargs: Any
+    ) -> Outcome[Any]:
         """Start a run with :func:`continuations_pydantic_ai.run`."""
-        return await run(agent, prompt, keys=keys)
+        return await run(agent, prompt, keys=keys, **kwargs)
+
+    async def stream(self, agent: Any, prompt: str) -> Any:
+        """Run with ``agent.run_stream()`` to completion."""
+        async with agent.run_stream(prompt) as streamed:
+            return await streamed.get_output()
+
+    def direct(self, agent: Any, tool: str) -> Any:
+        """The function registered for ``tool`` on the agent (what user code would call)."""
+        found = t.function_tool(agent, tool)
+        if found is None:
+            raise KeyError(tool)
+        return found
 
     async def resume(
         self, agent: Any, continuation: Continuation, *, keys: Keyring | None, **kwargs: Any
@@ -170,3 +305,49 @@ class PydanticAIHarness:
         usage = getattr(outcome, "usage", None) or {}
         keys = ("requests", "input_tokens", "output_tokens", "tool_calls")
         return {k: int(usage.get(k, 0)) for k in keys}
+
+
+def toolsets_of(
+    harness: PydanticAIHarness, spec: AgentSpec, ledger: Ledger
+) -> FunctionToolset[None]:
+    """A function toolset holding the spec's non-delegating tools."""
+    toolset: FunctionToolset[None] = FunctionToolset()
+    for tool in spec.tools:
+        toolset.add_function(harness._function(spec, tool, ledger))
+    return toolset
+
+
+class _CallbackToolset(AbstractToolset[None]):
+    """A leaf toolset whose tools are described by JSON Schema and run by a callback, as an
+    MCP server's are. With ``marked``, the callback calls a ``@requires_approval`` function
+    (which no gate can see from the toolset)."""
+
+    def __init__(self, spec: AgentSpec, ledger: Ledger, *, marked: bool) -> None:
+        self.spec, self.ledger, self.marked = spec, ledger, marked
+        self.harness = PydanticAIHarness()
+
+    @property
+    def id(self) -> str | None:
+        return f"callback-{self.spec.name}"
+
+    async def get_tools(self, ctx: RunContext[None]) -> dict[str, ToolsetTool[None]]:
+        out: dict[str, ToolsetTool[None]] = {}
+        for tool in self.spec.tools:
+            properties = {name: {"type": "integer" if kind is int else "string"}
+                          for name, kind in PARAMS[tool.params]}  # fmt: skip
+            schema = {"type": "object", "properties": properties, "required": list(properties)}
+            definition = ToolDefinition(name=tool.name, parameters_json_schema=schema)
+            out[tool.name] = ToolsetTool(
+                toolset=self,
+                tool_def=definition,
+                max_retries=1,
+                args_validator=cast(Any, TypeAdapter(dict[str, Any]).validator),
+            )
+        return out
+
+    async def call_tool(
+        self, name: str, tool_args: dict[str, Any], ctx: RunContext[None], tool: Any
+    ) -> Any:
+        spec_tool = next(t for t in self.spec.tools if t.name == name)
+        fn = self.harness._function(self.spec, spec_tool, self.ledger, marked=self.marked)
+        return fn(**tool_args)

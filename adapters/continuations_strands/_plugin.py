@@ -21,16 +21,17 @@ import contextvars
 import weakref
 from collections.abc import AsyncGenerator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 from strands import Agent, Plugin
 from strands.hooks import (
     AfterInvocationEvent,
     AfterModelCallEvent,
+    AfterToolsEvent,
     BeforeInvocationEvent,
     BeforeModelCallEvent,
     BeforeToolCallEvent,
+    BeforeToolsEvent,
     HookOrder,
     MessageAddedEvent,
 )
@@ -57,15 +58,21 @@ from continuations_core._durable import (
     exit_call,
     is_idempotent,
 )
+from continuations_core._markers import GateKey, admitted, gate_key
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
     MANAGED,
+    REFUSED,
     check_fingerprint,
+    check_unique_call_ids,
+    raise_refused,
     unmanaged_suspension,
 )
+from continuations_core._schema import segment
 
 from . import _translate as t
+from ._gate import UNGUARDED, call_ids, decide, refusal
 
 __all__ = ["Continuations"]
 
@@ -109,6 +116,7 @@ class _Invocation:
     managed: bool = False
     children: dict[str, tuple[Frame, dict[str, Any]]] = field(default_factory=dict)
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
+    admitted: dict[str, GateKey | None] = field(default_factory=dict)
 
 
 class Continuations(Plugin):
@@ -139,6 +147,8 @@ class Continuations(Plugin):
         ATTACHED[agent] = self
         agent.add_hook(self._before_invocation, BeforeInvocationEvent, order=HookOrder.SDK_FIRST)
         agent.add_hook(self._gate, BeforeToolCallEvent)
+        agent.add_hook(self._before_tools, BeforeToolsEvent, order=HookOrder.SDK_FIRST)
+        agent.add_hook(self._after_tools, AfterToolsEvent, order=HookOrder.SDK_FIRST)
         agent.add_hook(self._before_model, BeforeModelCallEvent)
         agent.add_hook(self._after_model, AfterModelCallEvent)
         agent.add_hook(self._after_invocation, AfterInvocationEvent, order=HookOrder.SDK_LAST)
@@ -252,6 +262,7 @@ class Continuations(Plugin):
     ) -> list[PendingCall]:
         uses = t.pending_tool_uses(snapshot)
         schemas = t.tool_schemas(agent)
+        step = t.model_turn(t.snapshot_messages(snapshot))
         calls: dict[str, PendingCall] = {}
         for interrupt in interrupts:
             name = str(interrupt.name)
@@ -261,6 +272,7 @@ class Continuations(Plugin):
             base: dict[str, Any] = {
                 "call_id": tuid,
                 "tool": tool,
+                "step": step,
                 "args": dict(use.get("input") or {}),
                 "args_schema": schemas.get(tool),
                 "metadata": {"interrupt_id": interrupt.id, "interrupt_name": name},
@@ -315,38 +327,59 @@ class Continuations(Plugin):
 
     # -- tools --------------------------------------------------------------------------
 
-    def _call_plan(self, inv: _Invocation, tool_use_id: str) -> CallPlan | None:
-        return inv.plan.calls.get(tool_use_id) if inv.plan is not None else None
+    def _call_plan(self, inv: _Invocation, tool_use_id: str, step: int) -> CallPlan | None:
+        """The plan for a call of the resumed batch: same id and same model turn (a call id
+        the model reuses in a later turn is a different call)."""
+        found = inv.plan.calls.get(tool_use_id) if inv.plan is not None else None
+        if found is None or found.call.step not in (None, step):
+            return None
+        return found
+
+    def _before_tools(self, event: BeforeToolsEvent) -> None:
+        check_unique_call_ids(call_ids(dict(event.message)), self._inv(event.agent).agent_name)
+
+    def _after_tools(self, event: AfterToolsEvent) -> None:
+        raise_refused()  # a marked tool refused in this batch: stop, do not carry on
 
     def _gate(self, event: BeforeToolCallEvent) -> None:
         inv = self._inv(event.agent)
         use = event.tool_use
         tuid = str(use["toolUseId"])
-        call_plan = self._call_plan(inv, tuid)
+        call_plan = self._call_plan(inv, tuid, t.model_turn(event.agent.messages))
         decision = call_plan.decision if call_plan is not None else None
         if isinstance(decision, Deny):
             event.cancel_tool = decision.message
             return
         if isinstance(decision, Approve) and decision.args is not None:
-            event.tool_use = {**use, "input": dict(decision.args)}
-        if call_plan is not None:
+            event.tool_use = use = {**use, "input": dict(decision.args)}
+        admission = decide(event.selected_tool, dict(use.get("input") or {}), call_plan)
+        if admission.hold is None:
+            inv.admitted[tuid] = admission.key
             return
-        spec = approval_spec(event.selected_tool)
-        args = dict(use.get("input") or {})
-        if spec is None or not spec.applies(args):
-            return
-        expires = datetime.now(UTC) + spec.expires if spec.expires is not None else None
-        inv.gates[tuid] = {"reason": spec.reason, "expires_at": expires}
-        event.interrupt(f"{_GATE}:0", reason={"continuations": "approval", "reason": spec.reason})
+        inv.gates[tuid] = admission.gate_fields()
+        reason = admission.hold.reason
+        event.interrupt(f"{_GATE}:0", reason={"continuations": "approval", "reason": reason})
 
     async def _wrap_tool(
         self, ctx: ExecuteToolContext, next_fn: Any
     ) -> AsyncGenerator[TypedEvent, None]:
         inv = self._inv(ctx.agent)
         tuid = str(ctx.tool_use["toolUseId"])
-        segment = f"{ctx.tool_use['name']}:{tuid}"
-        scope = CallScope(path=(*inv.path, segment), agents=(*inv.agents, inv.agent_name))
-        call_plan = self._call_plan(inv, tuid)
+        name = str(ctx.tool_use["name"])
+        here = segment(name, tuid, t.model_turn(ctx.agent.messages))
+        scope = CallScope(path=(*inv.path, here), agents=(*inv.agents, inv.agent_name))
+        admitted_key = inv.admitted.pop(tuid, None)
+        if approval_spec(ctx.tool) is not None:
+            runs = gate_key(ctx.tool) or UNGUARDED
+            if admitted_key is not runs:
+                why = "no gate admitted this call" if admitted_key is None else "the tool changed"
+                error = refusal(name, inv.agent_name, why)
+                refused = REFUSED.get()
+                if refused is not None:
+                    refused.append(error)
+                yield ToolResultEvent(_failed(tuid, str(error)))
+                return
+        call_plan = self._call_plan(inv, tuid, t.model_turn(ctx.agent.messages))
         round_ = 0
         if call_plan is not None and call_plan.child is not None:
             meta = call_plan.call.metadata
@@ -360,18 +393,19 @@ class Continuations(Plugin):
             if earlier is not None:
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
-            await cp.tool_started(scope.path, str(ctx.tool_use["name"]))
+            await cp.tool_started(scope.path, name)
         token = CURRENT_CALL.set(scope)
         key_token = enter_call(scope.path)
         try:
-            async for event in next_fn(ctx):
-                if cp is not None and isinstance(event, ToolResultEvent):
-                    recorded = {"tool_result": t.encode(dict(event.tool_result))}
-                    await cp.tool_completed(scope.path, str(ctx.tool_use["name"]), recorded)
-                yield event
+            with admitted(ctx.tool, scope.path):
+                async for event in next_fn(ctx):
+                    if cp is not None and isinstance(event, ToolResultEvent):
+                        recorded = {"tool_result": t.encode(dict(event.tool_result))}
+                        await cp.tool_completed(scope.path, name, recorded)
+                    yield event
         except FrameSuspended as suspended:
             if cp is not None:
-                await cp.tool_suspended(scope.path, str(ctx.tool_use["name"]))
+                await cp.tool_suspended(scope.path, name)
             meta = {**scope.child_metadata(scope.suspension_ordinal), "round": round_}
             inv.children[tuid] = (suspended.frame, meta)
             # Interrupt names must change per round: Strands derives the id from the name, and
@@ -382,14 +416,14 @@ class Continuations(Plugin):
             CURRENT_CALL.reset(token)
 
 
+def _failed(tool_use_id: str, text: str) -> Any:
+    return {"toolUseId": tool_use_id, "status": "error", "content": [{"text": text}]}
+
+
 def _replayed(tool_use_id: str, recorded: dict[str, Any]) -> Any:
     """The tool result to give instead of running a call again after a crash."""
     if recorded.get("interrupted"):
-        return {
-            "toolUseId": tool_use_id,
-            "status": "error",
-            "content": [{"text": INTERRUPTED_MESSAGE}],
-        }
+        return _failed(tool_use_id, INTERRUPTED_MESSAGE)
     result = t.decode(recorded["tool_result"])
     return {**result, "toolUseId": tool_use_id}
 

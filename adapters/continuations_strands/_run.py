@@ -30,9 +30,9 @@ from continuations_core._protocol import (
     MANAGED,
     check_fingerprint,
     new_run_id,
-    open_for_resume,
     seal,
 )
+from continuations_core._resume import OnSuspend, open_resume, run_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -74,6 +74,8 @@ async def run(
     checkpoint: bool | None = None,
     owner: str | None = None,
     lease_seconds: float = 30.0,
+    started_by: str | None = None,
+    on_suspend: OnSuspend | None = None,
 ) -> Outcome[Any]:
     """Run ``agent`` until it completes or suspends.
 
@@ -90,15 +92,21 @@ async def run(
         checkpoint: Write checkpoints (default: when a store is given).
         owner: The name this process holds checkpoints under (host:pid by default).
         lease_seconds: The lease on checkpoints, kept alive while the run is in this process.
+        started_by: Who started the run (a principal id), recorded signed in every
+            continuation of the run.
+        on_suspend: Called with the continuation when the run suspends (after it was stored,
+            with a store); a failure is logged.
 
     Returns:
         ``Completed(output=...)`` (the structured output, or the final text) or
-        ``Suspended(continuation=...)``.
+        ``Suspended(continuation=...)``. A suspended run leaves ``agent`` as it was before the
+        call, so the same agent object serves the next run.
     """
     _plugin_of(agent)
     rid = run_id or new_run_id()
 
     async def go() -> Outcome[Any]:
+        before = t.take(agent)
         token = t.STRUCTURED.set(t.import_path(structured_output_model))
         run_token = set_run_id(rid)
         managed = MANAGED.set(True)
@@ -109,23 +117,34 @@ async def run(
                 invocation_state=invocation_state,
             )
         except FrameSuspended as suspended:
+            t.load(agent, before)  # the agent object stays usable for the next run
             return Suspended(seal(suspended.frame, run_id=rid, seq=1, keys=keys))
+        except Exception as exc:
+            t.load(agent, before)
+            inner = t.unwrapped(exc)
+            if inner is exc:
+                raise
+            raise inner from exc
         finally:
             MANAGED.reset(managed)
             reset_run_id(run_token)
             t.STRUCTURED.reset(token)
         return _completed(agent, result, rid, 0)
 
-    return await durable(
-        go,
-        store=store,
-        checkpoint=checkpoint,
-        run_id=rid,
-        seq=0,
-        keys=keys,
-        owner=owner,
-        lease_seconds=lease_seconds,
-        claim=None,
+    return await run_root(
+        lambda: durable(
+            go,
+            store=store,
+            checkpoint=checkpoint,
+            run_id=rid,
+            seq=0,
+            keys=keys,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            claim=None,
+        ),
+        started_by=started_by,
+        on_suspend=on_suspend,
     )
 
 
@@ -143,54 +162,84 @@ async def resume(
     checkpoint: bool | None = None,
     owner: str | None = None,
     lease_seconds: float = 30.0,
+    single_use: bool = True,
+    on_suspend: OnSuspend | None = None,
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``; see ``continuations_pydantic_ai.resume``.
 
     The signature, decisions, deadlines and the root agent's tools are checked before any tool
-    runs. A structured output model recorded at suspension is imported and re-applied unless
-    ``structured_output_model`` is given.
+    runs; with ``store`` the store's document and decisions are the truth, and resuming is
+    single use even without one (``single_use=False`` opts out). A structured output model
+    recorded at suspension is imported and re-applied unless ``structured_output_model`` is
+    given. If the run suspends again, ``agent`` is left as it was before the call.
     """
     _plugin_of(agent)
-    plan = open_for_resume(
-        continuation, keys=keys, allow_unsigned=allow_unsigned, on_expired=on_expired
+    continuation.verify(keys, allow_unsigned=allow_unsigned)
+    _check_root(agent, FramePlan(frame=continuation.root, path=()))
+    who = owner or default_owner()
+    opened = await open_resume(
+        continuation,
+        keys=keys,
+        allow_unsigned=allow_unsigned,
+        on_expired=on_expired,
+        store=store,
+        claim=claim,
+        owner=who,
+        lease_seconds=lease_seconds,
+        single_use=single_use,
+        checkpoint=checkpoint,
     )
-    _check_root(agent, plan)
+    plan, truth = opened.plan, opened.continuation
     state = plan.frame.state
     model = structured_output_model or t.resolve(state.get("structured_output"))
 
     async def go() -> Outcome[Any]:
+        before = t.take(agent)
         t.load(agent, prepared_snapshot(plan))
         prompt: Any = [] if t.is_activated(state["snapshot"]) else None
         token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
         so_token = t.STRUCTURED.set(state.get("structured_output"))
-        run_token = set_run_id(continuation.run_id)
+        run_token = set_run_id(truth.run_id)
         managed = MANAGED.set(True)
         try:
             result = await agent.invoke_async(
                 prompt, structured_output_model=model, invocation_state=invocation_state
             )
         except FrameSuspended as suspended:
-            seq = continuation.seq + 1
-            return Suspended(seal(suspended.frame, run_id=continuation.run_id, seq=seq, keys=keys))
+            t.load(agent, before)
+            seq = truth.seq + 1
+            return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
+        except Exception as exc:
+            t.load(agent, before)
+            inner = t.unwrapped(exc)
+            if inner is exc:
+                raise
+            raise inner from exc
         finally:
             MANAGED.reset(managed)
             reset_run_id(run_token)
             t.STRUCTURED.reset(so_token)
             _RESUME.reset(token)
-        return _completed(agent, result, continuation.run_id, continuation.seq)
+        return _completed(agent, result, truth.run_id, truth.seq)
 
-    return await durable(
-        go,
-        store=store,
-        checkpoint=checkpoint,
-        run_id=continuation.run_id,
-        seq=continuation.seq,
-        keys=keys,
-        owner=owner,
-        lease_seconds=lease_seconds,
-        claim=claim,
-        claim_id=continuation.id,
-    )
+    try:
+        return await run_root(
+            lambda: durable(
+                go,
+                store=opened.store,
+                checkpoint=opened.checkpoint,
+                run_id=truth.run_id,
+                seq=truth.seq,
+                keys=keys,
+                owner=who,
+                lease_seconds=lease_seconds,
+                claim=opened.claim,
+            ),
+            started_by=truth.started_by,
+            on_suspend=on_suspend,
+        )
+    finally:
+        await opened.close()
 
 
 async def resume_run(

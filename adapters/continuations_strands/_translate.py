@@ -13,8 +13,10 @@ from typing import Any
 
 from strands import Agent
 from strands.types import Snapshot
+from strands.types.exceptions import EventLoopException
 from strands.types.session import decode_bytes_values, encode_bytes_values
 
+from continuations_core import ContinuationError
 from continuations_core._signing import digest
 
 FRAMEWORK = "strands"
@@ -61,6 +63,16 @@ def pending_tool_uses(data: dict[str, Any]) -> dict[str, dict[str, Any]]:
         if use:
             uses[str(use["toolUseId"])] = use
     return uses
+
+
+def snapshot_messages(data: dict[str, Any]) -> list[Any]:
+    """The messages of a snapshot taken by :func:`take`."""
+    return list(data["data"].get("messages") or [])
+
+
+def model_turn(messages: Any) -> int:
+    """The index of the last model response in ``messages`` (the step whose calls run now)."""
+    return sum(1 for m in messages if m.get("role") == "assistant") - 1
 
 
 def is_activated(data: dict[str, Any]) -> bool:
@@ -122,6 +134,15 @@ def resolve(path: str | None) -> Any:
 STRUCTURED: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "continuations_strands_structured", default=None
 )
+
+
+def unwrapped(exc: Exception) -> Exception:
+    """Our own error inside Strands' ``EventLoopException`` (raised by a hook), or ``exc``."""
+    if isinstance(exc, EventLoopException) and isinstance(
+        exc.original_exception, ContinuationError
+    ):
+        return exc.original_exception
+    return exc
 
 
 def response_tokens(message: Any) -> int:

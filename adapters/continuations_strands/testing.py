@@ -10,16 +10,24 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import AsyncGenerator, Callable
-from typing import Any, Literal
+from collections.abc import AsyncGenerator, Callable, Sequence
+from typing import Any, Literal, cast
 
-from strands import Agent, tool
+from strands import Agent, Plugin, tool
 from strands.models import Model
+from strands.tools.tools import PythonAgentTool
 from strands.types.tools import ToolContext
 
 from continuations_core import Continuation, Keyring, Outcome, requires_approval
 from continuations_core._policies import default_clock
-from continuations_core.testing.spec import PARAMS, AgentSpec, Ledger, ToolSpec, final_text
+from continuations_core.testing.spec import (
+    PARAMS,
+    AgentSpec,
+    Expectation,
+    Ledger,
+    ToolSpec,
+    final_text,
+)
 
 from ._plugin import Continuations
 from ._run import resume, run
@@ -43,7 +51,7 @@ class ScriptedModel(Model):
     def __init__(
         self,
         name: str,
-        turns: list[list[tuple[str, dict[str, Any]]]],
+        turns: Sequence[Sequence[tuple[Any, ...]]],
         *,
         on_call: Callable[[int, list[str]], None] | None = None,
         tokens: tuple[int, int] = (10, 5),
@@ -76,8 +84,9 @@ class ScriptedModel(Model):
             self.on_call(turn, _results([last]) if last.get("role") == "user" else [])
         yield {"messageStart": {"role": "assistant"}}
         if turn < len(self.turns):
-            for i, (name, args) in enumerate(self.turns[turn]):
-                start = {"toolUse": {"name": name, "toolUseId": f"{self.name}-t{turn}-c{i}"}}
+            for i, (name, args, *fixed) in enumerate(self.turns[turn]):
+                call_id = fixed[0] if fixed else f"{self.name}-t{turn}-c{i}"
+                start = {"toolUse": {"name": name, "toolUseId": call_id}}
                 yield {"contentBlockStart": {"start": start}}
                 yield {"contentBlockDelta": {"delta": {"toolUse": {"input": json.dumps(args)}}}}
                 yield {"contentBlockStop": {}}
@@ -129,10 +138,17 @@ def _call_child(child: Any, task: str) -> str:
     return str(child.run_sync(task).output)
 
 
+#: How a tool can reach a Strands agent other than ``@tool`` under its own name, and what the
+#: gate must do with a marked tool behind it.
+WRAPPERS: dict[str, Expectation] = {"renamed": "gate", "python-agent-tool": "refuse"}
+
+
 class StrandsHarness:
     """Builds Strands agents from specs and runs them through this adapter."""
 
     framework = "strands"
+    output_functions = False
+    wrappers = WRAPPERS
 
     def __init__(
         self,
@@ -145,14 +161,18 @@ class StrandsHarness:
         self.delegate = delegate
         self.child_harness = child_harness
 
-    def build(self, spec: AgentSpec, ledger: Ledger) -> Agent:
-        """Build the agent tree of ``spec``."""
+    def build(self, spec: AgentSpec, ledger: Ledger, *, wrapper: str | None = None) -> Agent:
+        """Build the agent tree of ``spec`` (its tools behind ``wrapper``, if given)."""
 
         def seen(turn: int, received: list[str]) -> None:
             ledger.model(spec.name, turn, received)
             ledger.advance(spec.seconds_per_turn)
 
-        turns = [[(c.tool, dict(c.args)) for c in turn] for turn in spec.turns]
+        rename = (lambda name: f"send_{name}") if wrapper == "renamed" else str
+        turns = [
+            [(rename(c.tool), dict(c.args), spec.call_id(n, i)) for i, c in enumerate(turn)]
+            for n, turn in enumerate(spec.turns)
+        ]
         model = ScriptedModel(spec.name, turns, on_call=seen)
         clock = ledger.clock if spec.seconds_per_turn else default_clock
         kwargs: dict[str, Any] = {}
@@ -160,14 +180,35 @@ class StrandsHarness:
             from strands.tools.executors import SequentialToolExecutor
 
             kwargs["tool_executor"] = SequentialToolExecutor()
+        plugins: list[Plugin] = (
+            [] if spec.bare else [Continuations(policies=spec.policies, clock=clock)]
+        )
         return Agent(
             model=model,
             name=spec.name,
-            tools=[self._tool(spec, t, ledger) for t in spec.tools],
+            tools=[self._wrapped(spec, t, ledger, wrapper) for t in spec.tools],
             callback_handler=None,
-            plugins=[Continuations(policies=spec.policies, clock=clock)],
+            plugins=plugins,
             **kwargs,
         )
+
+    def _wrapped(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger, wrapper: str | None) -> Any:
+        if wrapper is None or t.kind in ("delegate", "input"):
+            return self._tool(spec, t, ledger)
+        fn = self._function(spec, t, ledger)
+        if wrapper == "renamed":
+            return tool(name=f"send_{t.name}")(fn)
+        if wrapper == "python-agent-tool":
+            # A hand-made tool object around a marked function: no gate can see the marker
+            # through it, so the function's own guard must refuse.
+            def run_use(tool_use: Any, **kwargs: Any) -> dict[str, Any]:
+                text = fn(**tool_use["input"])
+                return {"toolUseId": tool_use["toolUseId"], "status": "success",
+                        "content": [{"text": text}]}  # fmt: skip
+
+            spec_ = tool(fn).tool_spec
+            return PythonAgentTool(t.name, spec_, cast(Any, run_use))
+        raise ValueError(f"unknown wrapper {wrapper!r}")
 
     def _tool(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger) -> Any:
         if t.kind == "delegate":
@@ -198,6 +239,11 @@ class StrandsHarness:
 
             return tool(context=True)(_typed(ask, t.name, t.params, context=True))
 
+        return tool(self._function(spec, t, ledger))
+
+    def _function(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger) -> Any:
+        """The plain (or marked, for ``gated``) function of a non-delegating tool."""
+
         def body(**args: Any) -> str:
             ledger.tool(spec.name, t.name, args)
             return f"{t.name}({', '.join(f'{k}={v}' for k, v in sorted(args.items()))}) ok"
@@ -207,11 +253,25 @@ class StrandsHarness:
             over = t.amount_over
             when = (lambda a: int(a["amount"]) > over) if over is not None else None
             fn = requires_approval(reason=t.reason, when=when, expires=t.expires)(fn)
-        return tool(fn)
+        return fn
 
-    async def run(self, agent: Any, prompt: str, *, keys: Keyring | None) -> Outcome[Any]:
+    async def run(
+        self, agent: Any, prompt: str, *, keys: Keyring | None, **kwargs: Any
+    ) -> Outcome[Any]:
         """Start a run with :func:`continuations_strands.run`."""
-        return await run(agent, prompt, keys=keys)
+        return await run(agent, prompt, keys=keys, **kwargs)
+
+    async def stream(self, agent: Any, prompt: str) -> Any:
+        """Run with ``agent.stream_async()`` to completion; return the final result."""
+        result = None
+        async for event in agent.stream_async(prompt):
+            if "result" in event:
+                result = event["result"]
+        return result
+
+    def direct(self, agent: Any, tool_name: str) -> Any:
+        """The tool object registered as ``tool_name`` (what user code would call)."""
+        return agent.tool_registry.registry[tool_name]
 
     async def resume(
         self, agent: Any, continuation: Continuation, *, keys: Keyring | None, **kwargs: Any

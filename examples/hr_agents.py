@@ -154,16 +154,17 @@ async def start(db: Path, prompt: str) -> int:
 
 
 async def resume_run(db: Path, cid: str) -> int:
-    """Claim the decided continuation (single use), resume it and record the outcome."""
+    """Resume the decided continuation from the store, which records the outcome.
+
+    The store is the truth: ``resume`` claims the continuation there (single use), resumes from
+    the stored document and decisions, and stores the next suspension or the completion.
+    """
     async with SQLiteStore(db) as store:
-        claim = await store.claim(cid, owner=f"hr-demo-{os.getpid()}")
-        outcome = await resume(hr, await store.load(cid), keys=keyring(db))
+        cont = await store.load(cid)
+        outcome = await resume(hr, cont, keys=keyring(db), store=store, owner=f"hr-{os.getpid()}")
         if isinstance(outcome, Suspended):
-            await store.save(outcome.continuation)
-            await store.complete(claim, next_id=outcome.continuation.id)
             print(f"suspended again: {outcome.continuation.id}")
         else:
-            await store.complete(claim, output=outcome.output)
             print(f"completed: {outcome.output}")
     return 0
 

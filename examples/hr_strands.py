@@ -145,14 +145,14 @@ async def main(argv: list[str] | None = None) -> int:
                 print(f"suspended: {outcome.continuation.id} (root frame: {frames})")
                 print(outcome.continuation.id, file=sys.stderr)
             return 0
-        claim = await store.claim(args.id, owner=f"hr-strands-{os.getpid()}")
-        outcome = await cst.resume(agent, await store.load(args.id), keys=keyring(args.db))
+        # The store is the truth: resume claims the continuation there (single use), resumes
+        # from the stored document and decisions, and records the next suspension or the end.
+        owner = f"hr-strands-{os.getpid()}"
+        cont = await store.load(args.id)
+        outcome = await cst.resume(agent, cont, keys=keyring(args.db), store=store, owner=owner)
         if isinstance(outcome, Suspended):
-            await store.save(outcome.continuation)
-            await store.complete(claim, next_id=outcome.continuation.id)
             print(f"suspended again: {outcome.continuation.id}")
         else:
-            await store.complete(claim, output=outcome.output)
             print(f"completed: {outcome.output}")
     return 0
 

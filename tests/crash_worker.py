@@ -49,9 +49,14 @@ def _die() -> None:
     os.kill(os.getpid(), signal.SIGKILL)
 
 
+def _call_of(key: str) -> str:
+    """A call's key without its ``@<step>`` suffix (it ends with the scripted call id)."""
+    return key.rpartition("@")[0] or key
+
+
 def _batch_of(key: str) -> int:
     """The batch number in a call's key (scripted call ids end in ``t<batch>c<index>``)."""
-    found = re.search(r"t(\d+)-?c\d+$", key)
+    found = re.search(r"t(\d+)-?c\d+$", _call_of(key))
     assert found is not None, key
     return int(found.group(1))
 
@@ -72,7 +77,8 @@ def _tools(ledger: Ledger, kind: str, point: int) -> tuple[Any, Any]:
         """Look someone up (idempotent)."""
         key = idempotency_key()
         if _batch_of(key) == point and (
-            (kind == "tool" and key.endswith("c0")) or (kind == "mid" and key.endswith("c2"))
+            (kind == "tool" and _call_of(key).endswith("c0"))
+            or (kind == "mid" and _call_of(key).endswith("c2"))
         ):
             _die()
         ledger.tool("crash", "lookup", {"who": who, "key": key})

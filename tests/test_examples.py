@@ -29,7 +29,7 @@ def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "path:     open_accounts:hr_0_1 > authorize_account:accounts_1_0" in out
+    assert "path:     open_accounts:hr_0_1@0 > authorize_account:accounts_1_0@1" in out
     assert "agents:   hr > accounts" in out
     assert '"role": "admin"' in out
     assert "completed: hr: email 'Welcome aboard' sent" in out

@@ -78,7 +78,7 @@ async def test_nested_suspend_and_resume_over_http() -> None:
 
         cont = Continuation.from_json(text)
         [req] = cont.requests
-        assert req.path == ("delegate:call_parent_77", "authorize:call_child_42")
+        assert req.path == ("delegate:call_parent_77@0", "authorize:call_child_42@0")
         assert req.agents == ("hr", "accounts")
         assert req.args == {"who": "bob", "amount": 5000}
         child_state = cont.root.pending[0].child

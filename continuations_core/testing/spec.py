@@ -44,10 +44,18 @@ PARAMS: dict[str, tuple[tuple[str, type], ...]] = {
 
 @dataclass(frozen=True)
 class Call:
-    """One tool call a scripted model makes."""
+    """One tool call a scripted model makes.
+
+    Attributes:
+        tool: The tool name.
+        args: The call's args.
+        call_id: A fixed call id (a hostile or careless model reusing ids); by default the
+            spec's :meth:`AgentSpec.call_id`.
+    """
 
     tool: str
     args: dict[str, Any]
+    call_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -79,7 +87,14 @@ class AgentSpec:
     """An agent with a scripted model.
 
     The model's n-th response makes the calls of ``turns[n]`` (in parallel); once the script is
-    used up it answers with :func:`final_text` of every tool result it has seen.
+    used up it answers with :func:`final_text` of every tool result it has seen, or, with
+    ``output`` set, calls that output function with ``output_args``.
+
+    Attributes:
+        bare: Build the agent without the ``Continuations`` capability or plugin (a sub-agent
+            whose author forgot it).
+        output: An output function (Pydantic AI ``ToolOutput``) the model finishes with; its
+            ``kind`` is ``gated`` or ``plain``. Only harnesses with ``output_functions``.
     """
 
     name: str
@@ -87,10 +102,13 @@ class AgentSpec:
     tools: tuple[ToolSpec, ...]
     policies: tuple[SuspensionPolicy, ...] = ()
     seconds_per_turn: float = 0.0
+    bare: bool = False
+    output: ToolSpec | None = None
 
     def call_id(self, turn: int, index: int) -> str:
-        """The scripted id of call ``index`` of turn ``turn``."""
-        return f"{self.name}-t{turn}-c{index}"
+        """The id of call ``index`` of turn ``turn`` (a fixed ``Call.call_id`` wins)."""
+        fixed = self.turns[turn][index].call_id if turn < len(self.turns) else None
+        return fixed or f"{self.name}-t{turn}-c{index}"
 
 
 def final_text(agent: str, results: Sequence[str]) -> str:
@@ -177,17 +195,48 @@ class Ledger:
         return sum(1 for e in self.all() if e["type"] == "model" and e["agent"] == agent)
 
 
+#: The output function's args a scripted model sends when the spec has ``output``.
+OUTPUT_ARGS: dict[str, Any] = {"to": "bob", "amount": 5000}
+
+Expectation = Literal["gate", "refuse"]
+
+
 class Harness(Protocol):
-    """What an adapter provides to run the conformance suite."""
+    """What an adapter provides to run the conformance suite.
+
+    Attributes:
+        framework: The adapter's framework name.
+        output_functions: Whether the framework has output functions (``AgentSpec.output``).
+        wrappers: The ways this framework lets a tool reach an agent other than registering
+            it directly (renaming, prefixing, dynamic toolsets, tool objects...), each with what
+            the gate must do with a marked tool behind it: ``gate`` (suspend, then run once
+            when approved) or ``refuse`` (a typed error, nothing ran).
+    """
 
     framework: str
+    output_functions: bool
+    wrappers: dict[str, Expectation]
 
-    def build(self, spec: AgentSpec, ledger: Ledger) -> Any:
-        """Build a real agent (and its sub-agents) of this framework from ``spec``."""
+    def build(self, spec: AgentSpec, ledger: Ledger, *, wrapper: str | None = None) -> Any:
+        """Build a real agent (and its sub-agents) of this framework from ``spec``.
+
+        With ``wrapper``, the root agent's tools reach it through that wrapper, and its model
+        calls them by the names the wrapper gives them.
+        """
         ...
 
-    async def run(self, agent: Any, prompt: str, *, keys: Keyring | None) -> Outcome[Any]:
-        """Start a run with the adapter's ``run``."""
+    async def run(
+        self, agent: Any, prompt: str, *, keys: Keyring | None, **kwargs: Any
+    ) -> Outcome[Any]:
+        """Start a run with the adapter's ``run`` (``kwargs`` like ``store``)."""
+        ...
+
+    async def stream(self, agent: Any, prompt: str) -> Any:
+        """Run ``agent`` with the framework's own streaming entry point, to completion."""
+        ...
+
+    def direct(self, agent: Any, tool: str) -> Any:
+        """What user code would call to invoke the agent's tool ``tool`` directly."""
         ...
 
     async def resume(

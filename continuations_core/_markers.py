@@ -350,8 +350,11 @@ def validated_args(obj: object, args: Mapping[str, Any], fields: tuple[str, ...]
     per_function = _VALIDATORS.setdefault(fn, {})
     model = per_function.get(fields)
     if model is None:
-        hints = typing.get_type_hints(fn)
-        params = inspect.signature(fn).parameters
+        try:
+            hints = typing.get_type_hints(fn)
+            params = inspect.signature(fn).parameters
+        except (TypeError, ValueError, NameError) as exc:
+            raise ValueError(f"cannot read the signature of {fn!r}: {exc}") from exc
         definitions: dict[str, Any] = {}
         for name in fields:
             param = params.get(name)

@@ -416,6 +416,7 @@ class Continuations(AbstractCapability[Any]):
             path=path,
             tool=call.tool_name,
             decision=decision if isinstance(decision, Approve) else None,
+            reentered=call_plan is not None and call_plan.child is not None,
         )
         token = CURRENT_CALL.set(scope)
         gate_token = CALL_GATE.set(gate)

@@ -57,16 +57,22 @@ class CallGate:
         path: The call's path from the root.
         tool: The tool name the model used.
         decision: ``Approve`` when a person approved this call, else ``None``.
+        reentered: The signed frame records this call as entered and waiting on a sub-agent:
+            a gate admitted it before, and re-entering it on resume is the same call.
         replayed: Set when the result came from the journal of an earlier attempt.
-        reached: Set when a leaf gate handled the call.
     """
 
     owner: object
     path: tuple[str, ...]
     tool: str
     decision: Approve | None
+    reentered: bool = False
     replayed: bool = False
-    reached: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        """Whether the call runs without a new decision."""
+        return isinstance(self.decision, Approve) or self.reentered
 
     async def before_running(self, idempotent: bool) -> tuple[bool, Any]:
         """Journal the call as started, or return ``(True, result)`` recorded earlier."""
@@ -141,16 +147,15 @@ class GateToolset(WrapperToolset[Any]):
             raise UngatedCall(
                 f"Tool {name!r} was called outside the run that gates it; it did not run."
             )
-        gate.reached = True
         if resolved is None:
             # A function toolset that does not hold the name it was called by: the gate
             # cannot tell which function would run, so a person decides.
             held = ApprovalSpec(reason="The gate could not resolve which function this runs.")
-            if not isinstance(gate.decision, Approve):
+            if not gate.admitted:
                 raise Hold(held, name)
             return await self._run(gate, None, name, tool_args, ctx, tool)
         function, spec = resolved
-        if spec is not None and not isinstance(gate.decision, Approve) and spec.applies(tool_args):
+        if spec is not None and not gate.admitted and spec.applies(tool_args):
             raise Hold(spec, name)
         return await self._run(gate, function, name, tool_args, ctx, tool)
 

@@ -264,7 +264,8 @@ class PydanticAIHarness:
                 outputs = [await run_child(child, args["task"], ctx) for child in children]
                 return " / ".join(outputs)
 
-            agent.tool(_typed(delegate, tool.name, tool.params, with_ctx=True))
+            fn = _typed(delegate, tool.name, tool.params, with_ctx=True)
+            agent.tool(requires_approval(reason=tool.reason)(fn) if tool.gate else fn)
             return
         if tool.kind == "input":
 

@@ -13,6 +13,7 @@ gate admitted (a later hook swapped the tool, say).
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -24,12 +25,9 @@ from continuations_core import (
     UngatedCall,
     approval_spec,
 )
-from continuations_core._markers import GateKey, gate_key, validated_args
+from continuations_core._markers import original_function, validated_args
 
 __all__ = ["Admission", "call_ids", "decide", "refusal"]
-
-#: Admits a marked tool whose function has no guard (the marker was put above ``@tool``).
-UNGUARDED = GateKey("(unguarded)", "(unguarded)")
 
 
 @dataclass(frozen=True)
@@ -37,11 +35,12 @@ class Admission:
     """What the gate decided for one call.
 
     Attributes:
-        key: The guard admitted to run (``None``: the tool is not marked).
+        tool: The marked tool object admitted to run (``None``: the tool is not marked, or
+            the call is held).
         hold: The spec of a held call (it waits for a decision), else ``None``.
     """
 
-    key: GateKey | None = None
+    tool: Any = None
     hold: ApprovalSpec | None = None
 
     def gate_fields(self) -> dict[str, Any]:
@@ -57,21 +56,22 @@ def decide(tool: Any, raw_args: dict[str, Any], call_plan: CallPlan | None) -> A
     spec = approval_spec(tool) if tool is not None else None
     if spec is None:
         return Admission()
-    key = gate_key(tool) or UNGUARDED
     if call_plan is not None:
         if isinstance(call_plan.decision, Approve):
-            return Admission(key=key)
+            return Admission(tool=tool)
         if call_plan.child is not None:
             # The signed frame records this call as entered and waiting on its sub-agent: a
             # gate admitted it before, and re-entering it is the same call.
-            return Admission(key=key)
+            return Admission(tool=tool)
     args = _validated(tool, raw_args)
     if args is None or spec.applies(args):  # args the gate cannot validate: a person decides
         return Admission(hold=spec)
-    return Admission(key=key)
+    return Admission(tool=tool)
 
 
 def _validated(tool: Any, raw_args: dict[str, Any]) -> dict[str, Any] | None:
+    if not inspect.isfunction(original_function(tool)):
+        return raw_args  # a tool object with no Python function behind it (``as_tool()``)
     spec = getattr(tool, "tool_spec", None) or {}
     schema = spec.get("inputSchema", {})
     properties = dict(schema.get("json", schema)).get("properties", {})

@@ -58,7 +58,7 @@ from continuations_core._durable import (
     exit_call,
     is_idempotent,
 )
-from continuations_core._markers import GateKey, admitted, gate_key
+from continuations_core._markers import admitted
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
@@ -72,7 +72,7 @@ from continuations_core._protocol import (
 from continuations_core._schema import segment
 
 from . import _translate as t
-from ._gate import UNGUARDED, call_ids, decide, refusal
+from ._gate import call_ids, decide, refusal
 
 __all__ = ["Continuations"]
 
@@ -116,7 +116,7 @@ class _Invocation:
     managed: bool = False
     children: dict[str, tuple[Frame, dict[str, Any]]] = field(default_factory=dict)
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    admitted: dict[str, GateKey | None] = field(default_factory=dict)
+    admitted: dict[str, Any] = field(default_factory=dict)
 
 
 class Continuations(Plugin):
@@ -354,7 +354,7 @@ class Continuations(Plugin):
             event.tool_use = use = {**use, "input": dict(decision.args)}
         admission = decide(event.selected_tool, dict(use.get("input") or {}), call_plan)
         if admission.hold is None:
-            inv.admitted[tuid] = admission.key
+            inv.admitted[tuid] = admission.tool
             return
         inv.gates[tuid] = admission.gate_fields()
         reason = admission.hold.reason
@@ -368,17 +368,16 @@ class Continuations(Plugin):
         name = str(ctx.tool_use["name"])
         here = segment(name, tuid, t.model_turn(ctx.agent.messages))
         scope = CallScope(path=(*inv.path, here), agents=(*inv.agents, inv.agent_name))
-        admitted_key = inv.admitted.pop(tuid, None)
-        if approval_spec(ctx.tool) is not None:
-            runs = gate_key(ctx.tool) or UNGUARDED
-            if admitted_key is not runs:
-                why = "no gate admitted this call" if admitted_key is None else "the tool changed"
-                error = refusal(name, inv.agent_name, why)
-                refused = REFUSED.get()
-                if refused is not None:
-                    refused.append(error)
-                yield ToolResultEvent(_failed(tuid, str(error)))
-                return
+        admitted_tool = inv.admitted.pop(tuid, None)
+        if approval_spec(ctx.tool) is not None and admitted_tool is not ctx.tool:
+            # The executor runs a marked tool the gate did not admit for this call.
+            why = "no gate admitted this call" if admitted_tool is None else "the tool changed"
+            error = refusal(name, inv.agent_name, why)
+            refused = REFUSED.get()
+            if refused is not None:
+                refused.append(error)
+            yield ToolResultEvent(_failed(tuid, str(error)))
+            return
         call_plan = self._call_plan(inv, tuid, t.model_turn(ctx.agent.messages))
         round_ = 0
         if call_plan is not None and call_plan.child is not None:

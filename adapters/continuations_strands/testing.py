@@ -212,24 +212,29 @@ class StrandsHarness:
 
     def _tool(self, spec: AgentSpec, t: ToolSpec, ledger: Ledger) -> Any:
         if t.kind == "delegate":
+            # A gated delegating tool: marked on its function (below @tool), or on the tool
+            # object that as_tool() returns.
+            gate: Callable[[Any], Any] = (
+                requires_approval(reason=t.reason) if t.gate else (lambda fn: fn)
+            )
             builder = self.child_harness or self
             children = [builder.build(child, ledger) for child in t.children]
             if self.delegate == "as_tool" and len(children) == 1:
-                return children[0].as_tool(name=t.name, description=f"The {t.name} agent.")
+                return gate(children[0].as_tool(name=t.name, description=f"The {t.name} agent."))
             if self.delegate == "call":
 
                 def call(**args: Any) -> str:
                     ledger.tool(spec.name, t.name, args)
                     return " / ".join(_call_child(child, args["task"]) for child in children)
 
-                return tool(_typed(call, t.name, t.params, context=False))
+                return tool(gate(_typed(call, t.name, t.params, context=False)))
 
             async def delegate(**args: Any) -> str:
                 ledger.tool(spec.name, t.name, args)
                 outputs = [await _run_child(child, args["task"]) for child in children]
                 return " / ".join(outputs)
 
-            return tool(_typed(delegate, t.name, t.params, context=False))
+            return tool(gate(_typed(delegate, t.name, t.params, context=False)))
         if t.kind == "input":
 
             def ask(tool_context: ToolContext, **args: Any) -> str:

@@ -235,6 +235,28 @@ async def replays_completed_children(h: Harness) -> None:
     assert "first done" in str(out.output) and "second done" in str(out.output)
 
 
+async def gated_delegate_asks_once(h: Harness) -> None:
+    """A gated delegating tool asks once; re-entered on resume for its sub-agent, it asks no more."""
+    child = AgentSpec("child", turns=((Call("transfer", BIG),),), tools=(TRANSFER,))
+    delegate = ToolSpec("delegate", "delegate", "task", reason="Delegates payments", gate=True,
+                        children=(child,))  # fmt: skip
+    parent = AgentSpec("parent", turns=((Call("delegate", {"task": "pay"}),),), tools=(delegate,))
+    agent, ledger, cont = await start(h, parent)
+    [first] = cont.requests
+    assert (first.tool, first.agents, first.reason) == (
+        "delegate",
+        ("parent",),
+        "Delegates payments",
+    )
+    assert ledger.count("delegate") == 0 and ledger.turns("child") == 0
+    again = suspended(await h.resume(agent, cont.approve(first.path), keys=KEYS))
+    [second] = again.requests
+    assert second.tool == "transfer" and second.agents == ("parent", "child"), second
+    assert ledger.count("transfer") == 0
+    completed(await h.resume(agent, again.approve(second.path), keys=KEYS))
+    assert ledger.runs("transfer") == [BIG]
+
+
 def _looping(policy: Any, *, seconds: float = 0.0) -> AgentSpec:
     turns = tuple((Call("lookup", {"who": f"p{i}"}),) for i in range(5))
     return AgentSpec(
@@ -439,6 +461,7 @@ SCENARIOS: list[Scenario] = [
     two_children_one_step,
     mixed_parallel_batch,
     replays_completed_children,
+    gated_delegate_asks_once,
     policy_every_n_turns,
     policy_wall_clock,
     policy_token_budget,

@@ -71,6 +71,7 @@ class ToolSpec:
         amount_over: Gate only calls whose ``amount`` exceeds this (a ``when`` predicate).
         expires: Decision deadline, for ``gated`` tools.
         children: Sub-agents a ``delegate`` tool runs, in order.
+        gate: Mark a ``delegate`` tool ``@requires_approval`` too (with ``reason``).
     """
 
     name: str
@@ -80,6 +81,7 @@ class ToolSpec:
     amount_over: int | None = None
     expires: timedelta | None = None
     children: tuple[AgentSpec, ...] = ()
+    gate: bool = False
 
 
 @dataclass(frozen=True)

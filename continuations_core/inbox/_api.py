@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
 
 from ._agui import decision_of, interrupt_id, run_finished
@@ -109,7 +109,11 @@ _DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def api_router(ctx: InboxContext) -> APIRouter:
     """The ``/api`` routes of one inbox."""
-    router = APIRouter(prefix="/api", tags=["inbox"])
+    async def authenticated(request: Request) -> None:
+        # A router dependency runs before the body is read: an anonymous caller learns nothing.
+        await ctx.principal(request)
+
+    router = APIRouter(prefix="/api", tags=["inbox"], dependencies=[Depends(authenticated)])
 
     @router.get("/session", response_model=Session, responses=_ERRORS)
     async def session(request: Request) -> Session:

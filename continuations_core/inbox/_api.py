@@ -109,6 +109,7 @@ _DECIDE_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def api_router(ctx: InboxContext) -> APIRouter:
     """The ``/api`` routes of one inbox."""
+
     async def authenticated(request: Request) -> None:
         # A router dependency runs before the body is read: an anonymous caller learns nothing.
         await ctx.principal(request)

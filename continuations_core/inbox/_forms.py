@@ -139,6 +139,8 @@ def _parse(field: FormField, text: str) -> tuple[bool, Any]:
     """Return ``(present, value)`` for one posted input."""
     if len(text) > MAX_FIELD_CHARS:
         raise _bad(field.name, f"is longer than {MAX_FIELD_CHARS} characters")
+    if field.widget == "choice" and not text:
+        return False, None  # "(leave out)"
     if field.widget in ("text", "textarea", "choice"):
         return True, text
     stripped = text.strip()

@@ -445,3 +445,22 @@ async def test_expiry_is_shown_and_a_live_request_can_still_be_decided(store) ->
         assert datetime.fromisoformat(item["expires_at"]) == deadline
         assert (await post_decision(alice, cid, await decision_body(alice, cid))).status_code == 200
     assert (await store.get(cid)).status == "ready"
+
+
+async def test_a_run_that_suspends_again_links_to_its_next_requests(store) -> None:
+    """After a resume that suspends again, the older continuation points to the newer one."""
+    first = nested(ask=False)
+    await store.save(first)
+    app = app_for(store)
+    async with person(app, "alice") as alice:
+        assert (
+            await post_decision(alice, first.id, await decision_body(alice, first.id))
+        ).status_code == 200
+        claim = await store.claim(first.id, owner="worker")
+        second = nested(ask=False).model_copy(update={"run_id": first.run_id, "seq": 1})
+        await store.checkpoint(second.sign(KEYS), previous=claim)
+        view = (await alice.get(f"/api/continuations/{first.id}")).json()
+        assert view["status"] == "done" and view["next_id"] == second.id
+        assert not view["completed"]
+        page = (await alice.get(f"/inbox/c/{first.id}")).text
+        assert f"/inbox/c/{second.id}" in page and "suspended again" in page

@@ -148,7 +148,7 @@ def event_text(event: AuditEvent) -> str:
     if event.kind == "completed":
         return "the run finished"
     if event.kind == "resumed" and d.get("next_id"):
-        return "and suspended again"
+        return f"continued as {str(d['next_id'])[:12]}"
     return ""
 
 

@@ -126,7 +126,7 @@ class ContinuationView(_View):
     completed: bool = Field(description="Whether the run has finished (its output is known).")
     output: Any = Field(default=None, description="The run's final output once completed.")
     next_id: str | None = Field(
-        default=None, description="The continuation the run suspended into next, if any."
+        default=None, description="The run's latest suspension after this one, if any."
     )
 
 
@@ -203,8 +203,11 @@ def continuation_view(
 ) -> ContinuationView:
     """The detail view: requests (with decisions), the run's audit, and its outcome if known."""
     completed = [e for e in audit if e.kind == "completed"]
-    resumed = [e for e in audit if e.kind == "resumed" and e.continuation_id == stored.id]
-    next_id = resumed[-1].detail.get("next_id") if resumed else None
+    # The run's latest suspension, when it is a later one than this (checkpoints in between
+    # are not suspensions: they are written, and retired, by the running process).
+    suspensions = [e.continuation_id for e in audit if e.kind == "suspended"]
+    later = suspensions[suspensions.index(stored.id) + 1 :] if stored.id in suspensions else []
+    next_id = later[-1] if later and not completed else None
     return ContinuationView(
         id=stored.id,
         run_id=stored.run_id,
@@ -220,5 +223,5 @@ def continuation_view(
         audit=audit,
         completed=bool(completed),
         output=completed[-1].detail.get("output") if completed else None,
-        next_id=next_id if isinstance(next_id, str) else None,
+        next_id=next_id,
     )

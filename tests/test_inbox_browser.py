@@ -178,7 +178,7 @@ def test_approve_with_an_edit_deny_another_then_see_them_completed(
         page.locator(f'a.title[href*="{first}"]').click()
         page.wait_for_url(f"**/inbox/c/{first}*")
         request = page.locator("#req-1")
-        assert request.locator("h2").inner_text() == "hr › accounts › authorize_account"
+        assert request.locator("h2").inner_text() == "hr › accounts › authorize_account"  # noqa: RUF001 - the breadcrumb separator
         assert "Grants access to a production system" in request.inner_text()
         assert '"admin"' in request.locator("table.args").inner_text()
         request.locator("details.edit summary").click()

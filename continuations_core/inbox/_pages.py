@@ -7,6 +7,7 @@ an in-place review of edited args. No page decides anything on GET.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request
@@ -121,7 +122,7 @@ def page_router(ctx: InboxContext, templates: Jinja2Templates) -> APIRouter:
         item = find_item(await ctx.get(cid), path)
         posted = {k: v for k, v in data.items() if isinstance(v, str)}
         fields = [
-            type(f)(**{**vars(f), "value": posted.get(f.input_name, f.value)})
+            replace(f, value=posted.get(f.input_name, f.value))
             for f in form_fields(item.args_schema, item.args)
         ]
         shown: dict[str, Any] = {

@@ -34,6 +34,13 @@ class Filters:
     run: str | None = None
     assignee: str | None = None
 
+    def keep(self, item: PendingItem) -> bool:
+        """Whether ``item`` (annotated for the principal) passes these filters."""
+        assignee = None if self.assignee == "me" else self.assignee
+        if not matches(item, tool=self.tool, agent=self.agent, run=self.run, assignee=assignee):
+            return False
+        return self.assignee != "me" or bool(item.may_decide)
+
     def query(self) -> dict[str, str]:
         """The filters that are set, as query parameters."""
         return {k: v for k, v in vars(self).items() if v}
@@ -111,19 +118,13 @@ class InboxContext:
             records = await self.store.list(status="waiting", limit=MAX_PENDING)
         except ContinuationError as exc:
             raise http_error(exc) from exc
-        assignee = None if filters.assignee == "me" else filters.assignee
         out: builtins.list[PendingItem] = []
         for stored in records:
             for item in items_of(stored):
                 if item.decision is not None:
                     continue
-                if not matches(
-                    item, tool=filters.tool, agent=filters.agent, run=filters.run,
-                    assignee=assignee,
-                ):  # fmt: skip
-                    continue
                 item = await self.annotate(principal, item)
-                if filters.assignee == "me" and not item.may_decide:
+                if not filters.keep(item):
                     continue
                 out.append(item)
                 if len(out) >= limit:

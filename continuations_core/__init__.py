@@ -34,9 +34,11 @@ from ._schema import (
 )
 from ._signing import Keyring
 from .errors import (
+    AccessError,
     AgentDrift,
     AlreadyClaimed,
     AlreadyDecided,
+    AuthenticationFailed,
     ConfigurationError,
     ConflictError,
     ContinuationError,
@@ -50,6 +52,8 @@ from .errors import (
     MalformedContinuation,
     MissingDecisions,
     MissingExtra,
+    NotAuthorized,
+    NotificationFailed,
     ResumeError,
     SchemaError,
     SignatureError,
@@ -76,12 +80,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "SCHEMA_VERSION",
+    "AccessError",
     "AgentDrift",
     "AlreadyClaimed",
     "AlreadyDecided",
     "ApprovalSpec",
     "Approve",
     "AuditEvent",
+    "AuthenticationFailed",
     "CallPlan",
     "CallScope",
     "Claim",
@@ -108,6 +114,8 @@ __all__ = [
     "MemoryStore",
     "MissingDecisions",
     "MissingExtra",
+    "NotAuthorized",
+    "NotificationFailed",
     "Outcome",
     "PauseWhen",
     "PendingCall",

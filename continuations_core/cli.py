@@ -232,6 +232,15 @@ def _cmd_worker(args: argparse.Namespace) -> None:
     print(f"worker stopped after resuming {resumed} continuation(s)")
 
 
+def _cmd_inbox(args: argparse.Namespace) -> None:
+    from .inbox._serve import serve
+
+    url = args.store or os.environ.get(STORE_ENV)
+    if not url:
+        raise ConfigurationError(f"No store given: pass --store URL or set ${STORE_ENV}.")
+    serve(args, url)
+
+
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text)
 
@@ -379,4 +388,8 @@ def _parser() -> argparse.ArgumentParser:
         "--idle-exit", type=float, default=None, help="exit after this many idle seconds"
     )
     worker.add_argument("--allow-unsigned", action="store_true", help=f"run without ${KEYS_ENV}")
+    inbox = add("inbox", _cmd_inbox, "serve the approval inbox (extra: inbox)", with_store)
+    from .inbox._serve import add_arguments
+
+    add_arguments(inbox)
     return parser

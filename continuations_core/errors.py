@@ -31,6 +31,10 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     │   ├── ContinuationNotFound      no such id in the store
     │   └── ConflictError             a compare-and-set lost (G5)
     │       └── AlreadyClaimed        another resumer won, or it was already resumed
+    ├── AccessError                   the approval inbox refused a person
+    │   ├── AuthenticationFailed      no trustworthy identity came with the request
+    │   └── NotAuthorized             the principal may not decide this request
+    ├── NotificationFailed            a webhook notification could not be delivered
     └── ConfigurationError            the package is set up wrongly
         └── MissingExtra              an optional dependency is not installed
 """
@@ -41,9 +45,11 @@ from collections.abc import Sequence
 from datetime import datetime
 
 __all__ = [
+    "AccessError",
     "AgentDrift",
     "AlreadyClaimed",
     "AlreadyDecided",
+    "AuthenticationFailed",
     "ConfigurationError",
     "ConflictError",
     "ContinuationError",
@@ -57,6 +63,8 @@ __all__ = [
     "MalformedContinuation",
     "MissingDecisions",
     "MissingExtra",
+    "NotAuthorized",
+    "NotificationFailed",
     "ResumeError",
     "SchemaError",
     "SignatureError",
@@ -225,6 +233,26 @@ class ConflictError(StoreError):
 
 class AlreadyClaimed(ConflictError):
     """Another resumer holds or consumed this continuation; it can be resumed only once."""
+
+
+class AccessError(ContinuationError):
+    """The approval inbox refused a person; nothing was decided."""
+
+
+class AuthenticationFailed(AccessError):
+    """No trustworthy identity came with the request (HTTP 401).
+
+    Raise it from an ``authenticate`` callback to refuse a request with a message.
+    """
+
+
+class NotAuthorized(AccessError):
+    """The principal may not decide this request (HTTP 403): not an approver, the person who
+    started the run (separation of duties), or refused by the application's policy."""
+
+
+class NotificationFailed(ContinuationError):
+    """A webhook notification was not accepted by its receiver after the configured retries."""
 
 
 class ConfigurationError(ContinuationError):

@@ -40,3 +40,53 @@ async def test_an_edited_approval_and_a_denial_resume_exactly_as_decided(tmp_pat
         assert "Use a ticket." in views[1]["output"]
         kinds = [e["kind"] for e in views[0]["audit"]]
         assert kinds.count("decided") == 2 and kinds[-1] == "completed"
+
+
+async def test_approvers_and_the_runs_starter_come_from_the_agent_and_are_enforced(
+    tmp_path: Path,
+) -> None:
+    """A real agent's approvers= and run(started_by=) decide who the inbox lets approve."""
+    from pydantic_ai import Agent
+    from pydantic_ai.messages import ModelResponse, TextPart, ToolCallPart
+    from pydantic_ai.models.function import FunctionModel
+
+    from continuations_core import requires_approval
+    from continuations_pydantic_ai import Continuations
+
+    paid: list[int] = []
+
+    def respond(messages: list, info: object) -> ModelResponse:
+        if not any(isinstance(m, ModelResponse) for m in messages):
+            call = ToolCallPart("pay", {"amount": 900}, tool_call_id="p1")
+            return ModelResponse(parts=[call])
+        return ModelResponse(parts=[TextPart("paid")])
+
+    agent: Agent[None, str] = Agent(
+        FunctionModel(respond), name="treasury", capabilities=[Continuations()]
+    )
+
+    @agent.tool_plain
+    @requires_approval(reason="Moves money", approvers=["treasury-leads"])
+    def pay(amount: int) -> str:
+        paid.append(amount)
+        return "ok"
+
+    async with SQLiteStore(tmp_path / "t.db") as store:
+        outcome = await run(agent, "pay", keys=KEYS, store=store, started_by="carol")
+        assert isinstance(outcome, Suspended)
+        cont = outcome.continuation
+        assert cont.started_by == "carol"
+        assert cont.requests[0].approvers == ("treasury-leads",)
+        app = app_for(store)
+        async with person(app, "dave") as dave:  # not an approver
+            body = await decision_body(dave, cont.id)
+            assert (await post_decision(dave, cont.id, body)).status_code == 403
+        async with person(app, "carol", roles="treasury-leads") as carol:  # started the run
+            body = await decision_body(carol, cont.id)
+            assert (await post_decision(carol, cont.id, body)).status_code == 403
+        async with person(app, "erin", roles="treasury-leads") as erin:
+            body = await decision_body(erin, cont.id)
+            assert (await post_decision(erin, cont.id, body)).status_code == 200
+        worker = Worker(store, {"treasury": agent}, keys=KEYS, poll_seconds=0.05)
+        assert await worker.run(install_signals=False, idle_exit=0.5) == 1
+    assert paid == [900]

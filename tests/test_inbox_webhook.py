@@ -126,3 +126,18 @@ def test_the_notifier_refuses_weak_secrets_and_other_schemes() -> None:
         WebhookNotifier("http://127.0.0.1:9/x", b"short", "http://inbox")
     with pytest.raises(ConfigurationError):
         WebhookNotifier("file:///etc/passwd", SECRET, "http://inbox")
+
+
+async def test_run_on_suspend_posts_the_suspension_to_the_webhook(receiver, tmp_path) -> None:
+    """``run(..., on_suspend=WebhookNotifier(...))`` posts the stored suspension, signed."""
+    from continuations_core import SQLiteStore
+
+    notifier = WebhookNotifier(receiver.url, SECRET, "https://approvals.example.com/")
+    async with SQLiteStore(tmp_path / "hr.db") as store:
+        outcome = await run(hr, PROMPT, keys=KEYS, store=store, on_suspend=notifier)
+        assert isinstance(outcome, Suspended)
+        stored = await store.get(outcome.continuation.id)
+    assert stored.status == "waiting"
+    [(headers, body)] = receiver.received
+    assert verify_webhook(SECRET, body, headers[SIGNATURE_HEADER])
+    assert json.loads(body)["continuation_id"] == outcome.continuation.id

@@ -21,6 +21,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_tree, loads
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
     ContinuationTampered,
@@ -461,8 +462,21 @@ class Continuation(_Model):
     # -- JSON ------------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        """Serialize to compact JSON text."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """Serialize to compact JSON text.
+
+        Raises:
+            MalformedContinuation: If a value cannot be JSON (NaN, infinity, or nesting so deep
+                that it cannot be serialized).
+        """
+        try:
+            data = self.to_dict()
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedContinuation(
+                f"The continuation cannot be written as JSON: {exc}. Keep framework state, "
+                f"args and decision values finite and within {MAX_DEPTH} levels of nesting.",
+                continuation_id=self.id,
+            ) from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize to a JSON-compatible dict."""
@@ -472,21 +486,30 @@ class Continuation(_Model):
     def from_json(cls, text: str | bytes) -> Continuation:
         """Load a continuation from JSON text (verify it with :meth:`verify` or on resume).
 
+        The text is parsed strictly, within the limits of ``continuations_core._limits``
+        (size, depth, no duplicate keys, no NaN or Infinity), before anything else reads it.
+
         Raises:
-            MalformedContinuation: If the text is not a continuation document.
+            MalformedContinuation: If the text is not a continuation document, or breaks a limit.
             UnsupportedSchemaVersion: If it was written by a newer schema version.
         """
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedContinuation(
-                f"Not valid JSON ({exc}). The continuation text was truncated or corrupted."
-            ) from exc
-        return cls.from_dict(data)
+        return cls._load(loads(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> Continuation:
-        """Load a continuation from a parsed JSON document; see :meth:`from_json`."""
+        """Load a continuation from a parsed JSON document; see :meth:`from_json`.
+
+        Raises:
+            MalformedContinuation: If it is not a continuation document, nests deeper than
+                the document limit, or holds NaN or infinity.
+            UnsupportedSchemaVersion: If it was written by a newer schema version.
+        """
+        check_tree(data)
+        return cls._load(data)
+
+    @classmethod
+    def _load(cls, data: Any) -> Continuation:
+        """Load a parsed document that is within the depth limit and holds no NaN/inf."""
         if not isinstance(data, dict):
             raise MalformedContinuation("A continuation document must be a JSON object.")
         cid = data.get("id") if isinstance(data.get("id"), str) else None
@@ -506,6 +529,12 @@ class Continuation(_Model):
             signed_bytes = canonical_json(_signed_part(data))
         except (TypeError, ValueError) as exc:
             raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
+        if len(signed_bytes) > MAX_DOCUMENT_BYTES:
+            raise MalformedContinuation(
+                f"The continuation document is {len(signed_bytes)} bytes, over the limit of "
+                f"{MAX_DOCUMENT_BYTES} bytes. Nothing was changed.",
+                continuation_id=cid,
+            )
         upgraded = data
         for v in range(version, SCHEMA_VERSION):
             upgraded = _MIGRATIONS[v](upgraded)
@@ -525,6 +554,10 @@ class Continuation(_Model):
                 "takes one decision; remove the extra ones and decide again.",
                 continuation_id=cid,
             )
+        from ._decisions import check_record
+
+        for record in cont.decisions:
+            check_record(record, continuation_id=cid)
         # Older documents were signed in their own version's form; keep those bytes.
         cont._signed_bytes = signed_bytes
         cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -462,7 +463,7 @@ def _utc(value: datetime) -> datetime:
 def _row(r: dict[str, Any]) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r["id"]),
         version=r["version"],
         status=r["status"],
         created_at=_utc(r["created_at"]),

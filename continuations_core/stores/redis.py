@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -403,7 +404,7 @@ def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
     lease = r.get("lease_until")
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r.get("id")),
         version=int(r["version"]),
         status=cast(Status, r["status"]),
         created_at=datetime.fromisoformat(r["created_at"]),

@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, StoreUnavailable
 from ._base import (
@@ -356,7 +357,7 @@ def _read(conn: sqlite3.Connection, id: str) -> Row:
 def _row(r: sqlite3.Row) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r["id"]),
         version=r["version"],
         status=r["status"],
         created_at=datetime.fromisoformat(r["created_at"]),

@@ -82,7 +82,10 @@ def document(kib: int) -> str:
         state={"messages": _history(kib * 1024)},
         pending=(
             PendingCall(
-                call_id="call_x", tool="transfer", args={"to": "acct-1", "amount": 5}, kind="approval"
+                call_id="call_x",
+                tool="transfer",
+                args={"to": "acct-1", "amount": 5},
+                kind="approval",
             ),
         ),
     )

@@ -20,6 +20,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic_core import to_json
 
 from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_tree, loads
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
@@ -464,9 +465,12 @@ class Continuation(_Model):
     def to_json(self) -> str:
         """Serialize to compact JSON text.
 
+        Like every JSON dump of the models (and the signed payload), it writes a NaN or
+        infinite float held in framework state as ``null``: the text is always strict JSON.
+
         Raises:
-            MalformedContinuation: If a value cannot be JSON (NaN, infinity, or nesting so deep
-                that it cannot be serialized).
+            MalformedContinuation: If a value cannot be written as JSON (framework state
+                nesting too deep to serialize, or of a type JSON has no form for).
         """
         try:
             data = self.to_dict()
@@ -474,7 +478,7 @@ class Continuation(_Model):
         except (ValueError, RecursionError) as exc:
             raise MalformedContinuation(
                 f"The continuation cannot be written as JSON: {exc}. Keep framework state, "
-                f"args and decision values finite and within {MAX_DEPTH} levels of nesting.",
+                f"args and decision values JSON values within {MAX_DEPTH} levels of nesting.",
                 continuation_id=self.id,
             ) from exc
 
@@ -529,9 +533,10 @@ class Continuation(_Model):
             signed_bytes = canonical_json(_signed_part(data))
         except (TypeError, ValueError) as exc:
             raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
-        if len(signed_bytes) > MAX_DOCUMENT_BYTES:
+        size = len(signed_bytes) + _unsigned_size(data)
+        if size > MAX_DOCUMENT_BYTES:
             raise MalformedContinuation(
-                f"The continuation document is {len(signed_bytes)} bytes, over the limit of "
+                f"The continuation document is {size} bytes as compact JSON, over the limit of "
                 f"{MAX_DOCUMENT_BYTES} bytes. Nothing was changed.",
                 continuation_id=cid,
             )
@@ -566,6 +571,19 @@ class Continuation(_Model):
 
 def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
+
+
+def _unsigned_size(data: dict[str, Any]) -> int:
+    """Bytes the unsigned fields add to the signed part's compact JSON: ``,"key":value``."""
+    size = 0
+    for key in ("signature", "decisions"):
+        if key in data:
+            try:
+                value = canonical_json(data[key])
+            except (TypeError, ValueError):  # not plain JSON (dates...): validation decides
+                value = to_json(data[key])
+            size += len(key) + 4 + len(value)
+    return size
 
 
 PendingCall.model_rebuild()

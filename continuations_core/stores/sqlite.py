@@ -45,6 +45,7 @@ from ._rules import (
     recorded_event,
     utcnow,
 )
+from ._urls import redact
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -96,7 +97,7 @@ def sqlite_path(target: str | os.PathLike[str]) -> str:
     if rest.startswith("///"):
         return os.path.expanduser(rest[3:])
     raise ConfigurationError(
-        f"Unsupported SQLite URL {text!r}: use sqlite:///relative/path.db or "
+        f"Unsupported SQLite URL {redact(text)!r}: use sqlite:///relative/path.db or "
         "sqlite:////absolute/path.db."
     )
 

@@ -110,7 +110,6 @@ def load_records(text: str | bytes, *, continuation_id: str | None) -> tuple[Dec
         MalformedContinuation: If the text breaks the JSON limits, is not a list of decision
             records, or a record breaks the value limits.
     """
-    # A record wraps its value in three levels: the list, the record and the decision.
     data = loads(
         text,
         what="stored decision list",

@@ -55,8 +55,6 @@ _is_array = frozenset({list, tuple}).__contains__
 _is_float = frozenset({float}).__contains__
 _is_json_type = frozenset({dict, list, tuple, str, int, float, bool, type(None)}).__contains__
 
-# The largest text that is surely within a byte limit without encoding it: UTF-8 uses at most
-# 4 bytes per code point.
 _MAX_UTF8_BYTES_PER_CHAR: Final = 4
 
 
@@ -87,11 +85,15 @@ def _float(text: str) -> float:
 
 
 def _size(text: str | bytes, limit: int) -> int | None:
-    """The size of ``text`` in bytes when it is over ``limit``, else None (cheaply)."""
+    """None if ``text`` is within ``limit`` bytes, else a lower bound of its size (cheaply).
+
+    A text of more characters than the limit is over it without encoding it; one of at most a
+    quarter as many characters is within it (UTF-8 uses at most 4 bytes a character).
+    """
     if isinstance(text, bytes | bytearray):
         return len(text) if len(text) > limit else None
     if len(text) > limit:
-        return len(text)  # a lower bound, and already over
+        return len(text)
     if len(text) * _MAX_UTF8_BYTES_PER_CHAR <= limit:
         return None
     size = len(text.encode("utf-8", "surrogatepass"))
@@ -175,7 +177,7 @@ def loads(
     if size is not None:
         raise _refuse(
             what,
-            f"is {size} bytes, over the limit of {max_bytes} bytes",
+            f"is at least {size} bytes, over the limit of {max_bytes} bytes",
             "Refused before parsing; nothing was changed.",
             continuation_id,
         )
@@ -250,54 +252,33 @@ def check_value(
     """Refuse a decision value (respond value, edited args...) over the value limits.
 
     The value is measured as the compact JSON it is stored as. Values JSON has no type for
-    (dates, tuples, models) are measured in their JSON form.
+    (dates, sets, models) are measured in the JSON form pydantic gives them.
 
     Raises:
         MalformedContinuation: If it nests too deeply, is too large, holds NaN or infinity, or
             cannot be represented as JSON at all.
     """
     check_tree(value, what=what, max_depth=max_depth, continuation_id=continuation_id)
-    plain = value
-    if not _is_plain(value):
+    try:  # within the depth limit, so the encoder cannot recurse too deeply
+        text = _compact(value)
+    except (TypeError, ValueError):
         try:
             plain = to_jsonable_python(value)
-        except ValueError as exc:  # pydantic's serialization errors, its own depth limit too
+            check_tree(plain, what=what, max_depth=max_depth, continuation_id=continuation_id)
+            text = _compact(plain)
+        except (TypeError, ValueError) as exc:  # pydantic's errors, its depth limit too
             raise _refuse(
                 what, f"cannot be stored as JSON ({exc})", "Use JSON values.", continuation_id
             ) from exc
-        check_tree(plain, what=what, max_depth=max_depth, continuation_id=continuation_id)
-    try:
-        text = json.dumps(plain, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise _refuse(
-            what, f"cannot be stored as JSON ({exc})", "Use JSON values.", continuation_id
-        ) from exc
     size = _size(text, max_bytes)
     if size is not None:
         raise _refuse(
             what,
-            f"is {size} bytes as JSON, over the limit of {max_bytes} bytes",
+            f"is at least {size} bytes as JSON, over the limit of {max_bytes} bytes",
             "Store large data elsewhere and pass a reference.",
             continuation_id,
         )
 
 
-_PLAIN_SCALARS: Final[tuple[type, ...]] = (str, int, float, bool, type(None))
-
-
-def _is_plain(value: Any) -> bool:
-    """Whether ``value`` is made of JSON types only (dict with str keys, list, scalars)."""
-    level = [value]
-    while level:
-        below: list[Any] = []
-        for node in level:
-            if isinstance(node, dict):
-                if not all(type(k) is str for k in node):
-                    return False
-                below.extend(node.values())
-            elif type(node) is list:
-                below.extend(node)
-            elif not isinstance(node, _PLAIN_SCALARS):
-                return False
-        level = below
-    return True
+def _compact(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)

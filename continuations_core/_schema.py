@@ -11,6 +11,7 @@ part and are bound to their call by ``(path, tool, args_digest)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -20,7 +21,6 @@ from typing import Annotated, Any, Literal
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
-from pydantic_core import to_json
 
 from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_tree, loads
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
@@ -490,8 +490,8 @@ class Continuation(_Model):
     def from_json(cls, text: str | bytes) -> Continuation:
         """Load a continuation from JSON text (verify it with :meth:`verify` or on resume).
 
-        The text is parsed strictly, within the limits of ``continuations_core._limits``
-        (size, depth, no duplicate keys, no NaN or Infinity), before anything else reads it.
+        The text is parsed strictly before anything else reads it: within ``MAX_DOCUMENT_BYTES``
+        and ``MAX_DEPTH``, with no repeated key in an object and no NaN or Infinity.
 
         Raises:
             MalformedContinuation: If the text is not a continuation document, or breaks a limit.
@@ -578,11 +578,8 @@ def _unsigned_size(data: dict[str, Any]) -> int:
     size = 0
     for key in ("signature", "decisions"):
         if key in data:
-            try:
-                value = canonical_json(data[key])
-            except (TypeError, ValueError):  # not plain JSON (dates...): validation decides
-                value = to_json(data[key])
-            size += len(key) + 4 + len(value)
+            with contextlib.suppress(TypeError, ValueError):  # not JSON: validation decides
+                size += len(key) + 4 + len(canonical_json(data[key]))
     return size
 
 

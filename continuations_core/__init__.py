@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from ._decisions import CallPlan, FramePlan
 from ._durable import idempotency_key, idempotent
+from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH
 from ._markers import ApprovalSpec, approval_spec, requires_approval
 from ._policies import (
     EveryNTurns,
@@ -79,6 +80,10 @@ from .stores import (
 __version__ = "0.1.0"
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_VALUE_BYTES",
+    "MAX_VALUE_DEPTH",
     "SCHEMA_VERSION",
     "AccessError",
     "AgentDrift",

@@ -13,7 +13,9 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import jsonschema
+from pydantic import ValidationError
 
+from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_value, loads
 from ._schema import (
     Approve,
     Continuation,
@@ -29,6 +31,7 @@ from .errors import (
     AlreadyDecided,
     ContinuationExpired,
     InvalidDecision,
+    MalformedContinuation,
     MissingDecisions,
     UnknownPath,
 )
@@ -41,6 +44,8 @@ __all__ = [
     "attach_records",
     "build_plan",
     "check_args",
+    "check_record",
+    "load_records",
 ]
 
 ExpiryMode = Literal["raise", "deny"]
@@ -52,7 +57,10 @@ def check_args(call: PendingCall, args: dict[str, Any], *, continuation_id: str 
 
     Raises:
         InvalidDecision: If the args do not match the schema.
+        MalformedContinuation: If they break the value limits (``MAX_VALUE_DEPTH``,
+            ``MAX_VALUE_BYTES``) or hold NaN or infinity.
     """
+    check_value(args, what=f"edited args for {call.tool!r}", continuation_id=continuation_id)
     if not isinstance(args, dict):
         raise InvalidDecision(
             f"Edited args for {call.tool!r} must be an object, got {type(args).__name__}.",
@@ -69,6 +77,63 @@ def check_args(call: PendingCall, args: dict[str, Any], *, continuation_id: str 
             f"{errors[0].message}. Fix the args and decide again.",
             continuation_id=continuation_id,
         )
+
+
+def check_record(record: DecisionRecord, *, continuation_id: str | None) -> None:
+    """Refuse a decision whose value, message, comment or ``by`` is over the value limits.
+
+    Raises:
+        MalformedContinuation: If a respond value or edited args nest deeper than
+            ``MAX_VALUE_DEPTH``, or any of them is larger than ``MAX_VALUE_BYTES`` as JSON, or
+            holds NaN or infinity (G15).
+    """
+    decision = record.decision
+    where = " > ".join(record.path)
+    if isinstance(decision, Respond):
+        value, what = decision.value, f"respond value for {where}"
+    elif isinstance(decision, Approve):
+        value, what = decision.args, f"edited args for {where}"
+    else:
+        value, what = decision.message, f"deny message for {where}"
+    check_value(value, what=what, continuation_id=continuation_id)
+    for text, name in ((record.comment, "comment"), (record.by, "'by'")):
+        if text is not None:
+            check_value(
+                text, what=f"{name} of the decision for {where}", continuation_id=continuation_id
+            )
+
+
+def load_records(text: str | bytes, *, continuation_id: str | None) -> tuple[DecisionRecord, ...]:
+    """Parse a stored list of decision records strictly (a store's ``decisions`` column).
+
+    Raises:
+        MalformedContinuation: If the text breaks the JSON limits, is not a list of decision
+            records, or a record breaks the value limits.
+    """
+    data = loads(
+        text,
+        what="stored decision list",
+        max_bytes=MAX_DOCUMENT_BYTES,
+        max_depth=MAX_DEPTH,
+        continuation_id=continuation_id,
+    )
+    if not isinstance(data, list):
+        raise MalformedContinuation(
+            "The stored decisions are not a JSON list. Nothing was changed.",
+            continuation_id=continuation_id,
+        )
+    try:
+        records = tuple(DecisionRecord.model_validate(item) for item in data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        raise MalformedContinuation(
+            f"A stored decision does not match the decision schema: {first['loc']} "
+            f"{first['msg']}. Nothing was changed.",
+            continuation_id=continuation_id,
+        ) from exc
+    for record in records:
+        check_record(record, continuation_id=continuation_id)
+    return records
 
 
 def _check_fits(cont: Continuation, call: PendingCall, decision: Decision) -> None:
@@ -103,7 +168,6 @@ def attach(
     """
     target = tuple(path.path if isinstance(path, Request) else path)
     call = cont.pending_call(target)
-    _check_fits(cont, call, decision)
     record = DecisionRecord(
         path=target,
         tool=call.tool,
@@ -112,6 +176,8 @@ def attach(
         by=by,
         comment=comment,
     )
+    check_record(record, continuation_id=cont.id)  # limits first: schema checks recurse
+    _check_fits(cont, call, decision)
     existing = cont.decision_for(target)
     if existing is not None and not replace:
         raise already_decided(existing, continuation_id=cont.id)
@@ -150,6 +216,7 @@ def _sorted(records: list[DecisionRecord]) -> tuple[DecisionRecord, ...]:
 
 
 def _check_binding(cont: Continuation, record: DecisionRecord) -> PendingCall:
+    check_record(record, continuation_id=cont.id)
     try:
         call = cont.pending_call(record.path)
     except UnknownPath as exc:

@@ -11,6 +11,7 @@ part and are bound to their call by ``(path, tool, args_digest)``.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import uuid
@@ -21,6 +22,7 @@ from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
 
+from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_tree, loads
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
     ContinuationTampered,
@@ -461,8 +463,24 @@ class Continuation(_Model):
     # -- JSON ------------------------------------------------------------------------------
 
     def to_json(self) -> str:
-        """Serialize to compact JSON text."""
-        return json.dumps(self.to_dict(), separators=(",", ":"), ensure_ascii=False)
+        """Serialize to compact JSON text.
+
+        Like every JSON dump of the models (and the signed payload), it writes a NaN or
+        infinite float held in framework state as ``null``: the text is always strict JSON.
+
+        Raises:
+            MalformedContinuation: If a value cannot be written as JSON (framework state
+                nesting too deep to serialize, or of a type JSON has no form for).
+        """
+        try:
+            data = self.to_dict()
+            return json.dumps(data, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        except (ValueError, RecursionError) as exc:
+            raise MalformedContinuation(
+                f"The continuation cannot be written as JSON: {exc}. Keep framework state, "
+                f"args and decision values JSON values within {MAX_DEPTH} levels of nesting.",
+                continuation_id=self.id,
+            ) from exc
 
     def to_dict(self) -> dict[str, Any]:
         """Serialize to a JSON-compatible dict."""
@@ -472,21 +490,30 @@ class Continuation(_Model):
     def from_json(cls, text: str | bytes) -> Continuation:
         """Load a continuation from JSON text (verify it with :meth:`verify` or on resume).
 
+        The text is parsed strictly before anything else reads it: within ``MAX_DOCUMENT_BYTES``
+        and ``MAX_DEPTH``, with no repeated key in an object and no NaN or Infinity.
+
         Raises:
-            MalformedContinuation: If the text is not a continuation document.
+            MalformedContinuation: If the text is not a continuation document, or breaks a limit.
             UnsupportedSchemaVersion: If it was written by a newer schema version.
         """
-        try:
-            data = json.loads(text)
-        except (ValueError, UnicodeDecodeError) as exc:
-            raise MalformedContinuation(
-                f"Not valid JSON ({exc}). The continuation text was truncated or corrupted."
-            ) from exc
-        return cls.from_dict(data)
+        return cls._load(loads(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> Continuation:
-        """Load a continuation from a parsed JSON document; see :meth:`from_json`."""
+        """Load a continuation from a parsed JSON document; see :meth:`from_json`.
+
+        Raises:
+            MalformedContinuation: If it is not a continuation document, nests deeper than
+                the document limit, or holds NaN or infinity.
+            UnsupportedSchemaVersion: If it was written by a newer schema version.
+        """
+        check_tree(data)
+        return cls._load(data)
+
+    @classmethod
+    def _load(cls, data: Any) -> Continuation:
+        """Load a parsed document that is within the depth limit and holds no NaN/inf."""
         if not isinstance(data, dict):
             raise MalformedContinuation("A continuation document must be a JSON object.")
         cid = data.get("id") if isinstance(data.get("id"), str) else None
@@ -506,6 +533,13 @@ class Continuation(_Model):
             signed_bytes = canonical_json(_signed_part(data))
         except (TypeError, ValueError) as exc:
             raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
+        size = len(signed_bytes) + _unsigned_size(data)
+        if size > MAX_DOCUMENT_BYTES:
+            raise MalformedContinuation(
+                f"The continuation document is {size} bytes as compact JSON, over the limit of "
+                f"{MAX_DOCUMENT_BYTES} bytes. Nothing was changed.",
+                continuation_id=cid,
+            )
         upgraded = data
         for v in range(version, SCHEMA_VERSION):
             upgraded = _MIGRATIONS[v](upgraded)
@@ -525,6 +559,10 @@ class Continuation(_Model):
                 "takes one decision; remove the extra ones and decide again.",
                 continuation_id=cid,
             )
+        from ._decisions import check_record
+
+        for record in cont.decisions:
+            check_record(record, continuation_id=cid)
         # Older documents were signed in their own version's form; keep those bytes.
         cont._signed_bytes = signed_bytes
         cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
@@ -533,6 +571,16 @@ class Continuation(_Model):
 
 def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
+
+
+def _unsigned_size(data: dict[str, Any]) -> int:
+    """Bytes the unsigned fields add to the signed part's compact JSON: ``,"key":value``."""
+    size = 0
+    for key in ("signature", "decisions"):
+        if key in data:
+            with contextlib.suppress(TypeError, ValueError):  # not JSON: validation decides
+                size += len(key) + 4 + len(canonical_json(data[key]))
+    return size
 
 
 PendingCall.model_rebuild()

@@ -9,11 +9,14 @@ call by path, tool name and a digest of the original args instead.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import hmac
 import json
 import os
 import secrets
+import stat
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -24,6 +27,23 @@ __all__ = ["ALGORITHM", "Keyring", "canonical_json", "digest"]
 
 ALGORITHM: Final = "HMAC-SHA256"
 _MIN_KEY_BYTES = 16
+_OPEN_TO_OTHERS = stat.S_IRWXG | stat.S_IRWXO  # any permission bit for group or others
+
+
+def _create_key_file(path: Path, content: str) -> None:
+    """Write ``content`` to a new file ``path`` with mode 0600, atomically.
+
+    It is written to a private temporary file first and linked into place, so no reader
+    sees a partial file; if another process created ``path`` first, its file is kept.
+    """
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")  # mode 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(content)
+        with contextlib.suppress(FileExistsError):
+            os.link(tmp, path)
+    finally:
+        os.unlink(tmp)
 
 
 def canonical_json(value: Any) -> bytes:
@@ -120,16 +140,38 @@ class Keyring:
         """Load a keyring file, creating it with one random key and mode 0600 if missing.
 
         Meant for zero-configuration local use (the demo); production should use
-        :meth:`from_env` or construct the keyring from a secrets manager.
+        :meth:`from_env` or construct the keyring from a secrets manager. Like ssh with a
+        private key, an existing file that group or others may read or write is refused.
+        Processes racing to create the file all end up with the same key.
+
+        Raises:
+            ConfigurationError: If the file is open to group or others (run ``chmod 600`` on
+                it), or does not hold keys in :meth:`parse` format.
         """
         p = Path(path)
         if not p.exists():
             p.parent.mkdir(parents=True, exist_ok=True)
-            secret = base64.b64encode(secrets.token_bytes(32)).decode()
-            fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as fh:
-                fh.write(f"{kid}={secret}\n")
-        return cls.parse(p.read_text().strip())
+            _create_key_file(p, f"{kid}={base64.b64encode(secrets.token_bytes(32)).decode()}\n")
+        return cls._from_key_file(p)
+
+    @classmethod
+    def _from_key_file(cls, path: Path) -> Keyring:
+        fd = os.open(path, os.O_RDONLY)
+        with os.fdopen(fd, "r", encoding="utf-8") as fh:
+            # The mode of the file actually opened (after any symlink), not of a path that
+            # could be swapped between a check and the read.
+            mode = os.fstat(fh.fileno()).st_mode
+            if os.name == "posix" and mode & _OPEN_TO_OTHERS:
+                raise ConfigurationError(
+                    f"The key file {path} is open to group or others (mode "
+                    f"{stat.S_IMODE(mode):04o}), so it is refused, as ssh refuses such a key. "
+                    f"Run `chmod 600 {path}`, and rotate the key if others may have read it."
+                )
+            text = fh.read().strip()
+        try:
+            return cls.parse(text)
+        except ConfigurationError as exc:
+            raise ConfigurationError(f"The key file {path} is not usable: {exc}") from None
 
     def export(self) -> str:
         """Return the keyring in :meth:`parse` format, active key first."""

@@ -19,15 +19,25 @@ import contextlib
 import getpass
 import json
 import os
+import re
 import sys
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
 from . import __version__
+from ._limits import MAX_VALUE_BYTES, MAX_VALUE_DEPTH, loads
 from ._schema import Approve, Continuation, DecisionRecord, Deny, Request, json_schema
 from ._signing import Keyring
-from .errors import ConfigurationError, ContinuationError, InvalidDecision, UnknownPath
+from ._terminal import inert, inert_json
+from .errors import (
+    ConfigurationError,
+    ContinuationError,
+    InvalidDecision,
+    MalformedContinuation,
+    UnknownPath,
+    UnsignedContinuation,
+)
 from .stores import STATUSES, SyncStore, open_store
 
 __all__ = ["main"]
@@ -35,6 +45,9 @@ __all__ = ["main"]
 STORE_ENV = "CONTINUATIONS_STORE"
 KEYS_ENV = "CONTINUATIONS_SIGNING_KEYS"
 Handler = Callable[[argparse.Namespace], None]
+# A request number is 1 to 6 ASCII digits: "²" and "٣" are digits to str.isdigit, not to us.
+_REQUEST_NUMBER = re.compile(r"[0-9]{1,6}")
+_SHOWN_CHARS = 60  # how much of a bad argument an error message repeats
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -48,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         handler(args)
     except ContinuationError as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"error: {inert(str(exc))}", file=sys.stderr)
         return 2
     except BrokenPipeError:  # the reader went away (`| head`); not worth a traceback
         with contextlib.suppress(OSError, ValueError):
@@ -66,7 +79,7 @@ def _cmd_schema(args: argparse.Namespace) -> None:
 
 def _cmd_keygen(args: argparse.Namespace) -> None:
     spec = Keyring.generate(args.kid).export()
-    _emit(args, {"kid": args.kid, "keys": spec, "env": KEYS_ENV}, spec)
+    _emit(args, {"kid": args.kid, "keys": spec, "env": KEYS_ENV}, [spec])
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
@@ -93,14 +106,14 @@ def _cmd_list(args: argparse.Namespace) -> None:
         f"{r['undecided']}/{r['requests']}"
         for r in rows
     ]
-    _emit(args, rows, "\n".join(lines) if rows else "No continuations.")
+    _emit(args, rows, lines if rows else ["No continuations."])
 
 
 def _cmd_show(args: argparse.Namespace) -> None:
     with _open(args) as store:
         stored = store.get(args.id)
     cont = stored.continuation
-    signature = _signature(cont)
+    signature = _verification(cont)
     requests = [_request_view(cont, i, r) for i, r in enumerate(cont.requests, 1)]
     view = {
         "id": stored.id,
@@ -134,20 +147,31 @@ def _cmd_show(args: argparse.Namespace) -> None:
             f"    expires:  {_expiry(item['expires_at'])}",
             f"    decision: {_describe(item['decision'])}",
         ]
-    _emit(args, view, "\n".join(lines))
+    _emit(args, view, lines)
+    _warn_if_unverified(signature)
 
 
 def _cmd_decide(args: argparse.Namespace) -> None:
     with _open(args) as store:
         stored = store.get(args.id)
         cont = stored.continuation
+        signature = _verification(cont)  # before anything is decided: a bad one refuses
         number, path = _resolve(cont, args.request)
         by = args.by if args.by is not None else _whoami()
         # The core builds the record, so kind, schema and binding are checked before writing.
         if args.command == "approve":
-            edited = _json_arg("--args", args.args) if args.args is not None else None
-            if edited is not None and not isinstance(edited, dict):
-                raise InvalidDecision("--args must be a JSON object.", continuation_id=cont.id)
+            edited = None
+            if args.args is not None:
+                changes = _json_arg("--args", args.args)
+                if not isinstance(changes, dict):
+                    raise InvalidDecision(
+                        "--args must be a JSON object of the args to change, e.g. "
+                        "--args '{\"amount\": 4000}'.",
+                        continuation_id=cont.id,
+                    )
+                # Partial edits: the keys given replace the original's, the rest stay. The
+                # merged args are what is validated against the tool schema and recorded.
+                edited = {**cont.pending_call(path).args, **changes}
             decided = cont.approve(
                 path, args=edited, by=by, comment=args.comment, replace=args.replace
             )
@@ -169,14 +193,16 @@ def _cmd_decide(args: argparse.Namespace) -> None:
         "status": result.status,
         "version": result.version,
         "undecided": len(result.continuation.undecided),
+        "signature": signature,
         "decision": decision,
     }
-    text = (
-        f"Recorded for [{number}] {' > '.join(path)}: {_describe(decision)}\n"
+    lines = [
+        f"Recorded for [{number}] {' > '.join(path)}: {_describe(decision)}",
         f"Continuation {result.id} is now {result.status} "
-        f"({view['undecided']} undecided, version {result.version})."
-    )
-    _emit(args, view, text)
+        f"({view['undecided']} undecided, version {result.version}); signature: {signature}.",
+    ]
+    _emit(args, view, lines)
+    _warn_if_unverified(signature)
 
 
 def _cmd_audit(args: argparse.Namespace) -> None:
@@ -188,7 +214,7 @@ def _cmd_audit(args: argparse.Namespace) -> None:
         f"{json.dumps(e.detail, ensure_ascii=False, separators=(',', ':'))}"
         for e in events
     ]
-    _emit(args, rows, "\n".join(lines) if lines else f"No audit events for run {args.run_id}.")
+    _emit(args, rows, lines or [f"No audit events for run {args.run_id}."])
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -241,8 +267,12 @@ def _cmd_inbox(args: argparse.Namespace) -> None:
     serve(args, url)
 
 
-def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
-    print(json.dumps(data, indent=2, ensure_ascii=False) if args.json else text)
+def _emit(args: argparse.Namespace, data: Any, lines: list[str]) -> None:
+    """Print ``data`` as JSON with ``--json``, else ``lines``; either way inert in a terminal."""
+    if args.json:
+        print(inert_json(json.dumps(data, indent=2, ensure_ascii=False)))
+    else:
+        print("\n".join(inert(line) for line in lines))
 
 
 def _open(args: argparse.Namespace) -> SyncStore:
@@ -260,19 +290,23 @@ def _whoami() -> str | None:
 
 
 def _json_arg(flag: str, text: str) -> Any:
+    """Parse a JSON argument strictly, within the limits of a decision value."""
     try:
-        return json.loads(text)
-    except ValueError as exc:
-        raise InvalidDecision(
-            f"{flag} is not valid JSON ({exc}). Quote strings as JSON, e.g. {flag} '\"text\"'."
+        return loads(
+            text, what=f"{flag} argument", max_bytes=MAX_VALUE_BYTES, max_depth=MAX_VALUE_DEPTH
+        )
+    except MalformedContinuation as exc:
+        raise MalformedContinuation(
+            f"{exc} Quote strings as JSON, e.g. {flag} '\"text\"'."
         ) from exc
 
 
 def _resolve(cont: Continuation, text: str) -> tuple[int, tuple[str, ...]]:
     """Turn a request number (1-based, as ``show`` numbers them) or a JSON path into a path."""
     requests = cont.requests
-    if text.strip().startswith("["):
-        path = _json_arg("REQUEST", text)
+    given = text.strip()
+    if given.startswith("["):
+        path = _json_arg("REQUEST", given)
         if not isinstance(path, list) or not all(isinstance(p, str) for p in path):
             raise UnknownPath(
                 "A REQUEST path must be a JSON array of strings.", continuation_id=cont.id
@@ -281,10 +315,11 @@ def _resolve(cont: Continuation, text: str) -> tuple[int, tuple[str, ...]]:
             if request.path == tuple(path):
                 return number, request.path
         cont.pending_call(tuple(path))  # raises UnknownPath listing the pending paths
-    if text.strip().isdigit() and 1 <= int(text) <= len(requests):
-        return int(text), requests[int(text) - 1].path
+    if _REQUEST_NUMBER.fullmatch(given) and 1 <= int(given) <= len(requests):
+        return int(given), requests[int(given) - 1].path
+    shown = given if len(given) <= _SHOWN_CHARS else f"{given[:_SHOWN_CHARS]}..."
     raise UnknownPath(
-        f"There is no request {text!r}: this continuation has {len(requests)} request(s), "
+        f"There is no request {shown!r}: this continuation has {len(requests)} request(s), "
         "numbered from 1 by `show`. Pass one of those numbers or a JSON array path.",
         continuation_id=cont.id,
     )
@@ -299,14 +334,37 @@ def _request_view(cont: Continuation, number: int, request: Request) -> dict[str
     }
 
 
-def _signature(cont: Continuation) -> str:
-    if cont.signature is None:
-        return "none (unsigned)"
+def _verification(cont: Continuation) -> str:
+    """Verify the stored document with ``$CONTINUATIONS_SIGNING_KEYS``; say what was checked.
+
+    With keys configured, a document that does not verify (tampered, unknown key, unsigned) is
+    an error, not a display detail. Without keys the document cannot be checked: commands say
+    so in their output and, once done, on stderr, in the same words for every command.
+
+    Raises:
+        SignatureError: If keys are configured and the document does not verify with them.
+    """
     spec = os.environ.get(KEYS_ENV)
-    if not spec:
-        return f"key {cont.signature.kid}, not verified (set ${KEYS_ENV} to verify)"
-    cont.verify(Keyring.parse(spec))  # a tampered document is an error, not a display detail
-    return f"verified with key {cont.signature.kid}"
+    if spec:
+        if cont.signature is None:
+            raise UnsignedContinuation(
+                f"The stored document is not signed, but ${KEYS_ENV} is set: it cannot be "
+                "verified, so it is refused. Nothing was changed. Find out how an unsigned "
+                "continuation got into this store before deciding on it.",
+                continuation_id=cont.id,
+            )
+        cont.verify(Keyring.parse(spec))
+        return f"verified with key {cont.signature.kid}"
+    if cont.signature is None:
+        status = "not verified (the document is not signed)"
+    else:
+        status = f"not verified (signed with key {cont.signature.kid}; set ${KEYS_ENV} to verify)"
+    return status
+
+
+def _warn_if_unverified(signature: str) -> None:
+    if not signature.startswith("verified"):
+        print(f"warning: signature {inert(signature)}", file=sys.stderr)
 
 
 def _expiry(value: str | None) -> str:
@@ -372,7 +430,13 @@ def _parser() -> argparse.ArgumentParser:
     cmd.add_argument("--limit", type=int, default=100)
     add("show", _cmd_show, "show a continuation's requests", with_store).add_argument("id")
     approve = add("approve", _cmd_decide, "approve a request", decide)
-    approve.add_argument("--args", help="edited args as a JSON object")
+    approve.add_argument(
+        "--args",
+        metavar="JSON",
+        help="edit the call's args: a JSON object of the args to change, merged onto the "
+        "original args (args not given keep their values; nested objects are replaced whole), "
+        "then validated against the tool's schema",
+    )
     deny = add("deny", _cmd_decide, "deny a request", decide)
     deny.add_argument("--message", default="The tool call was denied.", help="told to the model")
     respond = add("respond", _cmd_decide, "answer an input request", decide)

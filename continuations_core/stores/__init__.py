@@ -34,6 +34,7 @@ from typing import Any, TypeVar
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, MissingExtra
 from ._base import STATUSES, AuditEvent, Claim, Status, Store, StoredContinuation
+from ._urls import redact, scrub
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
@@ -75,7 +76,8 @@ def open_store(url: str) -> Store:
             ``postgresql://…``/``postgres://…`` or ``redis://…``.
 
     Raises:
-        ConfigurationError: If the scheme is unknown, or its backend is not in this version.
+        ConfigurationError: If the scheme is unknown, the URL does not parse, or its backend
+            is not in this version. Messages never repeat a password from the URL.
         MissingExtra: If the backend's driver is not installed; it names the pip extra.
     """
     scheme, sep, _ = url.partition("://")
@@ -89,7 +91,7 @@ def open_store(url: str) -> Store:
     if scheme in _DRIVER_BACKENDS:
         return _open_driver_backend(url, *_DRIVER_BACKENDS[scheme])
     raise ConfigurationError(
-        f"Unknown store URL {url!r}. Supported: {SUPPORTED}, or a path ending "
+        f"Unknown store URL {redact(url)!r}. Supported: {SUPPORTED}, or a path ending "
         f"{'/'.join(_SQLITE_SUFFIXES)}."
     )
 
@@ -126,7 +128,13 @@ def _open_driver_backend(url: str, module: str, driver: str, extra: str) -> Stor
             f"The {module} store backend is not available in this version of "
             "agent-continuations. Use sqlite:///path.db, or upgrade the package."
         ) from exc
-    store = backend.from_url(url)
+    try:
+        store = backend.from_url(url)
+    except ValueError as exc:  # the URL does not parse; drivers may repeat parts of it
+        raise ConfigurationError(
+            f"Invalid store URL {redact(url)!r}: {scrub(str(exc), url)}. Check its form: "
+            f"{SUPPORTED}."
+        ) from None
     if not isinstance(store, Store):
         raise ConfigurationError(f"{name}.from_url did not return a Store.")
     return store

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -45,6 +46,7 @@ from ._rules import (
     not_found,
     recorded_event,
 )
+from ._urls import redact, scrub
 
 try:
     import psycopg
@@ -165,10 +167,16 @@ class PostgresStore(RowStore):
         return sql.SQL(template).format(s=self._ident)
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
+        text = scrub(str(exc), self._url) if self._url else str(exc)
+        reason = " ".join(text.split()).rstrip(".")  # libpq's messages span lines
         return StoreUnavailable(
-            f"PostgreSQL store {self._where} (schema {self.schema!r}) failed: {exc}. Check that "
-            "the server is running and reachable, then retry."
+            f"PostgreSQL store {self._where} (schema {self.schema!r}) failed: {reason}. Check "
+            "that the server is running and reachable, then retry."
         )
+
+    def _cause(self, exc: BaseException) -> BaseException | None:
+        """``exc`` to chain, unless its text repeats a secret of the URL (tracebacks show it)."""
+        return exc if not self._url or scrub(str(exc), self._url) == str(exc) else None
 
     async def _ensure(self) -> None:
         """Connect and migrate on first use (``open_store`` is synchronous)."""
@@ -194,7 +202,7 @@ class PostgresStore(RowStore):
                     async with self._connection() as conn:
                         await self._migrate(conn)
             except psycopg.Error as exc:
-                raise self._unavailable(exc) from exc
+                raise self._unavailable(exc) from self._cause(exc)
             self._migrated = True
 
     @asynccontextmanager
@@ -215,7 +223,7 @@ class PostgresStore(RowStore):
             async with self._connection() as conn, conn.transaction():
                 yield conn
         except psycopg.Error as exc:
-            raise self._unavailable(exc) from exc
+            raise self._unavailable(exc) from self._cause(exc)
 
     async def _migrate(self, conn: Connection) -> None:
         key = hashlib.blake2b(f"agent-continuations:{self.schema}".encode(), digest_size=8)
@@ -406,7 +414,7 @@ class PostgresStore(RowStore):
                         ids.append(note.payload)
             except psycopg.Error as exc:
                 await self._stop_listening()
-                raise self._unavailable(exc) from exc
+                raise self._unavailable(exc) from self._cause(exc)
         return list(dict.fromkeys(ids))
 
     @asynccontextmanager
@@ -462,7 +470,7 @@ def _utc(value: datetime) -> datetime:
 def _row(r: dict[str, Any]) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r["id"]),
         version=r["version"],
         status=r["status"],
         created_at=_utc(r["created_at"]),
@@ -479,10 +487,12 @@ def _dump(records: tuple[DecisionRecord, ...]) -> str:
 
 def _describe(conninfo: object) -> str:
     """Where the store connects, for error messages: never the password."""
+    if not isinstance(conninfo, str):
+        return "postgresql://(unknown)"
     try:
-        params = conninfo_to_dict(conninfo) if isinstance(conninfo, str) else {}
-    except psycopg.Error:
-        params = {}
+        params = conninfo_to_dict(conninfo)
+    except psycopg.Error:  # it will fail to connect, saying why; name it as given, redacted
+        return redact(conninfo)
     user = f"{params['user']}@" if params.get("user") else ""
     host, port = params.get("host") or "localhost", params.get("port") or 5432
     return f"postgresql://{user}{host}:{port}/{params.get('dbname') or ''}"

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeAlias, TypeVar, cast
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from ._base import (
@@ -49,6 +50,7 @@ from ._rules import (
     not_found,
     recorded_event,
 )
+from ._urls import redact, scrub
 
 try:
     from redis.asyncio import Redis
@@ -100,12 +102,19 @@ class RedisStore(RowStore):
         if not prefix or any(c in prefix for c in "*?[]"):
             raise ConfigurationError(f"Invalid Redis key prefix {prefix!r}: use plain text.")
         self._owns = isinstance(url_or_client, str)
+        self._url = url_or_client if isinstance(url_or_client, str) else ""
         if isinstance(url_or_client, str):
-            self._where = _redact(url_or_client)
-            # A read that never returns must fail (and the lease expire) rather than hang a worker.
-            url_or_client = Redis.from_url(
-                url_or_client, socket_connect_timeout=10, socket_timeout=30
-            )
+            self._where = redact(url_or_client)
+            try:
+                # A read that never returns must fail (and the lease expire), not hang a worker.
+                url_or_client = Redis.from_url(
+                    url_or_client, socket_connect_timeout=10, socket_timeout=30
+                )
+            except ValueError as exc:  # redis-py parses the URL here
+                raise ConfigurationError(
+                    f"Invalid Redis URL {self._where!r}: {scrub(str(exc), self._url).rstrip('.')}. Use "
+                    "redis://[:password@]host:port/db?prefix=name."
+                ) from None
         else:
             kwargs = url_or_client.connection_pool.connection_kwargs
             self._where = f"redis://{kwargs.get('host', '?')}:{kwargs.get('port', '?')}"
@@ -128,10 +137,11 @@ class RedisStore(RowStore):
         try:
             yield
         except RedisError as exc:
+            reason = " ".join(scrub(str(exc), self._url).split()).rstrip(".")
             raise StoreUnavailable(
-                f"Redis store {self._where} (prefix {self.prefix!r}) failed: {exc}. Check that "
-                "the server is running and reachable, then retry."
-            ) from exc
+                f"Redis store {self._where} (prefix {self.prefix!r}) failed: {reason}. Check "
+                "that the server is running and reachable, then retry."
+            ) from (exc if scrub(str(exc), self._url) == str(exc) else None)
 
     async def _open(self) -> Redis:
         if self._closed:
@@ -403,7 +413,7 @@ def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
     lease = r.get("lease_until")
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r.get("id")),
         version=int(r["version"]),
         status=cast(Status, r["status"]),
         created_at=datetime.fromisoformat(r["created_at"]),
@@ -416,11 +426,3 @@ def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
 
 def _dump(records: tuple[DecisionRecord, ...]) -> str:
     return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return urlunsplit(parts._replace(query=""))
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}", query=""))

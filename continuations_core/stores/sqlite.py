@@ -24,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
+from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, StoreUnavailable
 from ._base import (
@@ -44,6 +45,7 @@ from ._rules import (
     recorded_event,
     utcnow,
 )
+from ._urls import redact
 
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
@@ -95,7 +97,7 @@ def sqlite_path(target: str | os.PathLike[str]) -> str:
     if rest.startswith("///"):
         return os.path.expanduser(rest[3:])
     raise ConfigurationError(
-        f"Unsupported SQLite URL {text!r}: use sqlite:///relative/path.db or "
+        f"Unsupported SQLite URL {redact(text)!r}: use sqlite:///relative/path.db or "
         "sqlite:////absolute/path.db."
     )
 
@@ -356,7 +358,7 @@ def _read(conn: sqlite3.Connection, id: str) -> Row:
 def _row(r: sqlite3.Row) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
+        decisions=load_records(r["decisions"], continuation_id=r["id"]),
         version=r["version"],
         status=r["status"],
         created_at=datetime.fromisoformat(r["created_at"]),

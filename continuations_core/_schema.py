@@ -1,9 +1,13 @@
-"""The continuation document, schema version 2 (DESIGN.md section 2, G11).
+"""The continuation document, schema version 3 (DESIGN.md section 2, G11).
 
 A :class:`Continuation` holds the root :class:`Frame` of a suspended run. Each frame holds one
 agent's native state (serialized by the framework's own adapters) and its pending calls; a
-pending call of kind ``child`` holds the frame of the sub-agent it is waiting on, so the tree
-can be arbitrarily deep and may mix frameworks.
+pending call of kind ``child`` holds the sub-agent runs it is waiting on (:class:`ChildRun`,
+one per sub-agent run the tool body started and that did not complete), so the tree can be
+arbitrarily deep, several sub-agents may wait under one call, and frameworks may mix.
+
+A path alternates call segments (``"<tool>:<call_id>@<step>"``) and, below a delegating call,
+run segments naming the sub-agent run (``"<agent>#<prompt digest>.<occurrence>"``).
 
 Everything but ``signature`` and ``decisions`` is signed. Decisions live outside the signed
 part and are bound to their call by ``(path, tool, args_digest)``.
@@ -14,9 +18,9 @@ from __future__ import annotations
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, NamedTuple
 from urllib.parse import quote
 
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
@@ -35,6 +39,7 @@ __all__ = [
     "SCHEMA_VERSION",
     "Approve",
     "CallKind",
+    "ChildRun",
     "Continuation",
     "Decision",
     "DecisionRecord",
@@ -43,26 +48,17 @@ __all__ = [
     "PendingCall",
     "Request",
     "Respond",
+    "RunKey",
     "Signature",
     "json_schema",
+    "run_segment",
     "segment",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CallKind = Literal["approval", "input", "child"]
 Path = tuple[str, ...]
-
-
-# Loading upgrades older documents through these pure functions: _MIGRATIONS[n] takes a
-# version-n document (a dict) and returns a version n+1 document.
-def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    # Version 2 added PendingCall.step and .approvers and Continuation.started_by, all optional;
-    # a version 1 document is a valid version 2 document with those absent.
-    return {**data, "schema": 2}
-
-
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
 
 
 def segment(tool: str, call_id: str, step: int | None = None) -> str:
@@ -75,6 +71,44 @@ def segment(tool: str, call_id: str, step: int | None = None) -> str:
     """
     text = f"{quote(tool, safe='')}:{quote(call_id, safe='')}"
     return text if step is None else f"{text}@{step}"
+
+
+#: Hex digits of the prompt digest a run segment shows.
+RUN_SEGMENT_DIGEST = 12
+
+
+class RunKey(NamedTuple):
+    """The identity of one sub-agent run inside its delegating call.
+
+    It does not depend on scheduling: concurrent runs started in any order get the same keys.
+
+    Attributes:
+        agent: The sub-agent's name.
+        prompt: The digest of the prompt the tool body passed (``None`` for a run recorded by
+            schema version 2, matched by agent name and order).
+        occurrence: How many runs of this agent with this prompt the call started before it.
+    """
+
+    agent: str
+    prompt: str | None
+    occurrence: int
+
+    @property
+    def segment(self) -> str:
+        """This run's path segment (see :func:`run_segment`)."""
+        return run_segment(self.agent, self.prompt, self.occurrence)
+
+
+def run_segment(agent: str, prompt: str | None, occurrence: int) -> str:
+    """A run segment: ``"<agent>#<prompt digest>.<occurrence>"`` (``"<agent>#<n>"`` for schema 2).
+
+    It never contains ``:``, so it cannot be read as a call segment; the agent name is
+    percent-encoded.
+    """
+    name = quote(agent, safe="")
+    if prompt is None:
+        return f"{name}#{occurrence}"
+    return f"{name}#{prompt[:RUN_SEGMENT_DIGEST]}.{occurrence}"
 
 
 def _now() -> datetime:
@@ -141,12 +175,15 @@ class PendingCall(_Model):
             ``@requires_approval(approvers=...)``; empty means any authorized person.
         args: The normalized args (always a dict).
         kind: ``approval`` waits for a person, ``input`` for a value from outside, ``child``
-            for a suspended sub-agent whose frame is in ``child``.
+            for a delegating call whose sub-agent runs are in ``children``.
         reason: Why a person must decide, shown in a UI.
         expires_at: The deadline for a decision, if any (G8).
         args_schema: The tool's JSON Schema, used to validate edited args.
-        child: The suspended sub-agent's frame, for ``child`` calls.
-        metadata: Adapter-owned data needed to resume this call (JSON only).
+        children: The sub-agent runs a ``child`` call waits on, each with its frame (several
+            when the tool body ran sub-agents concurrently).
+        metadata: Data needed to re-enter this call: the sub-agent runs that completed
+            (``runs``) and the results of journaled steps (``steps``), plus adapter-owned
+            data (JSON only).
     """
 
     call_id: str
@@ -158,7 +195,7 @@ class PendingCall(_Model):
     reason: str | None = None
     expires_at: datetime | None = None
     args_schema: dict[str, Any] | None = None
-    child: Frame | None = None
+    children: tuple[ChildRun, ...] = ()
     metadata: dict[str, Any] = Field(default_factory=dict)
 
     @property
@@ -194,6 +231,33 @@ class Frame(_Model):
     suspended_by: str = "calls"
 
 
+class ChildRun(_Model):
+    """A sub-agent run a delegating call waits on, with its frame.
+
+    Attributes:
+        agent: The sub-agent's name.
+        prompt: The digest of the prompt it was started with (``None`` when recorded by schema
+            version 2).
+        occurrence: How many runs of this agent with this prompt the call started before it.
+        frame: The run's suspended (or, in a checkpoint, current) frame.
+    """
+
+    agent: str
+    prompt: str | None = None
+    occurrence: int = 0
+    frame: Frame
+
+    @property
+    def key(self) -> RunKey:
+        """The run's identity inside its delegating call."""
+        return RunKey(self.agent, self.prompt, self.occurrence)
+
+    @property
+    def segment(self) -> str:
+        """The run's path segment."""
+        return self.key.segment
+
+
 class Request(_Model):
     """The flat view of one leaf pending call, for a UI.
 
@@ -218,8 +282,8 @@ def _walk(
     for call in frame.pending:
         here = (*path, call.segment)
         if call.kind == "child":
-            if call.child is not None:
-                yield from _walk(call.child, here, chain)
+            for run in call.children:
+                yield from _walk(run.frame, (*here, run.segment), chain)
         else:
             yield here, chain, call
 
@@ -249,6 +313,9 @@ class Continuation(_Model):
     _signed_bytes: bytes | None = PrivateAttr(default=None)
     # Digest of the signed part as loaded, so an in-memory edit of a loaded copy is caught too.
     _loaded_digest: str | None = PrivateAttr(default=None)
+    # For a document upgraded from an older schema whose paths changed: old path -> new path,
+    # so decisions a store recorded against the old paths still bind to their calls.
+    _legacy_paths: dict[Path, Path] = PrivateAttr(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
         # The cached signed bytes are a private detail of how a copy was loaded; two
@@ -506,9 +573,9 @@ class Continuation(_Model):
             signed_bytes = canonical_json(_signed_part(data))
         except (TypeError, ValueError) as exc:
             raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
-        upgraded = data
-        for v in range(version, SCHEMA_VERSION):
-            upgraded = _MIGRATIONS[v](upgraded)
+        from ._migrate import upgrade
+
+        upgraded, legacy_paths = upgrade(data, version, continuation_id=cid)
         try:
             cont = cls.model_validate(upgraded)
         except ValidationError as exc:
@@ -527,6 +594,7 @@ class Continuation(_Model):
             )
         # Older documents were signed in their own version's form; keep those bytes.
         cont._signed_bytes = signed_bytes
+        cont._legacy_paths = legacy_paths
         cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
         return cont
 
@@ -536,6 +604,7 @@ def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
 
 
 PendingCall.model_rebuild()
+ChildRun.model_rebuild()
 Frame.model_rebuild()
 
 

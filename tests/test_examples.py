@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from continuations_core._scope import prompt_digest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -29,7 +31,8 @@ def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "path:     open_accounts:hr_0_1@0 > authorize_account:accounts_1_0@1" in out
+    run = f"accounts#{prompt_digest('payroll admin account for alice')[:12]}.0"
+    assert f"path:     open_accounts:hr_0_1@0 > {run} > authorize_account:accounts_1_0@1" in out
     assert "agents:   hr > accounts" in out
     assert '"role": "admin"' in out
     assert "completed: hr: email 'Welcome aboard' sent" in out

@@ -4,15 +4,19 @@ It hooks Pydantic AI's own tool-execution path through public capability hooks o
 
 - ``get_wrapper_toolset`` puts a gate (:mod:`._gate`) on every leaf toolset of the run, so each
   call is decided from the tool it resolves to, whatever wraps, renames or builds the toolset;
-- ``wrap_tool_execute`` answers decided calls on resume, replays the results of sibling calls
-  that completed before the suspension, turns a held call into a pending approval, and catches
-  a sub-agent's :class:`~continuations_core.FrameSuspended` so the call becomes a ``child``
+- ``wrap_tool_execute`` answers decided calls on resume (a denial as Pydantic AI's own denied
+  tool return), replays the results of sibling calls that completed before the suspension,
+  turns a held call into a pending approval, and gives each call a
+  :class:`~continuations_core.CallScope`: when sub-agents run in the body (one after another or
+  concurrently) it waits for all of them, and records those that suspended in one ``child``
   pending call;
 - ``wrap_output_process`` gates output functions the same way;
 - ``wrap_node_run`` ends a tool batch that left pending calls by raising ``FrameSuspended``
   with this agent's frame, counts model turns and evaluates suspension policies before each
   model request;
-- ``wrap_run`` makes a nested run replay a journaled result or resume its frame;
+- ``wrap_run`` gives a nested run its identity in its delegating call, and makes it replay a
+  journaled result or resume its frame; a nested run that suspends waits for its concurrent
+  siblings before its suspension leaves the run;
 - ``prepare_tools`` records the tool fingerprint and detects drift before any tool runs.
 
 A suspended step is resumed by running the agent on its history, which ends with the model
@@ -22,6 +26,7 @@ resuming a history that ends in a request (which Pydantic AI would answer "inter
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
+from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext, ToolDenied
 from pydantic_ai.capabilities import (
     AbstractCapability,
     AgentNode,
@@ -64,18 +69,21 @@ from continuations_core import (
     SuspensionPolicy,
     UngatedCall,
 )
-from continuations_core._durable import CHECKPOINTER, enter_call, exit_call
+from continuations_core._durable import CHECKPOINTER, Checkpointer, enter_call, exit_call
 from continuations_core._markers import gate_hook
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
     MANAGED,
+    SubRun,
     check_fingerprint,
     check_unique_call_ids,
     raise_refused,
     unmanaged_suspension,
 )
 from continuations_core._schema import segment
+from continuations_core._scope import checkpoint_form, prompt_digest
+from continuations_core._steps import journal
 
 from . import _translate as t
 from ._gate import CALL_GATE, ApprovedCalls, CallGate, GateToolset, Hold, OutputGate
@@ -90,9 +98,18 @@ class _Resume:
     """Handed from ``resume()`` or an outer ``wrap_run`` to the run that resumes a frame."""
 
     plan: FramePlan
-    scope: CallScope | None
-    ordinal: int | None
+    sub: SubRun | None
     agent_name: str
+
+
+@dataclass
+class _InFlight:
+    """A tool call of the current batch that is executing, for checkpoints of the tree."""
+
+    scope: CallScope
+    call: ToolCallPart
+    tool_def: ToolDefinition
+    step: int
 
 
 _RESUME: ContextVar[_Resume | None] = ContextVar("continuations_pai_resume", default=None)
@@ -108,8 +125,7 @@ class _RunState:
     agent_name: str = "agent"
     path: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
-    scope: CallScope | None = None
-    ordinal: int | None = None
+    sub: SubRun | None = None
     plan: FramePlan | None = None
     drift_checked: bool = False
     in_calls_node: bool = False
@@ -119,6 +135,9 @@ class _RunState:
     pending: dict[str, PendingCall] = field(default_factory=dict)
     journal: dict[str, dict[str, Any]] = field(default_factory=dict)
     shares_usage: bool = False
+    batch: list[ModelMessage] = field(default_factory=list)
+    batch_ctx: RunContext[Any] | None = None
+    inflight: dict[str, _InFlight] = field(default_factory=dict)
 
 
 @dataclass
@@ -187,39 +206,38 @@ class Continuations(AbstractCapability[Any]):
         resume = _RESUME.get()
         if resume is not None and resume.agent_name == st.agent_name:
             _RESUME.set(None)
-            st.scope, st.ordinal = resume.scope, resume.ordinal
+            st.sub = resume.sub
             self._load_plan(resume.plan)
         else:
             scope = CURRENT_CALL.get()
             if scope is not None:
-                ordinal = scope.next_ordinal()
-                recorded = scope.replayed(ordinal)
-                if recorded is not None:
-                    return t.load_run_result(recorded["result"], t.output_type_of(ctx.agent))
-                plan = scope.resume_plan(ordinal)
-                if plan is not None:
-                    return await self._resume_nested(ctx, plan, scope, ordinal)
-                st.scope, st.ordinal = scope, ordinal
-                st.path, st.agents = scope.path, scope.agents
+                sub = scope.start(st.agent_name, prompt_digest(t.jsonable(ctx.prompt)))
+                if sub.replay is not None:
+                    return t.load_run_result(sub.replay["result"], t.output_type_of(ctx.agent))
+                if sub.plan is not None:
+                    return await self._resume_nested(ctx, sub)
+                st.sub = sub
+                st.path, st.agents = sub.path, scope.agents
                 st.shares_usage = scope.owner is ctx.usage
         st.managed = MANAGED.get()
         CURRENT_CALL.set(None)
         MANAGED.set(False)
+        nested = st.sub
         try:
             result = await handler()
         except FrameSuspended as suspended:
-            if st.scope is not None and st.ordinal is not None:
-                st.scope.suspended(st.ordinal, suspended.frame)
+            if nested is not None:
+                nested.suspended(suspended.frame)
+                # Leave the run only when the concurrent siblings have stopped too: a
+                # TaskGroup would cancel them, gather would leave them running unrecorded.
+                await nested.wait_for_siblings()
             raise
-        if st.scope is not None and st.ordinal is not None:
-            st.scope.record(
-                st.ordinal,
-                {
-                    "framework": t.FRAMEWORK,
-                    "agent": st.agent_name,
-                    "result": t.dump_run_result(result),
-                },
-            )
+        except BaseException:
+            if nested is not None:
+                nested.failed()
+            raise
+        if nested is not None:
+            nested.completed({"framework": t.FRAMEWORK, "result": t.dump_run_result(result)})
         return result
 
     async def on_run_error(
@@ -230,7 +248,7 @@ class Continuations(AbstractCapability[Any]):
         Raising here replaces the run's error; every other error is raised unchanged.
         """
         st = self._st
-        if isinstance(error, FrameSuspended) and st.active and st.scope is None and not st.managed:
+        if isinstance(error, FrameSuspended) and st.active and st.sub is None and not st.managed:
             raise unmanaged_suspension(error.frame, "continuations_pydantic_ai.run") from None
         raise error
 
@@ -238,22 +256,21 @@ class Continuations(AbstractCapability[Any]):
         st = self._st
         st.plan = plan
         st.path = plan.path
-        st.agents = st.scope.agents if st.scope is not None else ()
+        st.agents = st.sub.scope.agents if st.sub is not None else ()
         state = plan.frame.state
         st.policy = PolicyState.from_dict(plan.frame.policy_state)
         st.replay = dict(state.get("journal", {}))
         st.shares_usage = bool(state.get("shares_usage", False))
 
-    async def _resume_nested(
-        self, ctx: RunContext[Any], plan: FramePlan, scope: CallScope, ordinal: int
-    ) -> AgentRunResult[Any]:
+    async def _resume_nested(self, ctx: RunContext[Any], sub: SubRun) -> AgentRunResult[Any]:
         """Run this agent again from its suspended frame instead of the fresh prompt."""
         agent = ctx.agent
         if agent is None:  # pragma: no cover - Pydantic AI always sets it
             raise RuntimeError("RunContext.agent is not set")
-        state = plan.frame.state
+        assert sub.plan is not None
+        state = sub.plan.frame.state
         usage = ctx.usage if state.get("shares_usage") else t.load_usage(state.get("usage"))
-        token = _RESUME.set(_Resume(plan, scope, ordinal, _agent_name(ctx)))
+        token = _RESUME.set(_Resume(sub.plan, sub, _agent_name(ctx)))
         run_token = _RUN_ID.set(None)
         try:
             result: AgentRunResult[Any] = await agent.run(
@@ -263,6 +280,11 @@ class Continuations(AbstractCapability[Any]):
                 usage=usage,
                 usage_limits=ctx.usage_limits,
             )
+        except FrameSuspended:
+            raise
+        except BaseException:
+            sub.failed()  # it may have failed before its own run took it over
+            raise
         finally:
             _RUN_ID.reset(run_token)
             _RESUME.reset(token)
@@ -281,7 +303,7 @@ class Continuations(AbstractCapability[Any]):
         st = self._st
         if not st.active:
             return await handler(node)
-        cp = CHECKPOINTER.get() if st.scope is None else None
+        cp = CHECKPOINTER.get()
         if isinstance(node, ModelRequestNode):
             if st.pending:  # never let a pending call's placeholder reach the model
                 raise UngatedCall(
@@ -296,27 +318,70 @@ class Continuations(AbstractCapability[Any]):
                 raise FrameSuspended(self._frame(ctx, history, f"policy:{fired.key}"))
             if cp is not None:
                 # Before every model request (the first included): a crash from here on
-                # repeats at most this request.
-                await cp.step(self._frame(ctx, history, "checkpoint", pending=False))
+                # repeats at most this request. A sub-agent checkpoints the whole tree.
+                await self._checkpoint(cp, self._frame(ctx, history, "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
             check_unique_call_ids(t.call_ids(node.model_response), st.agent_name)
             st.pending.clear()
             st.journal.clear()
             st.in_calls_node = True
+            st.batch, st.batch_ctx = list(ctx.messages), ctx
         try:
             result = await handler(node)
         finally:
             st.in_calls_node = False
+            st.batch_ctx = None
         if isinstance(node, ModelRequestNode) and isinstance(result, CallToolsNode):
             st.policy.record_turn(result.model_response.usage.total_tokens)
             if cp is not None:
-                await cp.step(self._frame(ctx, list(ctx.messages), "checkpoint", pending=False))
+                frame = self._frame(ctx, list(ctx.messages), "checkpoint", pending=False)
+                await self._checkpoint(cp, frame)
         if isinstance(node, CallToolsNode):
             st.replay.clear()
             st.plan = None
             if st.pending:
                 raise FrameSuspended(self._frame(ctx, list(ctx.messages), "calls"))
         return result
+
+    async def _checkpoint(self, cp: Checkpointer, frame: Frame) -> None:
+        """Write ``frame`` as the run's checkpoint; a sub-agent's goes into the whole tree."""
+        sub = self._st.sub
+        if sub is None:
+            await cp.step(frame)
+        else:
+            await sub.checkpoint(frame, timeout=cp.lease_seconds)
+
+    async def _checkpoint_tree(self, cp: Checkpointer) -> None:
+        """Checkpoint the tree while a sub-agent of a call of this batch reached a boundary.
+
+        This frame is the batch's model response, the results of the calls that completed, and
+        every delegating call pending on its sub-agent runs' latest frames; a crash then loses
+        at most the step each sub-agent was in.
+        """
+        st = self._st
+        ctx = st.batch_ctx
+        if ctx is None:  # the batch is over: its results are in the next checkpoint
+            return
+        pending: list[PendingCall] = []
+        for call in st.pending.values():
+            if call.kind == "child":
+                runs = tuple(run.model_copy(update={"frame": checkpoint_form(run.frame)})
+                             for run in call.children)  # fmt: skip
+                pending.append(call.model_copy(update={"children": runs}))
+        for flight in list(st.inflight.values()):
+            if flight.scope.has_records:
+                pending.append(
+                    self._pending_call(
+                        flight.call,
+                        flight.tool_def,
+                        "child",
+                        step=flight.step,
+                        children=flight.scope.checkpoint_children(),
+                        metadata=flight.scope.metadata(),
+                    )
+                )
+        frame = self._frame(ctx, st.batch, "checkpoint")
+        await self._checkpoint(cp, frame.model_copy(update={"pending": tuple(pending)}))
 
     def _frame(
         self,
@@ -382,7 +447,9 @@ class Continuations(AbstractCapability[Any]):
         call_plan = self._call_plan(call)
         decision = call_plan.decision if call_plan is not None else None
         if isinstance(decision, Deny):
-            return decision.message
+            # Pydantic AI's own denied return: ToolReturnPart(outcome='denied'), so the history,
+            # Logfire and UI adapters show the call as denied.
+            return ToolDenied(decision.message)
         if isinstance(decision, Respond):
             return decision.value
         if isinstance(decision, Approve):
@@ -405,39 +472,41 @@ class Continuations(AbstractCapability[Any]):
     ) -> Any:
         st = self._st
         path, step = self._where(ctx, call.tool_name, call.tool_call_id)
-        scope = CallScope(path=path, agents=(*st.agents, st.agent_name), owner=ctx.usage)
-        if call_plan is not None and call_plan.child is not None:
-            scope.resume = call_plan
-            scope.replay = list(call_plan.call.metadata.get("journal", []))
-            scope.suspended_ordinal = int(call_plan.call.metadata.get("ordinal", 0))
+        reentered = call_plan is not None and call_plan.reentered
+        scope = CallScope(
+            path=path,
+            agents=(*st.agents, st.agent_name),
+            owner=ctx.usage,
+            resume=call_plan if reentered else None,
+            loop=asyncio.get_running_loop(),
+        )
+        cp = CHECKPOINTER.get()
+        if cp is not None:
+            scope.on_checkpoint = lambda: self._checkpoint_tree(cp)
         decision = call_plan.decision if call_plan is not None else None
         gate = CallGate(
             owner=st,
             path=path,
             tool=call.tool_name,
             decision=decision if isinstance(decision, Approve) else None,
-            reentered=call_plan is not None and call_plan.child is not None,
+            reentered=reentered,
         )
+        st.inflight[call.tool_call_id] = _InFlight(scope, call, tool_def, step)
         token = CURRENT_CALL.set(scope)
         gate_token = CALL_GATE.set(gate)
         key_token = enter_call(path)
         try:
-            result = await handler(args)
+            try:
+                result = await handler(args)
+            finally:
+                # Every sub-agent run started in the body has completed or suspended before
+                # the call ends, however the body awaited (or forgot) them.
+                await scope.settle()
         except Hold as held:
             self._hold(call, tool_def, step, held.spec)
             return _PLACEHOLDER
-        except FrameSuspended as suspended:
-            ordinal = scope.suspension_ordinal
-            self._add_pending(
-                call,
-                tool_def,
-                "child",
-                step=step,
-                child=suspended.frame,
-                metadata=scope.child_metadata(ordinal),
-            )
-            await self._suspended_call(path, call.tool_name)
-            return _PLACEHOLDER
+        except FrameSuspended:
+            return await self._child(call, tool_def, step, scope)
         except CallDeferred as deferred:
             self._add_pending(
                 call,
@@ -461,16 +530,37 @@ class Continuations(AbstractCapability[Any]):
             await self._suspended_call(path, call.tool_name)
             return _PLACEHOLDER
         finally:
+            st.inflight.pop(call.tool_call_id, None)
             exit_call(key_token)
             CALL_GATE.reset(gate_token)
             CURRENT_CALL.reset(token)
         raise_refused()  # a marked tool refused inside this call: fail the run loudly
+        if scope.suspended:
+            # The body went on past a suspended sub-agent (gather(return_exceptions=True), a
+            # broad except): its result is not the call's; the call waits like any other.
+            return await self._child(call, tool_def, step, scope)
+        if reentered:
+            scope.check_replayed()
         recorded = t.dump_tool_result(result)
         st.journal[call.tool_call_id] = recorded
-        cp = CHECKPOINTER.get()
         if cp is not None and not gate.replayed:
-            await cp.tool_completed(path, call.tool_name, recorded)
+            await journal(cp, lambda: cp.tool_completed(path, call.tool_name, recorded))
         return result
+
+    async def _child(
+        self, call: ToolCallPart, tool_def: ToolDefinition, step: int, scope: CallScope
+    ) -> Any:
+        """Record a delegating call whose sub-agent runs suspended as a ``child`` pending call."""
+        self._st.pending[call.tool_call_id] = self._pending_call(
+            call,
+            tool_def,
+            "child",
+            step=step,
+            children=scope.children(),
+            metadata=scope.metadata(),
+        )
+        await self._suspended_call(scope.path, call.tool_name)
+        return _PLACEHOLDER
 
     def _hold(self, call: ToolCallPart, tool_def: ToolDefinition, step: int, spec: Any) -> None:
         """Record a call the gate held as a pending approval (the batch then suspends)."""
@@ -576,7 +666,7 @@ class Continuations(AbstractCapability[Any]):
     async def _suspended_call(self, path: tuple[str, ...], tool: str) -> None:
         cp = CHECKPOINTER.get()
         if cp is not None:
-            await cp.tool_suspended(path, tool)
+            await journal(cp, lambda: cp.tool_suspended(path, tool))
 
     def _add_pending(
         self,
@@ -588,10 +678,33 @@ class Continuations(AbstractCapability[Any]):
         reason: str | None = None,
         expires_at: datetime | None = None,
         approvers: tuple[str, ...] = (),
-        child: Frame | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._st.pending[call.tool_call_id] = PendingCall.model_validate(
+        self._st.pending[call.tool_call_id] = self._pending_call(
+            call,
+            tool_def,
+            kind,
+            step=step,
+            reason=reason,
+            expires_at=expires_at,
+            approvers=approvers,
+            metadata=metadata,
+        )
+
+    @staticmethod
+    def _pending_call(
+        call: ToolCallPart,
+        tool_def: ToolDefinition,
+        kind: str,
+        *,
+        step: int,
+        reason: str | None = None,
+        expires_at: datetime | None = None,
+        approvers: tuple[str, ...] = (),
+        children: tuple[Any, ...] = (),
+        metadata: dict[str, Any] | None = None,
+    ) -> PendingCall:
+        return PendingCall.model_validate(
             {
                 "call_id": call.tool_call_id,
                 "tool": call.tool_name,
@@ -602,7 +715,7 @@ class Continuations(AbstractCapability[Any]):
                 "expires_at": expires_at,
                 "approvers": approvers,
                 "args_schema": tool_def.parameters_json_schema,
-                "child": child,
+                "children": children,
                 "metadata": metadata or {},
             }
         )

@@ -194,9 +194,7 @@ async def resume(
     state = plan.frame.state
 
     async def go() -> Outcome[Any]:
-        token = _RESUME.set(
-            _Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent)
-        )
+        token = _RESUME.set(_Resume(plan=plan, sub=None, agent_name=plan.frame.agent))
         run_token = set_run_id(truth.run_id)
         managed = MANAGED.set(True)
         try:

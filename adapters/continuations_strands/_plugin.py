@@ -5,11 +5,15 @@ It uses Strands' own public extension points only:
 - a ``BeforeToolCallEvent`` hook gates marked tools with a native interrupt and, on resume,
   applies each decision (edited args through ``tool_use``, denial through ``cancel_tool``);
 - an ``ExecuteToolStage`` wrap middleware gives each tool call a
-  :class:`~continuations_core.CallScope`, and turns a sub-agent's
-  :class:`~continuations_core.FrameSuspended` into a native interrupt of the parent, so Strands
+  :class:`~continuations_core.CallScope`, waits for every sub-agent run its body started (in
+  tasks or threads), and turns suspended ones into a native interrupt of the parent, so Strands
   itself keeps the sibling results of the suspended batch;
-- a ``BeforeInvocationEvent`` hook makes a nested run replay a journaled result (``cancel``) or
-  resume its frame (``load_snapshot``, ``messages=[]``), whatever prompt the tool body passed;
+- a ``BeforeInvocationEvent`` hook gives a nested run its identity in its delegating call and
+  makes it resume its frame (``load_snapshot``, ``messages=[]``), whatever prompt the tool body
+  passed, or replay a run that completed: the run's recorded messages go into the history and
+  an ``InvokeModelStage`` middleware answers with its recorded final response, so the body gets
+  the same ``AgentResult`` (stop reason, message, structured output) and the agent object the
+  same history, without a model call or a tool run;
 - ``BeforeModelCallEvent``/``AfterModelCallEvent`` hooks count turns and apply suspension
   policies; an ``AfterInvocationEvent`` hook (last) raises ``FrameSuspended`` when the run
   stopped on interrupts.
@@ -17,6 +21,7 @@ It uses Strands' own public extension points only:
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import weakref
 from collections.abc import AsyncGenerator, Sequence
@@ -35,13 +40,21 @@ from strands.hooks import (
     HookOrder,
     MessageAddedEvent,
 )
-from strands.middleware import ExecuteToolContext, ExecuteToolStage, ToolResultEvent
+from strands.middleware import (
+    ExecuteToolContext,
+    ExecuteToolStage,
+    InvokeModelContext,
+    InvokeModelStage,
+    ModelStopReason,
+    ToolResultEvent,
+)
 from strands.types.events import TypedEvent
 
 from continuations_core import (
     Approve,
     CallPlan,
     CallScope,
+    ContinuationError,
     Deny,
     Frame,
     FramePlan,
@@ -54,6 +67,7 @@ from continuations_core import (
 from continuations_core._durable import (
     CHECKPOINTER,
     INTERRUPTED_MESSAGE,
+    Checkpointer,
     enter_call,
     exit_call,
     is_idempotent,
@@ -63,13 +77,17 @@ from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
     MANAGED,
-    REFUSED,
+    SubRun,
     check_fingerprint,
     check_unique_call_ids,
+    fail_run,
+    fatal_error,
     raise_refused,
     unmanaged_suspension,
 )
 from continuations_core._schema import segment
+from continuations_core._scope import checkpoint_form, prompt_digest
+from continuations_core._steps import journal
 
 from . import _translate as t
 from ._gate import call_ids, decide, refusal
@@ -104,8 +122,7 @@ class _Invocation:
     agent_name: str
     path: tuple[str, ...] = ()
     agents: tuple[str, ...] = ()
-    scope: CallScope | None = None
-    ordinal: int | None = None
+    sub: SubRun | None = None
     plan: FramePlan | None = None
     policy: PolicyState = field(default_factory=PolicyState)
     usage: dict[str, int] = field(default_factory=dict)
@@ -114,9 +131,13 @@ class _Invocation:
     structured_output: str | None = None
     restore: dict[str, Any] | None = None
     managed: bool = False
-    children: dict[str, tuple[Frame, dict[str, Any]]] = field(default_factory=dict)
+    children: dict[str, dict[str, Any]] = field(default_factory=dict)
     gates: dict[str, dict[str, Any]] = field(default_factory=dict)
     admitted: dict[str, Any] = field(default_factory=dict)
+    inflight: dict[str, tuple[CallScope, int, dict[str, Any]]] = field(default_factory=dict)
+    history: int = 0
+    model_stop: str | None = None
+    replay: t.Replay | None = None
 
 
 class Continuations(Plugin):
@@ -154,6 +175,7 @@ class Continuations(Plugin):
         agent.add_hook(self._after_invocation, AfterInvocationEvent, order=HookOrder.SDK_LAST)
         agent.add_hook(self._message_added, MessageAddedEvent)
         agent.add_middleware(ExecuteToolStage, self._wrap_tool)
+        agent.add_middleware(InvokeModelStage, self._replay_model)
 
     def _inv(self, agent: Any) -> _Invocation:
         inv = self._runs.get(id(agent))
@@ -180,16 +202,20 @@ class Continuations(Plugin):
             return
         if scope is None:
             return
-        ordinal = scope.next_ordinal()
-        inv.scope, inv.ordinal = scope, ordinal
-        inv.path, inv.agents = scope.path, scope.agents
-        recorded = scope.replayed(ordinal)
-        if recorded is not None:
-            # Completed before the suspension: answer with its recorded text, run nothing.
-            event.cancel = str(recorded.get("text", ""))
+        sub = scope.start(inv.agent_name, prompt_digest(t.prompt_of(event.messages)))
+        inv.sub = sub
+        inv.path, inv.agents = sub.path, scope.agents
+        if sub.replay is not None:
+            # Completed before the suspension: give the body the same result, run nothing.
+            inv.replay = t.Replay.of(sub.replay)
+            if inv.replay is None:  # recorded by schema 2: its final text only
+                event.cancel = str(sub.replay.get("text", ""))
+            else:
+                event.messages = inv.replay.messages
             return
         inv.restore = t.take(agent)
-        plan = scope.resume_plan(ordinal)
+        inv.history = len(agent.messages)
+        plan = sub.plan
         if plan is not None:
             check_fingerprint(
                 plan, framework=t.FRAMEWORK, agent=inv.agent_name, fingerprint=t.fingerprint(agent)
@@ -205,21 +231,24 @@ class Continuations(Plugin):
         inv.policy = PolicyState.from_dict(plan.frame.policy_state)
         inv.usage = dict(state.get("usage", {}))
         inv.requests = int(inv.usage.pop("requests", 0))
+        inv.history = int(state.get("history", 0))
         inv.structured_output = state.get("structured_output") or inv.structured_output
 
-    def _after_invocation(self, event: AfterInvocationEvent) -> None:
+    async def _after_invocation(self, event: AfterInvocationEvent) -> None:
         agent = event.agent
         inv = self._inv(agent)
         result = event.result
-        if result is not None and result.stop_reason == "interrupt":
-            self._suspend(agent, inv, "calls", list(result.interrupts or []))
+        if result is not None and result.stop_reason == "interrupt" and inv.replay is None:
+            await self._suspend(agent, inv, "calls", list(result.interrupts or []))
         self._runs.pop(id(agent), None)
         self._finished[id(agent)] = self._usage(agent, inv)
-        if inv.scope is not None and inv.ordinal is not None and result is not None:
-            inv.scope.record(
-                inv.ordinal,
-                {"framework": t.FRAMEWORK, "agent": inv.agent_name, "text": str(result).strip()},
-            )
+        sub = inv.sub
+        if sub is None or inv.replay is not None or sub.replay is not None:
+            return
+        if result is None:
+            sub.failed()
+            return
+        sub.completed(t.recorded_run(agent, result, inv.history, inv.model_stop))
 
     def _frame(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> Frame:
         snapshot = t.take(agent)
@@ -231,19 +260,24 @@ class Continuations(Plugin):
                 "snapshot": snapshot,
                 "usage": self._usage(agent, inv),
                 "structured_output": inv.structured_output,
+                "history": inv.history,
             },
             pending=tuple(self._pending(agent, inv, snapshot, interrupts)),
             policy_state=inv.policy.to_dict(),
             suspended_by=reason,
         )
 
-    def _suspend(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> None:
+    async def _suspend(
+        self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]
+    ) -> None:
         frame = self._frame(agent, inv, reason, interrupts)
         self._runs.pop(id(agent), None)
-        if inv.scope is not None and inv.ordinal is not None:
+        if inv.sub is not None:
             if inv.restore is not None:
                 t.load(agent, inv.restore)  # leave the agent object reusable by its caller
-            inv.scope.suspended(inv.ordinal, frame)
+            inv.sub.suspended(frame)
+            # Leave the run only when the concurrent siblings have stopped too.
+            await inv.sub.wait_for_siblings()
         elif not inv.managed:
             raise unmanaged_suspension(frame, "continuations_strands.run")
         raise FrameSuspended(frame)
@@ -278,9 +312,11 @@ class Continuations(Plugin):
                 "metadata": {"interrupt_id": interrupt.id, "interrupt_name": name},
             }
             if name.startswith(_CHILD) and tuid in inv.children:
-                frame, meta = inv.children[tuid]
-                base["metadata"].update(meta)
-                calls[tuid] = PendingCall.model_validate({**base, "kind": "child", "child": frame})
+                child = inv.children[tuid]
+                base["metadata"].update(child["metadata"])
+                calls[tuid] = PendingCall.model_validate(
+                    {**base, "kind": "child", "children": child["children"]}
+                )
             elif name.startswith(_GATE):
                 gate = inv.gates.get(tuid, {})
                 calls[tuid] = PendingCall.model_validate({**base, "kind": "approval", **gate})
@@ -304,7 +340,7 @@ class Continuations(Plugin):
         if self.policies:
             fired = inv.policy.firing(self.policies, self.clock)
             if fired is not None:
-                self._suspend(event.agent, inv, f"policy:{fired.key}", [])
+                await self._suspend(event.agent, inv, f"policy:{fired.key}", [])
         await self._checkpoint(event.agent, inv)
 
     async def _message_added(self, event: MessageAddedEvent) -> None:
@@ -314,16 +350,90 @@ class Continuations(Plugin):
             await self._checkpoint(event.agent, self._inv(event.agent))
 
     async def _checkpoint(self, agent: Agent, inv: _Invocation) -> None:
+        """At a step boundary: the run's checkpoint; a sub-agent's goes into the whole tree."""
         cp = CHECKPOINTER.get()
-        if cp is not None and inv.scope is None:
-            await cp.step(self._frame(agent, inv, "checkpoint", []))
+        if cp is None or inv.replay is not None:
+            return
+        frame = self._frame(agent, inv, "checkpoint", [])
+        if inv.sub is None:
+            await cp.step(frame)
+        else:
+            await inv.sub.checkpoint(frame, timeout=cp.lease_seconds)
+
+    async def _checkpoint_tree(self, agent: Any, inv: _Invocation, cp: Checkpointer) -> None:
+        """Checkpoint the tree while a sub-agent of a call of this batch reached a boundary.
+
+        This frame is the batch's model response with every delegating call pending on its
+        sub-agent runs' latest frames; on recovery the batch runs again, calls that completed
+        replay from the journal, and delegating calls are re-entered.
+        """
+        if self._runs.get(id(agent)) is not inv:  # the invocation is over
+            return
+        step = t.model_turn(agent.messages)
+        uses = {str(u["toolUseId"]): u for u in t.tool_uses(agent.messages[-1])}
+        schemas = t.tool_schemas(agent)
+        pending: list[PendingCall] = []
+        records = [
+            (tuid, runs["children"], runs["metadata"]) for tuid, runs in inv.children.items()
+        ]
+        for tuid, (scope, _step, meta) in list(inv.inflight.items()):
+            if scope.has_records:
+                records.append((tuid, scope.checkpoint_children(), {**scope.metadata(), **meta}))
+        for tuid, children, meta in records:
+            use = uses.get(tuid)
+            if use is None:
+                continue
+            tool = str(use.get("name"))
+            pending.append(
+                PendingCall.model_validate(
+                    {
+                        "call_id": tuid,
+                        "tool": tool,
+                        "step": step,
+                        "args": dict(use.get("input") or {}),
+                        "args_schema": schemas.get(tool),
+                        "kind": "child",
+                        "children": [
+                            run.model_copy(update={"frame": checkpoint_form(run.frame)})
+                            for run in children
+                        ],
+                        "metadata": meta,
+                    }
+                )
+            )
+        frame = self._frame(agent, inv, "checkpoint", [])
+        frame = frame.model_copy(update={"pending": tuple(pending)})
+        if inv.sub is None:
+            await cp.tree_step(frame)
+        else:
+            await inv.sub.checkpoint(frame, timeout=cp.lease_seconds)
 
     def _after_model(self, event: AfterModelCallEvent) -> None:
         if event.stop_response is None:
             return
         inv = self._inv(event.agent)
+        if inv.replay is not None:
+            return
         inv.policy.record_turn(t.response_tokens(event.stop_response.message))
         inv.requests += 1
+        inv.model_stop = str(event.stop_response.stop_reason)
+
+    async def _replay_model(
+        self, ctx: InvokeModelContext, next_fn: Any
+    ) -> AsyncGenerator[TypedEvent, None]:
+        """Answer a replayed run's model call with its recorded final response."""
+        inv = self._runs.get(id(ctx.agent))
+        replay = inv.replay if inv is not None else None
+        if replay is None:
+            async for event in next_fn(ctx):
+                yield event
+            return
+        yield ModelStopReason(
+            stop_reason=replay.answer(inv.agent_name if inv is not None else "agent"),
+            message=replay.final,
+            usage={"inputTokens": 0, "outputTokens": 0, "totalTokens": 0},
+            metrics={"latencyMs": 0},
+        )
 
     # -- tools --------------------------------------------------------------------------
 
@@ -339,7 +449,7 @@ class Continuations(Plugin):
         check_unique_call_ids(call_ids(dict(event.message)), self._inv(event.agent).agent_name)
 
     def _after_tools(self, event: AfterToolsEvent) -> None:
-        raise_refused()  # a marked tool refused in this batch: stop, do not carry on
+        raise_refused()  # a marked tool refused in this batch (or the like): stop here
 
     def _gate(self, event: BeforeToolCallEvent) -> None:
         inv = self._inv(event.agent)
@@ -366,53 +476,93 @@ class Continuations(Plugin):
         inv = self._inv(ctx.agent)
         tuid = str(ctx.tool_use["toolUseId"])
         name = str(ctx.tool_use["name"])
-        here = segment(name, tuid, t.model_turn(ctx.agent.messages))
-        scope = CallScope(path=(*inv.path, here), agents=(*inv.agents, inv.agent_name))
+        step = t.model_turn(ctx.agent.messages)
+        path = (*inv.path, segment(name, tuid, step))
         admitted_tool = inv.admitted.pop(tuid, None)
         if approval_spec(ctx.tool) is not None and admitted_tool is not ctx.tool:
             # The executor runs a marked tool the gate did not admit for this call.
             why = "no gate admitted this call" if admitted_tool is None else "the tool changed"
             error = refusal(name, inv.agent_name, why)
-            refused = REFUSED.get()
-            if refused is not None:
-                refused.append(error)
+            fail_run(error)
             yield ToolResultEvent(_failed(tuid, str(error)))
             return
-        call_plan = self._call_plan(inv, tuid, t.model_turn(ctx.agent.messages))
-        round_ = 0
-        if call_plan is not None and call_plan.child is not None:
-            meta = call_plan.call.metadata
-            scope.resume = call_plan
-            scope.replay = list(meta.get("journal", []))
-            scope.suspended_ordinal = int(meta.get("ordinal", 0))
-            round_ = int(meta.get("round", 0)) + 1
+        if inv.replay is not None and not t.is_structured_output_tool(ctx.tool):
+            # A replayed run: its final response's calls get their recorded results.
+            yield ToolResultEvent(inv.replay.tool_result(tuid, inv.agent_name))
+            return
+        call_plan = self._call_plan(inv, tuid, step)
+        reentered = call_plan is not None and call_plan.reentered
+        round_ = int(call_plan.call.metadata.get("round", 0)) + 1 if call_plan and reentered else 0
+        scope = CallScope(
+            path=path,
+            agents=(*inv.agents, inv.agent_name),
+            resume=call_plan if reentered else None,
+            loop=asyncio.get_running_loop(),
+        )
         cp = CHECKPOINTER.get()
         if cp is not None:
-            earlier = cp.replay(scope.path, idempotent=is_idempotent(ctx.tool))
+            earlier = cp.replay(path, idempotent=is_idempotent(ctx.tool))
+            if earlier is not None and earlier.get("interrupted") and reentered:
+                earlier = None  # in flight at a crash: its frame holds its runs, re-enter it
             if earlier is not None:
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
-            await cp.tool_started(scope.path, name)
+            await journal(cp, lambda: cp.tool_started(path, name))
+            scope.on_checkpoint = lambda: self._checkpoint_tree(ctx.agent, inv, cp)
+        inv.inflight[tuid] = (scope, step, {"round": round_})
         token = CURRENT_CALL.set(scope)
-        key_token = enter_call(scope.path)
+        key_token = enter_call(path)
+        outcome: ToolResultEvent | None = None
+        suspended = False
         try:
-            with admitted(ctx.tool, scope.path):
-                async for event in next_fn(ctx):
-                    if cp is not None and isinstance(event, ToolResultEvent):
-                        recorded = {"tool_result": t.encode(dict(event.tool_result))}
-                        await cp.tool_completed(scope.path, name, recorded)
-                    yield event
-        except FrameSuspended as suspended:
+            with admitted(ctx.tool, path):
+                try:
+                    async for event in next_fn(ctx):
+                        if isinstance(event, ToolResultEvent):
+                            outcome = event
+                        else:
+                            yield event
+                finally:
+                    # Every sub-agent run the body started (in tasks or threads) has completed
+                    # or suspended before the call ends, however the body awaited them.
+                    await scope.settle()
+        except FrameSuspended:
+            suspended = True
+        finally:
+            inv.inflight.pop(tuid, None)
+            exit_call(key_token)
+            CURRENT_CALL.reset(token)
+        if suspended or scope.suspended:
             if cp is not None:
-                await cp.tool_suspended(scope.path, name)
-            meta = {**scope.child_metadata(scope.suspension_ordinal), "round": round_}
-            inv.children[tuid] = (suspended.frame, meta)
+                await journal(cp, lambda: cp.tool_suspended(path, name))
+            inv.children[tuid] = {
+                "children": scope.children(),
+                "metadata": {**scope.metadata(), "round": round_},
+            }
             # Interrupt names must change per round: Strands derives the id from the name, and
             # an id that was answered before would return its old answer.
             ctx.interrupt(f"{_CHILD}:{round_}", reason={"continuations": "child"})
-        finally:
-            exit_call(key_token)
-            CURRENT_CALL.reset(token)
+        if outcome is None:
+            return
+        fatal = _fatal(outcome.exception)
+        if fatal is None and reentered and outcome.tool_result.get("status") != "error":
+            try:
+                scope.check_replayed()
+            except ContinuationError as mismatch:
+                fatal = mismatch
+        if fatal is not None:
+            fail_run(fatal)  # the framework made it a tool result; the run must stop instead
+            yield ToolResultEvent(_failed(tuid, str(fatal)), exception=fatal)
+            return
+        if cp is not None:
+            recorded = {"tool_result": t.encode(dict(outcome.tool_result))}
+            await journal(cp, lambda: cp.tool_completed(path, name, recorded))
+        yield outcome
+
+
+def _fatal(exception: BaseException | None) -> ContinuationError | None:
+    """An error of ours that a tool body raised and that must fail the whole run."""
+    return exception if fatal_error(exception) else None
 
 
 def _failed(tool_use_id: str, text: str) -> Any:

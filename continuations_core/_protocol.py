@@ -15,6 +15,7 @@ do. Three pieces here are shared by every adapter, so a tree of frames can mix f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -48,6 +49,9 @@ __all__ = [
     "Suspended",
     "check_fingerprint",
     "check_unique_call_ids",
+    "fail_run",
+    "fatal_error",
+    "is_suspension",
     "new_run_id",
     "seal",
 ]
@@ -97,6 +101,22 @@ class FrameSuspended(BaseException):
     def __init__(self, frame: Frame) -> None:
         super().__init__(f"agent {frame.agent!r} suspended")
         self.frame = frame
+
+
+def is_suspension(error: BaseException) -> bool:
+    """Whether ``error`` (out of a tool body) only says that sub-agents suspended.
+
+    A ``TaskGroup`` wraps its tasks' suspensions in a ``BaseExceptionGroup`` (with the siblings
+    it cancelled); a group that holds anything else is a real error.
+    """
+    if isinstance(error, FrameSuspended):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        leaves = error.exceptions
+        return any(not isinstance(e, asyncio.CancelledError) for e in leaves) and all(
+            isinstance(e, asyncio.CancelledError) or is_suspension(e) for e in leaves
+        )
+    return False
 
 
 CURRENT_CALL: ContextVar[CallScope | None] = ContextVar("continuations_current_call", default=None)

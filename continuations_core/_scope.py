@@ -37,9 +37,21 @@ from ._schema import ChildRun, Frame, PendingCall, RunKey
 from ._signing import digest
 from .errors import ReplayMismatch, UnsupportedNesting
 
-__all__ = ["CallScope", "SubRun", "checkpoint_form", "on_loop", "prompt_digest"]
+__all__ = [
+    "LATE_START_WINDOW",
+    "CallScope",
+    "SubRun",
+    "checkpoint_form",
+    "on_loop",
+    "prompt_digest",
+]
 
 T = TypeVar("T")
+
+#: Seconds a delegating call whose sub-agents run in threads waits, after a suspension, for a
+#: sibling whose thread had not started its run yet (``gather`` of ``to_thread`` calls returns
+#: at the first suspension). A run that starts later is refused and runs on the next resume.
+LATE_START_WINDOW = 0.25
 
 
 def prompt_digest(prompt: Any) -> str:
@@ -177,6 +189,9 @@ class CallScope:
         default_factory=list, repr=False
     )
     _closed: bool = False
+    _thread: int = field(default_factory=threading.get_ident, repr=False)
+    _threaded: bool = False
+    _starts: int = 0
 
     def __post_init__(self) -> None:
         plan = self.resume
@@ -207,6 +222,8 @@ class CallScope:
                     "recorded; it did not run. Await every sub-agent run inside the tool body "
                     "(asyncio.gather, a TaskGroup, or joined threads), do not leave tasks behind."
                 )
+            self._starts += 1
+            self._threaded = self._threaded or threading.get_ident() != self._thread
             key = RunKey(agent, prompt, self._seen[agent, prompt])
             self._seen[agent, prompt] += 1
             legacy = RunKey(agent, None, self._legacy_seen[agent])
@@ -251,9 +268,20 @@ class CallScope:
     async def settle(self) -> None:
         """Wait until every run started in this call completed, suspended or failed; then
         close the call, so no run can start in it any more."""
-        await self._wait(lambda: not self._active)
-        with self._lock:
-            self._closed = True
+        while True:
+            await self._wait(lambda: not self._active)
+            with self._lock:
+                late = self._threaded and bool(self._suspended)
+                starts = self._starts
+                if not late:
+                    self._closed = True
+                    return
+            # A sibling's thread may not have started its run yet: give it a moment.
+            await asyncio.sleep(LATE_START_WINDOW)
+            with self._lock:
+                if not self._active and self._starts == starts:
+                    self._closed = True
+                    return
 
     @property
     def suspended(self) -> bool:

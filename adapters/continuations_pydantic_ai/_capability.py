@@ -78,6 +78,7 @@ from continuations_core._protocol import (
     SubRun,
     check_fingerprint,
     check_unique_call_ids,
+    is_suspension,
     raise_refused,
     unmanaged_suspension,
 )
@@ -506,6 +507,10 @@ class Continuations(AbstractCapability[Any]):
             self._hold(call, tool_def, step, held.spec)
             return _PLACEHOLDER
         except FrameSuspended:
+            return await self._child(call, tool_def, step, scope)
+        except BaseExceptionGroup as group:  # a TaskGroup whose sub-agents suspended
+            if not (scope.suspended and is_suspension(group)):
+                raise
             return await self._child(call, tool_def, step, scope)
         except CallDeferred as deferred:
             self._add_pending(

@@ -82,6 +82,7 @@ from continuations_core._protocol import (
     check_unique_call_ids,
     fail_run,
     fatal_error,
+    is_suspension,
     raise_refused,
     unmanaged_suspension,
 )
@@ -527,6 +528,10 @@ class Continuations(Plugin):
                     # or suspended before the call ends, however the body awaited them.
                     await scope.settle()
         except FrameSuspended:
+            suspended = True
+        except BaseExceptionGroup as group:  # a TaskGroup whose sub-agents suspended
+            if not (scope.suspended and is_suspension(group)):
+                raise
             suspended = True
         finally:
             inv.inflight.pop(tuid, None)

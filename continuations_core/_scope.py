@@ -183,6 +183,7 @@ class CallScope:
     _legacy_seen: Counter[str] = field(default_factory=Counter, repr=False)
     _step_seen: Counter[str] = field(default_factory=Counter, repr=False)
     _claimed: set[RunKey] = field(default_factory=set, repr=False)
+    _fresh: set[RunKey] = field(default_factory=set, repr=False)
     _active: dict[RunKey, Frame | None] = field(default_factory=dict, repr=False)
     _suspended: dict[RunKey, Frame] = field(default_factory=dict, repr=False)
     _waiters: list[tuple[asyncio.AbstractEventLoop, asyncio.Future[None]]] = field(
@@ -239,7 +240,10 @@ class CallScope:
             if replay is not None:
                 return SubRun(self, key, replay=replay)
             self._active[key] = None
-            return SubRun(self, key, plan=self._frames.get(key))
+            plan = self._frames.get(key)
+            if plan is None:
+                self._fresh.add(key)
+            return SubRun(self, key, plan=plan)
 
     def _settle(
         self, key: RunKey, *, entry: dict[str, Any] | None = None, frame: Frame | None = None
@@ -288,22 +292,28 @@ class CallScope:
         """Whether a run of this call suspended (after :meth:`settle`)."""
         return bool(self._suspended)
 
-    def check_replayed(self) -> None:
-        """Refuse a re-entered body that completed without resuming every suspended run.
+    def check_replayed(self, *, completed: bool) -> None:
+        """Refuse a re-entered body that did not resume every run that suspended in it.
+
+        A body that completed must have started them all again. A body that suspends again may
+        not have reached one yet (a thread that started late), and that run is kept for the
+        next resume; but when it started the same agent with another prompt instead, it will
+        never resume it, and asking again would loop.
 
         Raises:
             ReplayMismatch: If a run that suspended before was not started again.
         """
         missed = [key for key in self._frames if key not in self._claimed]
-        if missed:
+        replaced = {key.agent for key in self._fresh} & {key.agent for key in missed}
+        if missed and (completed or replaced):
             names = ", ".join(key.segment for key in missed)
             raise ReplayMismatch(
                 f"Tool call {self.path[-1]!r} of agent {self.agents[-1]!r} was re-entered on "
-                f"resume and completed without starting again the sub-agent run(s) {names} that "
-                "suspended in it, so their decisions cannot be applied; none of their pending "
-                "calls ran. A delegating tool body must start the same sub-agents with the same "
-                "prompts when it is re-entered; compute anything that varies (times, ids, "
-                "lookups) in a step() so it is replayed."
+                f"resume and did not start again the sub-agent run(s) {names} that suspended "
+                "in it, so their decisions cannot be applied; none of their pending calls ran. "
+                "A delegating tool body must start the same sub-agents with the same prompts "
+                "when it is re-entered; compute anything that varies (times, ids, lookups) in "
+                "a step() so it is replayed."
             )
 
     # -- what a pending call records -----------------------------------------------------

@@ -545,7 +545,7 @@ class Continuations(AbstractCapability[Any]):
             # broad except): its result is not the call's; the call waits like any other.
             return await self._child(call, tool_def, step, scope)
         if reentered:
-            scope.check_replayed()
+            scope.check_replayed(completed=True)
         recorded = t.dump_tool_result(result)
         st.journal[call.tool_call_id] = recorded
         if cp is not None and not gate.replayed:
@@ -556,6 +556,7 @@ class Continuations(AbstractCapability[Any]):
         self, call: ToolCallPart, tool_def: ToolDefinition, step: int, scope: CallScope
     ) -> Any:
         """Record a delegating call whose sub-agent runs suspended as a ``child`` pending call."""
+        scope.check_replayed(completed=False)
         self._st.pending[call.tool_call_id] = self._pending_call(
             call,
             tool_def,

@@ -538,6 +538,12 @@ class Continuations(Plugin):
             exit_call(key_token)
             CURRENT_CALL.reset(token)
         if suspended or scope.suspended:
+            try:
+                scope.check_replayed(completed=False)
+            except ContinuationError as mismatch:
+                fail_run(mismatch)
+                yield ToolResultEvent(_failed(tuid, str(mismatch)), exception=mismatch)
+                return
             if cp is not None:
                 await journal(cp, lambda: cp.tool_suspended(path, name))
             inv.children[tuid] = {
@@ -552,7 +558,7 @@ class Continuations(Plugin):
         fatal = _fatal(outcome.exception)
         if fatal is None and reentered and outcome.tool_result.get("status") != "error":
             try:
-                scope.check_replayed()
+                scope.check_replayed(completed=True)
             except ContinuationError as mismatch:
                 fatal = mismatch
         if fatal is not None:

@@ -25,6 +25,7 @@ thread with its own loop), so the scope is guarded by a lock and wakes waiters o
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import threading
 from collections import Counter
@@ -191,6 +192,7 @@ class CallScope:
     )
     _closed: bool = False
     _thread: int = field(default_factory=threading.get_ident, repr=False)
+    _writes: list[concurrent.futures.Future[None]] = field(default_factory=list, repr=False)
     _threaded: bool = False
     _starts: int = 0
 
@@ -269,9 +271,23 @@ class CallScope:
                 self._waiters.append((loop, future))
             await future
 
+    def track(self, write: concurrent.futures.Future[None]) -> None:
+        """Keep a journal write handed to the run's loop; :meth:`settle` waits for it."""
+        with self._lock:
+            self._writes.append(write)
+
     async def settle(self) -> None:
-        """Wait until every run started in this call completed, suspended or failed; then
-        close the call, so no run can start in it any more."""
+        """Wait until every run started in this call completed, suspended or failed, and every
+        journal write it handed over landed; then close the call, so no run can start in it."""
+        try:
+            await self._runs_settled()
+        finally:
+            with self._lock:
+                writes, self._writes = self._writes, []
+            for write in writes:
+                await asyncio.wrap_future(write)
+
+    async def _runs_settled(self) -> None:
         while True:
             await self._wait(lambda: not self._active)
             with self._lock:

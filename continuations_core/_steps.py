@@ -201,35 +201,48 @@ def _run_blocking(name: str, fn: Callable[..., Any], args: Any, kwargs: Any) -> 
         return it.load(recorded)
     cp = it.cp
     if cp is not None:
-        _write(cp, lambda: cp.tool_started(it.path, it.tool))
+        _write(cp, scope, lambda: cp.tool_started(it.path, it.tool), started=not it.idempotent)
     try:
         value = fn(*args, **kwargs)
     except BaseException:
         if cp is not None:
-            _write(cp, lambda: cp.tool_suspended(it.path, it.tool))
+            _write(cp, scope, lambda: cp.tool_suspended(it.path, it.tool))
         raise
     result = it.dump(value)
     scope.record_step(it.key, result)
     if cp is not None:
-        _write(cp, lambda: cp.tool_completed(it.path, it.tool, result))
+        _write(cp, scope, lambda: cp.tool_completed(it.path, it.tool, result))
     return value
 
 
-def _write(cp: Checkpointer, make: Callable[[], Coroutine[Any, Any, None]]) -> None:
-    """A journal write from synchronous code (a plain ``def`` tool body runs in a thread)."""
+def _write(
+    cp: Checkpointer,
+    scope: CallScope,
+    make: Callable[[], Coroutine[Any, Any, None]],
+    *,
+    started: bool = False,
+) -> None:
+    """A journal write from synchronous code.
+
+    From a thread with no event loop (a plain ``def`` tool body) it waits for the write. Called
+    on an event loop (a sync step inside an async body) it cannot block, so the write is handed
+    to the run's loop and the tool call waits for it before it ends; a non-idempotent step must
+    not start before its start is journaled, so it must be async there.
+    """
+    if cp.loop is None or cp.loop.is_closed():  # pragma: no cover - run_durably sets it
+        raise ConfigurationError("The durable run's event loop is gone; the step cannot record.")
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        pass
-    else:
+        asyncio.run_coroutine_threadsafe(make(), cp.loop).result(timeout=cp.lease_seconds)
+        return
+    if started:
         raise ConfigurationError(
-            "A synchronous step was called on an event loop while the run is durable, so its "
-            "journal write could not complete before the body went on. Make the step async "
-            "and await it, or call it from a plain def tool body."
+            "A synchronous step marked @idempotent(False) was called on an event loop while the "
+            "run is durable: its start could not be journaled before it ran. Make it async and "
+            "await it, or call it from a plain def tool body."
         )
-    if cp.loop is None or cp.loop.is_closed():  # pragma: no cover - run_durably sets it
-        raise ConfigurationError("The durable run's event loop is gone; the step cannot record.")
-    asyncio.run_coroutine_threadsafe(make(), cp.loop).result(timeout=cp.lease_seconds)
+    scope.track(asyncio.run_coroutine_threadsafe(make(), cp.loop))
 
 
 def _return_annotation(fn: Callable[..., Any]) -> Any:

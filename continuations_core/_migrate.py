@@ -1,6 +1,7 @@
-"""Upgrading older continuation documents to the current schema (G11).
+"""Loading continuation documents, and upgrading older ones to the current schema (G11).
 
-Each step is a pure function from a version-``n`` document (a parsed JSON dict) to a version
+:func:`load` checks a parsed document's version, keeps the exact bytes its signature covers,
+upgrades it and validates it. Each upgrade step is a pure function from a version-``n`` document (a parsed JSON dict) to a version
 ``n+1`` document. Loading runs them in order; a document that cannot be upgraded is a
 :class:`~continuations_core.MalformedContinuation`.
 
@@ -17,14 +18,21 @@ Each step is a pure function from a version-``n`` document (a parsed JSON dict) 
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._schema import SCHEMA_VERSION, run_segment, segment
-from .errors import MalformedContinuation
+from pydantic import ValidationError
 
-__all__ = ["upgrade"]
+from ._paths import run_segment, segment
+from ._signing import canonical_json
+from .errors import MalformedContinuation, UnsupportedSchemaVersion
+
+if TYPE_CHECKING:
+    from ._schema import Continuation
+
+__all__ = ["load", "signed_part", "upgrade"]
 
 Path = tuple[str, ...]
 PathMap = dict[Path, Path]
@@ -97,6 +105,8 @@ def upgrade(
     Raises:
         MalformedContinuation: If the document's structure does not fit its version.
     """
+    from ._schema import SCHEMA_VERSION
+
     paths: PathMap = {}
     upgraded = data
     try:
@@ -109,3 +119,60 @@ def upgrade(
             continuation_id=continuation_id,
         ) from exc
     return upgraded, paths
+
+
+def signed_part(data: dict[str, Any]) -> dict[str, Any]:
+    """The part of a document its signature covers: everything but the signature and decisions."""
+    return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
+
+
+def load(cls: type[Continuation], data: Any) -> Continuation:
+    """Load a parsed continuation document (see ``Continuation.from_json``).
+
+    Raises:
+        MalformedContinuation: If it is not a continuation document.
+        UnsupportedSchemaVersion: If it was written by a newer schema version.
+    """
+    from ._schema import SCHEMA_VERSION
+
+    if not isinstance(data, dict):
+        raise MalformedContinuation("A continuation document must be a JSON object.")
+    cid = data.get("id") if isinstance(data.get("id"), str) else None
+    version = data.get("schema")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise MalformedContinuation(
+            "The document has no integer 'schema' field; it is not a continuation.",
+            continuation_id=cid,
+        )
+    if version > SCHEMA_VERSION or version < 1:
+        raise UnsupportedSchemaVersion(
+            f"Schema version {version} is not supported by this package (it reads up to "
+            f"{SCHEMA_VERSION}). Upgrade agent-continuations to resume it.",
+            continuation_id=cid,
+        )
+    try:
+        signed_bytes = canonical_json(signed_part(data))
+    except (TypeError, ValueError) as exc:
+        raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
+    upgraded, legacy_paths = upgrade(data, version, continuation_id=cid)
+    try:
+        cont = cls.model_validate(upgraded)
+    except ValidationError as exc:
+        raise MalformedContinuation(
+            f"The document does not match the continuation schema: {exc.error_count()} "
+            f"error(s), first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}.",
+            continuation_id=cid,
+        ) from exc
+    paths = [record.path for record in cont.decisions]
+    if len(set(paths)) != len(paths):
+        twice = sorted({" > ".join(p) for p in paths if paths.count(p) > 1})
+        raise MalformedContinuation(
+            f"The document carries more than one decision for {', '.join(twice)}. A path "
+            "takes one decision; remove the extra ones and decide again.",
+            continuation_id=cid,
+        )
+    # Older documents were signed in their own version's form; keep those bytes.
+    cont._signed_bytes = signed_bytes
+    cont._legacy_paths = legacy_paths
+    cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
+    return cont

@@ -20,11 +20,12 @@ import json
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from typing import Annotated, Any, Literal, NamedTuple
-from urllib.parse import quote
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
 
+from ._migrate import load, signed_part
+from ._paths import RunKey, run_segment, segment
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
     ContinuationTampered,
@@ -32,7 +33,6 @@ from .errors import (
     StaleContinuation,
     UnknownPath,
     UnsignedContinuation,
-    UnsupportedSchemaVersion,
 )
 
 __all__ = [
@@ -59,56 +59,6 @@ SCHEMA_VERSION = 3
 
 CallKind = Literal["approval", "input", "child"]
 Path = tuple[str, ...]
-
-
-def segment(tool: str, call_id: str, step: int | None = None) -> str:
-    """A path segment: ``"<tool>:<call_id>@<step>"``, with tool and id percent-encoded.
-
-    Model output names tools and call ids, so both are encoded: a crafted id containing
-    ``/``, ``:`` or ``@`` cannot make two calls share a path, a journal key or an idempotency
-    key. The step (the model turn that made the call) makes an id the model reuses in a later
-    turn a different call.
-    """
-    text = f"{quote(tool, safe='')}:{quote(call_id, safe='')}"
-    return text if step is None else f"{text}@{step}"
-
-
-#: Hex digits of the prompt digest a run segment shows.
-RUN_SEGMENT_DIGEST = 12
-
-
-class RunKey(NamedTuple):
-    """The identity of one sub-agent run inside its delegating call.
-
-    It does not depend on scheduling: concurrent runs started in any order get the same keys.
-
-    Attributes:
-        agent: The sub-agent's name.
-        prompt: The digest of the prompt the tool body passed (``None`` for a run recorded by
-            schema version 2, matched by agent name and order).
-        occurrence: How many runs of this agent with this prompt the call started before it.
-    """
-
-    agent: str
-    prompt: str | None
-    occurrence: int
-
-    @property
-    def segment(self) -> str:
-        """This run's path segment (see :func:`run_segment`)."""
-        return run_segment(self.agent, self.prompt, self.occurrence)
-
-
-def run_segment(agent: str, prompt: str | None, occurrence: int) -> str:
-    """A run segment: ``"<agent>#<prompt digest>.<occurrence>"`` (``"<agent>#<n>"`` for schema 2).
-
-    It never contains ``:``, so it cannot be read as a call segment; the agent name is
-    percent-encoded.
-    """
-    name = quote(agent, safe="")
-    if prompt is None:
-        return f"{name}#{occurrence}"
-    return f"{name}#{prompt[:RUN_SEGMENT_DIGEST]}.{occurrence}"
 
 
 def _now() -> datetime:
@@ -469,7 +419,7 @@ class Continuation(_Model):
     # -- signing (G6) --------------------------------------------------------------------
 
     def _current_payload(self) -> bytes:
-        return canonical_json(_signed_part(self.model_dump(mode="json", by_alias=True)))
+        return canonical_json(signed_part(self.model_dump(mode="json", by_alias=True)))
 
     def signed_payload(self) -> bytes:
         """The canonical bytes covered by the signature.
@@ -554,53 +504,7 @@ class Continuation(_Model):
     @classmethod
     def from_dict(cls, data: Any) -> Continuation:
         """Load a continuation from a parsed JSON document; see :meth:`from_json`."""
-        if not isinstance(data, dict):
-            raise MalformedContinuation("A continuation document must be a JSON object.")
-        cid = data.get("id") if isinstance(data.get("id"), str) else None
-        version = data.get("schema")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise MalformedContinuation(
-                "The document has no integer 'schema' field; it is not a continuation.",
-                continuation_id=cid,
-            )
-        if version > SCHEMA_VERSION or version < 1:
-            raise UnsupportedSchemaVersion(
-                f"Schema version {version} is not supported by this package (it reads up to "
-                f"{SCHEMA_VERSION}). Upgrade agent-continuations to resume it.",
-                continuation_id=cid,
-            )
-        try:
-            signed_bytes = canonical_json(_signed_part(data))
-        except (TypeError, ValueError) as exc:
-            raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
-        from ._migrate import upgrade
-
-        upgraded, legacy_paths = upgrade(data, version, continuation_id=cid)
-        try:
-            cont = cls.model_validate(upgraded)
-        except ValidationError as exc:
-            raise MalformedContinuation(
-                f"The document does not match the continuation schema: {exc.error_count()} "
-                f"error(s), first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}.",
-                continuation_id=cid,
-            ) from exc
-        paths = [record.path for record in cont.decisions]
-        if len(set(paths)) != len(paths):
-            twice = sorted({" > ".join(p) for p in paths if paths.count(p) > 1})
-            raise MalformedContinuation(
-                f"The document carries more than one decision for {', '.join(twice)}. A path "
-                "takes one decision; remove the extra ones and decide again.",
-                continuation_id=cid,
-            )
-        # Older documents were signed in their own version's form; keep those bytes.
-        cont._signed_bytes = signed_bytes
-        cont._legacy_paths = legacy_paths
-        cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
-        return cont
-
-
-def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
+        return load(cls, data)
 
 
 PendingCall.model_rebuild()

@@ -313,3 +313,37 @@ async def test_a_version_2_document_with_a_suspended_sub_agent_resumes() -> None
     # version 2 signature does not cover (a store matter, the same for version 1 documents).
     done = await resume(build(), moved, keys=KEYS, single_use=False)
     assert isinstance(done, Completed) and ran == ["alpha"]
+
+
+async def test_a_sub_agent_called_synchronously_from_an_async_tool_fails_instead_of_hanging(
+    tmp_path: Any,
+) -> None:
+    """A durable run whose async tool blocks its event loop with a synchronous sub-agent call
+    cannot checkpoint the tree; it fails with UnsupportedNesting within a lease, not hang."""
+    from continuations_core.stores import SQLiteStore
+
+    child = StrandsAgent(
+        model=ScriptedModel("alpha", [[("look", {"who": "x"})]]),
+        name="alpha",
+        tools=[tool(lambda who: f"seen {who}", name="look", description="Look.")],
+        callback_handler=None,
+        plugins=[StrandsContinuations()],
+    )
+
+    @tool
+    async def delegate(task: str) -> str:
+        """Delegate, blocking the loop."""
+        return str(child(task))
+
+    root = StrandsAgent(
+        model=ScriptedModel("root", [[("delegate", {"task": "go"})]]),
+        name="root",
+        tools=[delegate],
+        callback_handler=None,
+        plugins=[StrandsContinuations()],
+    )
+    async with SQLiteStore(tmp_path / "runs.db") as store:
+        with pytest.raises(UnsupportedNesting, match="blocking it"):
+            await asyncio.wait_for(
+                strands_run(root, "go", keys=KEYS, store=store, lease_seconds=1.0), timeout=30
+            )

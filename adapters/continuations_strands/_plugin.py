@@ -361,6 +361,8 @@ class Continuations(NestingHooks, Plugin):
 
 def _fatal(exception: BaseException | None) -> ContinuationError | None:
     """An error of ours that a tool body raised and that must fail the whole run."""
+    if isinstance(exception, Exception):
+        exception = t.unwrapped(exception)  # raised by a sub-agent's hook, inside Strands' wrap
     return exception if fatal_error(exception) else None
 
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from ._migrate import load, signed_part
 from ._paths import RunKey, run_segment, segment
@@ -147,6 +147,13 @@ class PendingCall(_Model):
     args_schema: dict[str, Any] | None = None
     children: tuple[ChildRun, ...] = ()
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _runs_are_distinct(self) -> PendingCall:
+        keys = [run.key for run in self.children]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two sub-agent runs of one call have the same identity")
+        return self
 
     @property
     def segment(self) -> str:

@@ -31,9 +31,7 @@ from .errors import (
     ContinuationError,
     DuplicateCallId,
     GateError,
-    ReplayMismatch,
     ResumeError,
-    StepInterrupted,
     UnsupportedNesting,
 )
 
@@ -181,11 +179,11 @@ REFUSED: ContextVar[list[ContinuationError] | None] = ContextVar(
 def fatal_error(error: BaseException | None) -> TypeGuard[ContinuationError]:
     """Whether ``error``, raised anywhere in the tree, must fail the whole root run.
 
-    A marked tool that refused (G13), a sub-agent that could not be recorded, a re-entered body
-    that did not repeat its runs, an interrupted step: a framework that turns tool errors into
-    results must not let the model carry on past them.
+    A marked tool that refused (G13), a sub-agent that could not be recorded, a sub-agent that
+    could not be resumed (drift, a re-entered body that did not repeat its runs, an interrupted
+    step): a framework that turns tool errors into results must not let the model carry on.
     """
-    return isinstance(error, GateError | UnsupportedNesting | ReplayMismatch | StepInterrupted)
+    return isinstance(error, GateError | UnsupportedNesting | ResumeError)
 
 
 def fail_run(error: ContinuationError) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import inspect
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -347,3 +348,56 @@ async def test_a_sub_agent_called_synchronously_from_an_async_tool_fails_instead
             await asyncio.wait_for(
                 strands_run(root, "go", keys=KEYS, store=store, lease_seconds=1.0), timeout=30
             )
+
+
+async def test_a_drifted_sub_agent_among_concurrent_ones_fails_the_resume_on_strands() -> None:
+    """When one of two concurrent Strands sub-agents no longer matches its frame, the resume
+    fails with AgentDrift (its sibling is not waited for forever) and no gated body runs."""
+    from continuations_core import AgentDrift
+
+    ran: list[str] = []
+
+    def child(name: str, param: str) -> StrandsAgent:
+        def transfer(**kwargs: Any) -> str:
+            ran.append(name)
+            return "sent"
+
+        transfer.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+            [inspect.Parameter(param, inspect.Parameter.KEYWORD_ONLY, annotation=str)],
+            return_annotation=str,
+        )
+        transfer.__name__, transfer.__doc__ = "transfer", "Move money."
+        transfer.__annotations__ = {param: str, "return": str}
+        return StrandsAgent(
+            model=ScriptedModel(name, [[("transfer", {param: name})]]),
+            name=name,
+            tools=[tool(requires_approval(transfer))],
+            callback_handler=None,
+            plugins=[StrandsContinuations()],
+        )
+
+    def root(beta_param: str) -> StrandsAgent:
+        kids = [child("alpha", "to"), child("beta", beta_param)]
+
+        @tool
+        async def delegate(task: str) -> str:
+            """Delegate to both."""
+            results = await asyncio.gather(
+                *(k.invoke_async(f"{task} {i}") for i, k in enumerate(kids))
+            )
+            return " / ".join(str(r) for r in results)
+
+        return StrandsAgent(
+            model=ScriptedModel("root", [[("delegate", {"task": "pay"})]]),
+            name="root",
+            tools=[delegate],
+            callback_handler=None,
+            plugins=[StrandsContinuations()],
+        )
+
+    cont = _suspended(await strands_run(root("to"), "go", keys=KEYS))
+    for request in cont.requests:
+        cont = cont.approve(request.path)
+    with pytest.raises(AgentDrift, match="beta"):
+        await asyncio.wait_for(strands_resume(root("account"), cont, keys=KEYS), timeout=30)
+    assert "beta" not in ran

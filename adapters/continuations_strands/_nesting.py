@@ -134,16 +134,23 @@ class NestingHooks:
             else:
                 event.messages = inv.replay.messages
             return
-        inv.restore = t.take(agent)
-        inv.history = len(agent.messages)
-        plan = sub.plan
-        if plan is not None:
-            check_fingerprint(
-                plan, framework=t.FRAMEWORK, agent=inv.agent_name, fingerprint=t.fingerprint(agent)
-            )
-            self._load_plan(inv, plan)
-            t.load(agent, prepared_snapshot(plan))
-            event.messages = []
+        try:
+            inv.restore = t.take(agent)
+            inv.history = len(agent.messages)
+            plan = sub.plan
+            if plan is not None:
+                check_fingerprint(
+                    plan,
+                    framework=t.FRAMEWORK,
+                    agent=inv.agent_name,
+                    fingerprint=t.fingerprint(agent),
+                )
+                self._load_plan(inv, plan)
+                t.load(agent, prepared_snapshot(plan))
+                event.messages = []
+        except BaseException:
+            sub.failed()  # the invocation ends here; its delegating call must not wait for it
+            raise
 
     def _load_plan(self, inv: Invocation, plan: FramePlan) -> None:
         state = plan.frame.state

@@ -242,6 +242,8 @@ class Continuations(NestingHooks, Plugin):
 
     def _gate(self, event: BeforeToolCallEvent) -> None:
         inv = self._inv(event.agent)
+        if inv.replay is not None:
+            return  # a replayed run's calls get their recorded results; nothing runs
         use = event.tool_use
         tuid = str(use["toolUseId"])
         call_plan = self._call_plan(inv, tuid, t.model_turn(event.agent.messages))
@@ -267,6 +269,11 @@ class Continuations(NestingHooks, Plugin):
         name = str(ctx.tool_use["name"])
         step = t.model_turn(ctx.agent.messages)
         path = (*inv.path, segment(name, tuid, step))
+        if inv.replay is not None and not t.is_structured_output_tool(ctx.tool):
+            # A replayed run: its final response's calls get their recorded results; no body
+            # runs, so there is nothing to gate.
+            yield ToolResultEvent(inv.replay.tool_result(tuid, inv.agent_name))
+            return
         admitted_tool = inv.admitted.pop(tuid, None)
         if approval_spec(ctx.tool) is not None and admitted_tool is not ctx.tool:
             # The executor runs a marked tool the gate did not admit for this call.
@@ -274,10 +281,6 @@ class Continuations(NestingHooks, Plugin):
             error = refusal(name, inv.agent_name, why)
             fail_run(error)
             yield ToolResultEvent(_failed(tuid, str(error)))
-            return
-        if inv.replay is not None and not t.is_structured_output_tool(ctx.tool):
-            # A replayed run: its final response's calls get their recorded results.
-            yield ToolResultEvent(inv.replay.tool_result(tuid, inv.agent_name))
             return
         call_plan = self._call_plan(inv, tuid, step)
         reentered = call_plan is not None and call_plan.reentered

@@ -26,6 +26,7 @@ from ._schema import (
     PendingCall,
     Request,
     Respond,
+    RunKey,
 )
 from .errors import (
     AlreadyDecided,
@@ -203,7 +204,10 @@ def attach_records(cont: Continuation, records: list[DecisionRecord]) -> Continu
         AlreadyDecided: If two records decide the same path.
     """
     by_path: dict[tuple[str, ...], DecisionRecord] = {}
+    moved = cont._legacy_paths
     for record in records:
+        if record.path in moved:  # recorded against an older schema's path of the same call
+            record = record.model_copy(update={"path": moved[record.path]})
         _check_binding(cont, record)
         if record.path in by_path:
             raise already_decided(by_path[record.path], continuation_id=cont.id)
@@ -240,12 +244,18 @@ def _check_binding(cont: Continuation, record: DecisionRecord) -> PendingCall:
 class CallPlan:
     """What to do with one pending call on resume.
 
-    Exactly one of ``decision`` (for a leaf) and ``child`` (for a delegating call) is set.
+    A leaf has its ``decision``; a delegating call (kind ``child``) is re-entered, and each of
+    its suspended sub-agent runs resumes from the plan in ``children``.
     """
 
     call: PendingCall
     decision: Approve | Deny | Respond | None = None
-    child: FramePlan | None = None
+    children: dict[RunKey, FramePlan] = field(default_factory=dict)
+
+    @property
+    def reentered(self) -> bool:
+        """Whether this is a delegating call that is re-entered on resume."""
+        return self.call.kind == "child"
 
 
 @dataclass(frozen=True)
@@ -304,8 +314,8 @@ def build_plan(
         for call in frame.pending:
             here = (*path, call.segment)
             if call.kind == "child":
-                assert call.child is not None
-                calls[call.call_id] = CallPlan(call=call, child=plan(call.child, here))
+                children = {run.key: plan(run.frame, (*here, run.segment)) for run in call.children}
+                calls[call.call_id] = CallPlan(call=call, children=children)
             elif here in expired_set:
                 calls[call.call_id] = CallPlan(call=call, decision=Deny(message=EXPIRED_MESSAGE))
             else:

@@ -163,6 +163,10 @@ class Checkpointer:
     enabled: bool = True
     recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
     started: set[str] = field(default_factory=set)
+    #: The event loop the run (and its store) lives on; sub-agent runs on other loops (in
+    #: threads) hand their writes over to it.
+    loop: asyncio.AbstractEventLoop | None = None
+    _tree_lock: asyncio.Lock | None = field(default=None, repr=False)
 
     async def load_journal(self) -> None:
         """Read the tool journal of earlier attempts of this run."""
@@ -192,6 +196,18 @@ class Checkpointer:
             with contextlib.suppress(ContinuationError):
                 self.claim = await write
             raise
+
+    async def tree_step(self, frame: Frame) -> None:
+        """Write a checkpoint of the whole tree at a sub-agent's step boundary.
+
+        ``frame`` is the root frame with its delegating calls in flight pending on their
+        sub-agent runs' current frames. Concurrent sub-agents checkpoint one at a time. Call it
+        on :attr:`loop`.
+        """
+        if self._tree_lock is None:
+            self._tree_lock = asyncio.Lock()
+        async with self._tree_lock:
+            await self.step(frame)
 
     def replay(self, path: tuple[str, ...], *, idempotent: bool) -> dict[str, Any] | None:
         """What to answer instead of running the call at ``path``, if anything.
@@ -271,6 +287,7 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
     current checkpoint is retired in the same step; a completion marks it done with the output.
     """
     await cp.load_journal()
+    cp.loop = asyncio.get_running_loop()
     token = CHECKPOINTER.set(cp if cp.enabled else None)
     stop = asyncio.Event()
     beat = asyncio.create_task(cp.heartbeats(stop))

@@ -6,25 +6,34 @@ do. Three pieces here are shared by every adapter, so a tree of frames can mix f
 - :class:`FrameSuspended` is raised out of an agent run whose frame suspended. A delegating
   tool's wrapper (in whichever adapter runs the parent) catches it and records a ``child``
   pending call; at the root, the adapter's ``run``/``resume`` turns it into :class:`Suspended`.
-- :data:`CURRENT_CALL` holds the :class:`CallScope` of the tool call being executed, so a
-  sub-agent run started by a plain tool body knows it is nested, which frame to resume, and
-  which completed sub-agent runs to replay from the journal.
+- :data:`CURRENT_CALL` holds the :class:`~._scope.CallScope` of the tool call being executed,
+  so a sub-agent run started by a plain tool body knows it is nested, gets an identity that
+  does not depend on scheduling, and finds the frame to resume or the result to replay.
 - :func:`seal` wraps a suspended root frame into a signed continuation; opening one for a
   resume (verification, the store's authority, single use) is :mod:`._resume`.
 """
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, TypeGuard, TypeVar
 
-from ._decisions import CallPlan, FramePlan
+from ._decisions import FramePlan
 from ._schema import Continuation, Frame, Request
+from ._scope import CallScope, SubRun
 from ._signing import Keyring
-from .errors import AgentDrift, ConfigurationError, DuplicateCallId, ResumeError, UngatedCall
+from .errors import (
+    AgentDrift,
+    ContinuationError,
+    DuplicateCallId,
+    GateError,
+    ResumeError,
+    UnsupportedNesting,
+)
 
 __all__ = [
     "CURRENT_CALL",
@@ -34,9 +43,13 @@ __all__ = [
     "Completed",
     "FrameSuspended",
     "Outcome",
+    "SubRun",
     "Suspended",
     "check_fingerprint",
     "check_unique_call_ids",
+    "fail_run",
+    "fatal_error",
+    "is_suspension",
     "new_run_id",
     "seal",
 ]
@@ -88,74 +101,20 @@ class FrameSuspended(BaseException):
         self.frame = frame
 
 
-@dataclass
-class CallScope:
-    """The tool call being executed, as seen by sub-agent runs started inside it.
+def is_suspension(error: BaseException) -> bool:
+    """Whether ``error`` (out of a tool body) only says that sub-agents suspended.
 
-    Attributes:
-        path: The path of this call from the root.
-        agents: The agent chain down to the agent that made this call.
-        resume: The plan for this call when it is re-entered on resume.
-        replay: Completed sub-agent runs recorded before the suspension, by ordinal.
-        suspended_ordinal: The ordinal of the sub-agent run that suspended, on resume.
-        journal: Completed sub-agent runs of this execution, by ordinal.
-        suspension: The ordinal and frame of the sub-agent run that suspended.
-        owner: Adapter-private data of the calling run (e.g. its usage object), so a
-            sub-agent of the same framework can tell what it shares with its caller.
+    A ``TaskGroup`` wraps its tasks' suspensions in a ``BaseExceptionGroup`` (with the siblings
+    it cancelled); a group that holds anything else is a real error.
     """
-
-    path: tuple[str, ...]
-    agents: tuple[str, ...]
-    resume: CallPlan | None = None
-    replay: list[dict[str, Any]] = field(default_factory=list)
-    suspended_ordinal: int | None = None
-    journal: list[dict[str, Any]] = field(default_factory=list)
-    suspension: tuple[int, Frame] | None = None
-    owner: Any = None
-    _next: int = 0
-
-    def next_ordinal(self) -> int:
-        """Claim the ordinal of the next sub-agent run started in this call."""
-        ordinal = self._next
-        self._next += 1
-        return ordinal
-
-    def replayed(self, ordinal: int) -> dict[str, Any] | None:
-        """The recorded result of sub-agent run ``ordinal``, if it completed earlier."""
-        if ordinal < len(self.replay) and (
-            self.suspended_ordinal is None or ordinal < self.suspended_ordinal
-        ):
-            return self.replay[ordinal]
-        return None
-
-    def resume_plan(self, ordinal: int) -> FramePlan | None:
-        """The frame plan to resume for sub-agent run ``ordinal``, if it is the suspended one."""
-        if self.resume is not None and ordinal == self.suspended_ordinal:
-            return self.resume.child
-        return None
-
-    def record(self, ordinal: int, entry: dict[str, Any]) -> None:
-        """Journal the result of completed sub-agent run ``ordinal``."""
-        while len(self.journal) < ordinal:
-            self.journal.append({})
-        if len(self.journal) == ordinal:
-            self.journal.append(entry)
-        else:
-            self.journal[ordinal] = entry
-
-    def suspended(self, ordinal: int, frame: Frame) -> None:
-        """Note that sub-agent run ``ordinal`` suspended with ``frame`` (the first one wins)."""
-        if self.suspension is None:
-            self.suspension = (ordinal, frame)
-
-    @property
-    def suspension_ordinal(self) -> int:
-        """The ordinal of the sub-agent run that suspended (0 if none was noted)."""
-        return self.suspension[0] if self.suspension is not None else 0
-
-    def child_metadata(self, ordinal: int) -> dict[str, Any]:
-        """What a ``child`` pending call keeps so re-entry can replay and resume."""
-        return {"ordinal": ordinal, "journal": list(self.journal[:ordinal])}
+    if isinstance(error, FrameSuspended):
+        return True
+    if isinstance(error, BaseExceptionGroup):
+        leaves = error.exceptions
+        return any(not isinstance(e, asyncio.CancelledError) for e in leaves) and all(
+            isinstance(e, asyncio.CancelledError) or is_suspension(e) for e in leaves
+        )
+    return False
 
 
 CURRENT_CALL: ContextVar[CallScope | None] = ContextVar("continuations_current_call", default=None)
@@ -165,13 +124,21 @@ CURRENT_CALL: ContextVar[CallScope | None] = ContextVar("continuations_current_c
 MANAGED: ContextVar[bool] = ContextVar("continuations_managed", default=False)
 
 
-def unmanaged_suspension(frame: Frame, entry: str) -> ConfigurationError:
-    """The error for a root run that suspended but was not started through ``run``/``resume``."""
+def unmanaged_suspension(frame: Frame, entry: str) -> UnsupportedNesting:
+    """The error for a root run that suspended but was not started through ``run``/``resume``.
+
+    A sub-agent started in a thread that did not carry the tool call's context looks the same
+    from inside, so the message names that construction too.
+    """
     waiting = ", ".join(call.tool for call in frame.pending) or frame.suspended_by
-    return ConfigurationError(
-        f"Agent {frame.agent!r} must suspend ({waiting}) but was started directly, so the "
-        f"suspension has nowhere to go. Start it with {entry}() to get a Suspended outcome; "
-        "no gated tool ran."
+    return UnsupportedNesting(
+        f"Agent {frame.agent!r} must suspend ({waiting}) but runs outside any continuation-"
+        f"aware run, so the suspension has nowhere to go; no gated tool ran. Either it was "
+        f"started directly: start it with {entry}() to get a Suspended outcome. Or it is a "
+        "sub-agent started in a thread that lost the tool call's context "
+        "(ThreadPoolExecutor.submit or threading.Thread without contextvars.copy_context()): "
+        "submit it as pool.submit(contextvars.copy_context().run, agent, prompt), or use "
+        "asyncio.to_thread / await the async entry point."
     )
 
 
@@ -198,11 +165,32 @@ def new_run_id() -> str:
     return uuid.uuid4().hex
 
 
-#: The marked tools that refused to run during the root run being executed (G13). Adapters'
-#: ``run``/``resume`` set a fresh list; the guard of a marked function adds to it wherever in
-#: the tree it refused, even inside a framework that turns tool errors into results, and the
-#: run then fails with the first one instead of carrying on.
-REFUSED: ContextVar[list[UngatedCall] | None] = ContextVar("continuations_refused", default=None)
+#: The marked tools that refused to run during the root run being executed (G13), and other
+#: errors that must fail the whole run (a re-entered body that did not repeat its sub-agent
+#: runs, a sub-agent that could not be recorded). Adapters' ``run``/``resume`` set a fresh
+#: list; the guard of a marked function adds to it wherever in the tree it refused, even
+#: inside a framework that turns tool errors into results, and the run then fails with the
+#: first one instead of carrying on.
+REFUSED: ContextVar[list[ContinuationError] | None] = ContextVar(
+    "continuations_refused", default=None
+)
+
+
+def fatal_error(error: BaseException | None) -> TypeGuard[ContinuationError]:
+    """Whether ``error``, raised anywhere in the tree, must fail the whole root run.
+
+    A marked tool that refused (G13), a sub-agent that could not be recorded, a sub-agent that
+    could not be resumed (drift, a re-entered body that did not repeat its runs, an interrupted
+    step): a framework that turns tool errors into results must not let the model carry on.
+    """
+    return isinstance(error, GateError | UnsupportedNesting | ResumeError)
+
+
+def fail_run(error: ContinuationError) -> None:
+    """Adapters: fail the root run being executed with ``error`` (after the current batch)."""
+    refused = REFUSED.get()
+    if refused is not None and not any(error is seen for seen in refused):
+        refused.append(error)
 
 
 def raise_refused() -> None:

@@ -33,7 +33,7 @@ from ._decisions import ExpiryMode, FramePlan, already_decided, build_plan
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
 from ._schema import Continuation, DecisionRecord
 from ._signing import Keyring
-from .errors import ConflictError, ContinuationError, ContinuationNotFound, UngatedCall
+from .errors import ConflictError, ContinuationError, ContinuationNotFound
 from .stores import Claim, Store, default_store
 
 __all__ = ["OnSuspend", "Opened", "notify", "open_resume", "run_root"]
@@ -57,7 +57,7 @@ async def run_root(
     turned that refusal into a tool result the run carried on from), and notifies
     ``on_suspend`` of a suspension.
     """
-    refused: list[UngatedCall] = []
+    refused: list[ContinuationError] = []
     refused_token = REFUSED.set(refused)
     started_token = STARTED_BY.set(started_by)
     try:

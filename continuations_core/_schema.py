@@ -1,9 +1,13 @@
-"""The continuation document, schema version 2 (DESIGN.md section 2, G11).
+"""The continuation document, schema version 3 (DESIGN.md section 2, G11).
 
 A :class:`Continuation` holds the root :class:`Frame` of a suspended run. Each frame holds one
 agent's native state (serialized by the framework's own adapters) and its pending calls; a
-pending call of kind ``child`` holds the frame of the sub-agent it is waiting on, so the tree
-can be arbitrarily deep and may mix frameworks.
+pending call of kind ``child`` holds the sub-agent runs it is waiting on (:class:`ChildRun`,
+one per sub-agent run the tool body started and that did not complete), so the tree can be
+arbitrarily deep, several sub-agents may wait under one call, and frameworks may mix.
+
+A path alternates call segments (``"<tool>:<call_id>@<step>"``) and, below a delegating call,
+run segments naming the sub-agent run (``"<agent>#<prompt digest>.<occurrence>"``).
 
 Everything but ``signature`` and ``decisions`` is signed. Decisions live outside the signed
 part and are bound to their call by ``(path, tool, args_digest)``.
@@ -11,18 +15,18 @@ part and are bound to their call by ``(path, tool, args_digest)``.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import json
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
-from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
-from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_tree, loads
+from ._limits import MAX_DEPTH, check_tree, loads
+from ._migrate import load, signed_part
+from ._paths import RunKey, run_segment, segment
 from ._signing import ALGORITHM, Keyring, canonical_json, digest
 from .errors import (
     ContinuationTampered,
@@ -30,13 +34,13 @@ from .errors import (
     StaleContinuation,
     UnknownPath,
     UnsignedContinuation,
-    UnsupportedSchemaVersion,
 )
 
 __all__ = [
     "SCHEMA_VERSION",
     "Approve",
     "CallKind",
+    "ChildRun",
     "Continuation",
     "Decision",
     "DecisionRecord",
@@ -45,38 +49,17 @@ __all__ = [
     "PendingCall",
     "Request",
     "Respond",
+    "RunKey",
     "Signature",
     "json_schema",
+    "run_segment",
     "segment",
 ]
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 CallKind = Literal["approval", "input", "child"]
 Path = tuple[str, ...]
-
-
-# Loading upgrades older documents through these pure functions: _MIGRATIONS[n] takes a
-# version-n document (a dict) and returns a version n+1 document.
-def _v1_to_v2(data: dict[str, Any]) -> dict[str, Any]:
-    # Version 2 added PendingCall.step and .approvers and Continuation.started_by, all optional;
-    # a version 1 document is a valid version 2 document with those absent.
-    return {**data, "schema": 2}
-
-
-_MIGRATIONS: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _v1_to_v2}
-
-
-def segment(tool: str, call_id: str, step: int | None = None) -> str:
-    """A path segment: ``"<tool>:<call_id>@<step>"``, with tool and id percent-encoded.
-
-    Model output names tools and call ids, so both are encoded: a crafted id containing
-    ``/``, ``:`` or ``@`` cannot make two calls share a path, a journal key or an idempotency
-    key. The step (the model turn that made the call) makes an id the model reuses in a later
-    turn a different call.
-    """
-    text = f"{quote(tool, safe='')}:{quote(call_id, safe='')}"
-    return text if step is None else f"{text}@{step}"
 
 
 def _now() -> datetime:
@@ -143,12 +126,15 @@ class PendingCall(_Model):
             ``@requires_approval(approvers=...)``; empty means any authorized person.
         args: The normalized args (always a dict).
         kind: ``approval`` waits for a person, ``input`` for a value from outside, ``child``
-            for a suspended sub-agent whose frame is in ``child``.
+            for a delegating call whose sub-agent runs are in ``children``.
         reason: Why a person must decide, shown in a UI.
         expires_at: The deadline for a decision, if any (G8).
         args_schema: The tool's JSON Schema, used to validate edited args.
-        child: The suspended sub-agent's frame, for ``child`` calls.
-        metadata: Adapter-owned data needed to resume this call (JSON only).
+        children: The sub-agent runs a ``child`` call waits on, each with its frame (several
+            when the tool body ran sub-agents concurrently).
+        metadata: Data needed to re-enter this call: the sub-agent runs that completed
+            (``runs``) and the results of journaled steps (``steps``), plus adapter-owned
+            data (JSON only).
     """
 
     call_id: str
@@ -160,8 +146,15 @@ class PendingCall(_Model):
     reason: str | None = None
     expires_at: datetime | None = None
     args_schema: dict[str, Any] | None = None
-    child: Frame | None = None
+    children: tuple[ChildRun, ...] = ()
     metadata: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _runs_are_distinct(self) -> PendingCall:
+        keys = [run.key for run in self.children]
+        if len(set(keys)) != len(keys):
+            raise ValueError("two sub-agent runs of one call have the same identity")
+        return self
 
     @property
     def segment(self) -> str:
@@ -196,6 +189,33 @@ class Frame(_Model):
     suspended_by: str = "calls"
 
 
+class ChildRun(_Model):
+    """A sub-agent run a delegating call waits on, with its frame.
+
+    Attributes:
+        agent: The sub-agent's name.
+        prompt: The digest of the prompt it was started with (``None`` when recorded by schema
+            version 2).
+        occurrence: How many runs of this agent with this prompt the call started before it.
+        frame: The run's suspended (or, in a checkpoint, current) frame.
+    """
+
+    agent: str
+    prompt: str | None = None
+    occurrence: int = 0
+    frame: Frame
+
+    @property
+    def key(self) -> RunKey:
+        """The run's identity inside its delegating call."""
+        return RunKey(self.agent, self.prompt, self.occurrence)
+
+    @property
+    def segment(self) -> str:
+        """The run's path segment."""
+        return self.key.segment
+
+
 class Request(_Model):
     """The flat view of one leaf pending call, for a UI.
 
@@ -220,8 +240,8 @@ def _walk(
     for call in frame.pending:
         here = (*path, call.segment)
         if call.kind == "child":
-            if call.child is not None:
-                yield from _walk(call.child, here, chain)
+            for run in call.children:
+                yield from _walk(run.frame, (*here, run.segment), chain)
         else:
             yield here, chain, call
 
@@ -251,6 +271,9 @@ class Continuation(_Model):
     _signed_bytes: bytes | None = PrivateAttr(default=None)
     # Digest of the signed part as loaded, so an in-memory edit of a loaded copy is caught too.
     _loaded_digest: str | None = PrivateAttr(default=None)
+    # For a document upgraded from an older schema whose paths changed: old path -> new path,
+    # so decisions a store recorded against the old paths still bind to their calls.
+    _legacy_paths: dict[Path, Path] = PrivateAttr(default_factory=dict)
 
     def __eq__(self, other: object) -> bool:
         # The cached signed bytes are a private detail of how a copy was loaded; two
@@ -404,7 +427,7 @@ class Continuation(_Model):
     # -- signing (G6) --------------------------------------------------------------------
 
     def _current_payload(self) -> bytes:
-        return canonical_json(_signed_part(self.model_dump(mode="json", by_alias=True)))
+        return canonical_json(signed_part(self.model_dump(mode="json", by_alias=True)))
 
     def signed_payload(self) -> bytes:
         """The canonical bytes covered by the signature.
@@ -497,7 +520,7 @@ class Continuation(_Model):
             MalformedContinuation: If the text is not a continuation document, or breaks a limit.
             UnsupportedSchemaVersion: If it was written by a newer schema version.
         """
-        return cls._load(loads(text))
+        return load(cls, loads(text))
 
     @classmethod
     def from_dict(cls, data: Any) -> Continuation:
@@ -509,81 +532,11 @@ class Continuation(_Model):
             UnsupportedSchemaVersion: If it was written by a newer schema version.
         """
         check_tree(data)
-        return cls._load(data)
-
-    @classmethod
-    def _load(cls, data: Any) -> Continuation:
-        """Load a parsed document that is within the depth limit and holds no NaN/inf."""
-        if not isinstance(data, dict):
-            raise MalformedContinuation("A continuation document must be a JSON object.")
-        cid = data.get("id") if isinstance(data.get("id"), str) else None
-        version = data.get("schema")
-        if not isinstance(version, int) or isinstance(version, bool):
-            raise MalformedContinuation(
-                "The document has no integer 'schema' field; it is not a continuation.",
-                continuation_id=cid,
-            )
-        if version > SCHEMA_VERSION or version < 1:
-            raise UnsupportedSchemaVersion(
-                f"Schema version {version} is not supported by this package (it reads up to "
-                f"{SCHEMA_VERSION}). Upgrade agent-continuations to resume it.",
-                continuation_id=cid,
-            )
-        try:
-            signed_bytes = canonical_json(_signed_part(data))
-        except (TypeError, ValueError) as exc:
-            raise MalformedContinuation(f"Not canonical JSON: {exc}", continuation_id=cid) from exc
-        size = len(signed_bytes) + _unsigned_size(data)
-        if size > MAX_DOCUMENT_BYTES:
-            raise MalformedContinuation(
-                f"The continuation document is {size} bytes as compact JSON, over the limit of "
-                f"{MAX_DOCUMENT_BYTES} bytes. Nothing was changed.",
-                continuation_id=cid,
-            )
-        upgraded = data
-        for v in range(version, SCHEMA_VERSION):
-            upgraded = _MIGRATIONS[v](upgraded)
-        try:
-            cont = cls.model_validate(upgraded)
-        except ValidationError as exc:
-            raise MalformedContinuation(
-                f"The document does not match the continuation schema: {exc.error_count()} "
-                f"error(s), first: {exc.errors()[0]['loc']} {exc.errors()[0]['msg']}.",
-                continuation_id=cid,
-            ) from exc
-        paths = [record.path for record in cont.decisions]
-        if len(set(paths)) != len(paths):
-            twice = sorted({" > ".join(p) for p in paths if paths.count(p) > 1})
-            raise MalformedContinuation(
-                f"The document carries more than one decision for {', '.join(twice)}. A path "
-                "takes one decision; remove the extra ones and decide again.",
-                continuation_id=cid,
-            )
-        from ._decisions import check_record
-
-        for record in cont.decisions:
-            check_record(record, continuation_id=cid)
-        # Older documents were signed in their own version's form; keep those bytes.
-        cont._signed_bytes = signed_bytes
-        cont._loaded_digest = hashlib.sha256(cont._current_payload()).hexdigest()
-        return cont
-
-
-def _signed_part(data: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in data.items() if k not in ("signature", "decisions")}
-
-
-def _unsigned_size(data: dict[str, Any]) -> int:
-    """Bytes the unsigned fields add to the signed part's compact JSON: ``,"key":value``."""
-    size = 0
-    for key in ("signature", "decisions"):
-        if key in data:
-            with contextlib.suppress(TypeError, ValueError):  # not JSON: validation decides
-                size += len(key) + 4 + len(canonical_json(data[key]))
-    return size
+        return load(cls, data)
 
 
 PendingCall.model_rebuild()
+ChildRun.model_rebuild()
 Frame.model_rebuild()
 
 

@@ -25,7 +25,9 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     ├── ContinuationExpired           a pending call passed its deadline (G8)
     ├── ResumeError                   the continuation cannot be resumed here
     │   ├── AgentDrift                the agent's tools no longer match the frame (G10)
-    │   └── StaleContinuation         an older copy than the last one seen (G5)
+    │   ├── StaleContinuation         an older copy than the last one seen (G5)
+    │   ├── ReplayMismatch            a re-entered tool body did not repeat what was recorded
+    │   └── StepInterrupted           a non-idempotent step started but recorded no result
     ├── StoreError                    persistence
     │   ├── StoreUnavailable          the backend failed or cannot be reached
     │   ├── ContinuationNotFound      no such id in the store
@@ -36,7 +38,8 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     │   └── NotAuthorized             the principal may not decide this request
     ├── NotificationFailed            a webhook notification could not be delivered
     └── ConfigurationError            the package is set up wrongly
-        └── MissingExtra              an optional dependency is not installed
+        ├── MissingExtra              an optional dependency is not installed
+        └── UnsupportedNesting        a sub-agent started where its delegating call cannot see it
 """
 
 from __future__ import annotations
@@ -65,16 +68,19 @@ __all__ = [
     "MissingExtra",
     "NotAuthorized",
     "NotificationFailed",
+    "ReplayMismatch",
     "ResumeError",
     "SchemaError",
     "SignatureError",
     "StaleContinuation",
+    "StepInterrupted",
     "StoreError",
     "StoreUnavailable",
     "UngatedCall",
     "UnknownKey",
     "UnknownPath",
     "UnsignedContinuation",
+    "UnsupportedNesting",
     "UnsupportedSchemaVersion",
 ]
 
@@ -215,6 +221,21 @@ class StaleContinuation(ResumeError):
     """The continuation is older than the last one seen for its run."""
 
 
+class ReplayMismatch(ResumeError):
+    """A delegating tool body, re-entered on resume, did not repeat what its frame recorded.
+
+    It did not start again a sub-agent run that was suspended (its prompt changed, say), so
+    that run's decisions cannot be applied. Nothing of that run ran.
+    """
+
+
+class StepInterrupted(ResumeError):
+    """A step marked not idempotent started before a crash and recorded no result.
+
+    It is not run again; check its effect, then record the outcome or start a new run.
+    """
+
+
 class StoreError(ContinuationError):
     """A store operation failed."""
 
@@ -257,6 +278,14 @@ class NotificationFailed(ContinuationError):
 
 class ConfigurationError(ContinuationError):
     """The package is configured wrongly."""
+
+
+class UnsupportedNesting(ConfigurationError):
+    """A sub-agent run started where its delegating tool call cannot see or record it.
+
+    For example in a task that outlived the tool call that created it, or in a thread started
+    without the caller's context. The run did not start.
+    """
 
 
 class MissingExtra(ConfigurationError):

@@ -1,8 +1,12 @@
 """The multi-level HR agent: an HR agent that emails and delegates to an accounts sub-agent.
 
-- ``hr`` has ``send_email`` and ``open_accounts``; the latter is a plain tool body that awaits
-  the ``accounts`` sub-agent.
+- ``hr`` has ``send_email`` and ``open_accounts``; the latter is a plain tool body that opens a
+  ticket in the IT system, then awaits the ``accounts`` sub-agent with the ticket number.
 - ``accounts`` has ``create_account`` and ``authorize_account``; authorizing needs approval.
+
+``open_accounts`` is re-entered when the suspended sub-agent resumes, so the code before the
+sub-agent call runs again. Opening the ticket is a journaled ``step``: it runs once, and every
+re-entry gets the same ticket number back (so the sub-agent also gets the same prompt).
 
 Offline it runs on scripted models (no API key). With ``OPENAI_API_KEY`` set, both agents use
 OpenAI (``CONTINUATIONS_DEMO_MODEL``, default ``openai:gpt-4o-mini``).
@@ -21,6 +25,7 @@ import argparse
 import asyncio
 import os
 import sys
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +34,7 @@ from pydantic_ai.messages import ModelMessage, ModelResponse, TextPart, ToolCall
 from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
-from continuations_core import Completed, Keyring, Suspended, requires_approval
+from continuations_core import Completed, Keyring, Suspended, requires_approval, step
 from continuations_core.stores import SQLiteStore
 from continuations_pydantic_ai import Continuations, resume, run
 
@@ -126,11 +131,19 @@ def send_email(to: str, subject: str) -> str:
     return f"email '{subject}' sent to {to}"
 
 
+async def open_ticket(request: str) -> str:
+    """Open a ticket in the IT system (a side effect: each call opens a new ticket)."""
+    ticket = f"IT-{uuid.uuid4().hex[:6]}"
+    _log(f"open_ticket {ticket} request={request}")
+    return ticket
+
+
 @hr.tool
 async def open_accounts(ctx: RunContext[None], request: str) -> str:
-    """Ask the accounts team agent to open accounts."""
-    result = await accounts.run(request, usage=ctx.usage)
-    return result.output
+    """Open an IT ticket, then ask the accounts team agent to open the accounts."""
+    ticket = await step("open ticket", open_ticket, request)  # once, however often re-entered
+    result = await accounts.run(f"{request} (ticket {ticket})", usage=ctx.usage)
+    return f"{ticket}: {result.output}"
 
 
 def keyring(db: Path) -> Keyring:

@@ -38,6 +38,25 @@ VARIANTS: dict[str, Callable[[], Harness]] = {
 }
 
 
+def _pydantic_ai_variant(**kwargs: Any) -> Callable[[], Harness]:
+    def build() -> Harness:
+        from continuations_pydantic_ai.testing import PydanticAIHarness
+
+        return PydanticAIHarness(**kwargs)
+
+    return build
+
+
+#: Other ways people run sub-agents concurrently in one tool body (the default harnesses use
+#: ``asyncio.gather``): a ``TaskGroup``, ``asyncio.to_thread`` with ``run_sync``, and a Strands
+#: sync body submitting ``child(prompt)`` to a thread pool with the context copied.
+CONCURRENCY: dict[str, Callable[[], Harness]] = {
+    "pydantic-ai-taskgroup": _pydantic_ai_variant(concurrency="taskgroup"),
+    "pydantic-ai-threads": _pydantic_ai_variant(concurrency="threads"),
+    "strands-threads": _strands_variant(concurrency="threads"),
+}
+
+
 def _mixed(root: str) -> Callable[[], Harness]:
     """A tree whose levels alternate between the two frameworks, starting with ``root``."""
 
@@ -59,4 +78,4 @@ HARNESSES: dict[str, Callable[[], Harness]] = {
     "strands": _strands,
 }
 
-ALL: dict[str, Callable[[], Harness]] = {**HARNESSES, **VARIANTS}
+ALL: dict[str, Callable[[], Harness]] = {**HARNESSES, **VARIANTS, **CONCURRENCY}

@@ -11,7 +11,7 @@ from typing import Any
 
 import httpx
 
-from continuations_core import Continuation, Frame, Keyring, PendingCall, Store
+from continuations_core import ChildRun, Continuation, Frame, Keyring, PendingCall, Store
 from continuations_core.inbox import Principal, create_inbox_app
 
 KEYS = Keyring.generate("inbox-test")
@@ -76,7 +76,7 @@ def nested(
             step=0,
             args={"task": "pay"},
             kind="child",
-            child=child,
+            children=(ChildRun(agent=agents[1], prompt="0" * 64, frame=child),),
         )
     ]
     if ask:

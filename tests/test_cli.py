@@ -81,7 +81,7 @@ def test_show_lists_nested_paths_and_the_inner_tool_args(
     code, out, _ = run(capsys, "show", "--store", url, cont.id)
     assert code == 0
     assert "[1] approval" in out and "[3] input" in out
-    assert "delegate_payments:call_1 > transfer:call_1" in out
+    assert "delegate_payments:call_1 > payments#000000000000.0 > transfer:call_1" in out
     assert "orchestrator > payments" in out
     assert '{"amount": 100, "to": "acct-001"}' in out
     assert "tool:     transfer" in out

@@ -13,8 +13,8 @@ from continuations_core.testing.spec import Ledger
 def _frameworks(frame: Frame) -> list[str]:
     out = [frame.framework]
     for call in frame.pending:
-        if call.child is not None:
-            out.extend(_frameworks(call.child))
+        for run in call.children:
+            out.extend(_frameworks(run.frame))
     return out
 
 

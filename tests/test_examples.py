@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+from continuations_core._scope import prompt_digest
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -29,7 +32,9 @@ def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     out = done.stdout
-    assert "path:     open_accounts:hr_0_1@0 > authorize_account:accounts_1_0@1" in out
+    [ticket] = set(re.findall(r"open_ticket (IT-[0-9a-f]{6})", out))
+    run = f"accounts#{prompt_digest(f'payroll admin account for alice (ticket {ticket})')[:12]}.0"
+    assert f"path:     open_accounts:hr_0_1@0 > {run} > authorize_account:accounts_1_0@1" in out
     assert "agents:   hr > accounts" in out
     assert '"role": "admin"' in out
     assert "completed: hr: email 'Welcome aboard' sent" in out
@@ -38,8 +43,10 @@ def test_hr_demo_runs_across_processes(tmp_path: Path) -> None:
     assert sorted(line.split()[0] for line in log) == [
         "authorize_account",
         "create_account",
+        "open_ticket",
         "send_email",
-    ]
+    ], "a tool body or the ticket step ran twice"
+    assert f"completed: hr: email 'Welcome aboard' sent to alice@example.com; {ticket}:" in out
     key = tmp_path / "demo" / "hr.key"
     assert key.stat().st_mode & 0o777 == 0o600
 

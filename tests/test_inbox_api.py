@@ -51,7 +51,8 @@ async def test_pending_lists_flat_requests_newest_first_with_schema_and_filters(
         assert [i["continuation_id"] for i in items] == [newer] * 3 + [older] * 2
         first = items[0]
         assert first["agents"] == ["finance", "payments"] and first["tool"] == "transfer"
-        assert first["path"] == ["delegate_payments:call_1@0", "transfer:call_1@0"]
+        run = "payments#" + "0" * 12 + ".0"  # the sub-agent run's segment (schema 3)
+        assert first["path"] == ["delegate_payments:call_1@0", run, "transfer:call_1@0"]
         assert first["args"] == {"amount": 1, "to": "a"} and first["kind"] == "approval"
         assert first["args_schema"] == TRANSFER_SCHEMA and first["seq"] == 0
         assert first["reason"].startswith("Transfers") and first["may_decide"] is True

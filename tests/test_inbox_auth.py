@@ -143,7 +143,8 @@ async def test_ag_ui_interrupts_carry_ids_tool_call_schema_expiry_and_attributio
     assert transfer["reason"] == "tool_call" and transfer["toolCallId"] == "call_1"
     assert transfer["responseSchema"]["properties"]["editedArgs"]["properties"]["amount"]
     assert transfer["expiresAt"] == deadline.isoformat()
-    assert transfer["subagentRunId"] == f"{cont.run_id}/delegate_payments:call_1@0"
+    run = "payments#" + "0" * 12 + ".0"  # the sub-agent run's segment (schema 3)
+    assert transfer["subagentRunId"] == f"{cont.run_id}/delegate_payments:call_1@0/{run}"
     meta = transfer["metadata"]["agentContinuations"]
     assert meta["agents"] == ["finance", "payments"] and meta["tool"] == "transfer"
     assert ask["reason"] == "input_required" and "subagentRunId" not in ask

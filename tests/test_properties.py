@@ -9,6 +9,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from continuations_core import (
+    ChildRun,
     Continuation,
     ContinuationError,
     Frame,
@@ -45,7 +46,9 @@ def frames(depth: int = 3) -> st.SearchStrategy[Frame]:
                 tool=tool,
                 args=args,
                 kind="child" if child is not None else kind,
-                child=child,
+                children=(ChildRun(agent=child.agent, prompt="0" * 64, frame=child),)
+                if child is not None
+                else (),
                 reason=reason,
             ),
             ident,

@@ -14,6 +14,7 @@ from pydantic_ai.models.openai import OpenAIChatModel
 from pydantic_ai.providers.openai import OpenAIProvider
 
 from continuations_core import Completed, Continuation, Keyring, Suspended, requires_approval
+from continuations_core._scope import prompt_digest
 from continuations_core.testing.fake_openai import FakeOpenAIServer, Reply, ToolCall
 from continuations_pydantic_ai import Continuations, resume, run
 
@@ -78,11 +79,16 @@ async def test_nested_suspend_and_resume_over_http() -> None:
 
         cont = Continuation.from_json(text)
         [req] = cont.requests
-        assert req.path == ("delegate:call_parent_77@0", "authorize:call_child_42@0")
+        [run_ref] = cont.root.pending[0].children
+        assert run_ref.prompt == prompt_digest("pay bob")
+        assert req.path == (
+            "delegate:call_parent_77@0",
+            f"accounts#{run_ref.prompt[:12]}.0",
+            "authorize:call_child_42@0",
+        )
         assert req.agents == ("hr", "accounts")
         assert req.args == {"who": "bob", "amount": 5000}
-        child_state = cont.root.pending[0].child
-        assert child_state is not None
+        child_state = run_ref.frame
         stored_call = child_state.state["messages"][-1]["parts"][0]
         assert isinstance(stored_call["args"], str) and json.loads(stored_call["args"]) == req.args
         assert ran == []

@@ -72,7 +72,12 @@ async def test_nested_suspend_and_resume_over_http() -> None:
         assert isinstance(outcome, Suspended)
         cont = Continuation.from_json(outcome.continuation.to_json())
         [req] = cont.requests
-        assert req.path == ("delegate:call_parent_9@0", "authorize:call_child_3@0")
+        [run_ref] = cont.root.pending[0].children
+        assert req.path == (
+            "delegate:call_parent_9@0",
+            f"accounts#{run_ref.prompt[:12]}.0",
+            "authorize:call_child_3@0",
+        )
         assert req.agents == ("hr", "accounts") and req.args == {"who": "bob", "amount": 5000}
         assert ran == []
         done = await resume(build(server, ran), cont.approve(req.path), keys=KEYS)

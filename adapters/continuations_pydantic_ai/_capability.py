@@ -4,15 +4,16 @@ It hooks Pydantic AI's own tool-execution path through public capability hooks o
 
 - ``get_wrapper_toolset`` puts a gate (:mod:`._gate`) on every leaf toolset of the run, so each
   call is decided from the tool it resolves to, whatever wraps, renames or builds the toolset;
-- ``wrap_tool_execute`` answers decided calls on resume, replays the results of sibling calls
-  that completed before the suspension, turns a held call into a pending approval, and catches
-  a sub-agent's :class:`~continuations_core.FrameSuspended` so the call becomes a ``child``
-  pending call;
-- ``wrap_output_process`` gates output functions the same way;
+- ``wrap_tool_execute`` answers decided calls on resume (a denial as Pydantic AI's own denied
+  tool return), replays the results of sibling calls that completed before the suspension,
+  turns a held call into a pending approval, and gives each call a
+  :class:`~continuations_core.CallScope` whose sub-agent runs it waits for;
+- ``wrap_output_process`` gates output functions the same way (:mod:`._output`);
 - ``wrap_node_run`` ends a tool batch that left pending calls by raising ``FrameSuspended``
-  with this agent's frame, counts model turns and evaluates suspension policies before each
-  model request;
-- ``wrap_run`` makes a nested run replay a journaled result or resume its frame;
+  with this agent's frame, counts model turns, evaluates suspension policies and writes
+  checkpoints at step boundaries;
+- ``wrap_run`` (with nested runs, delegating calls and tree checkpoints: :mod:`._nesting`)
+  replays, resumes or runs a run started inside a tool body;
 - ``prepare_tools`` records the tool fingerprint and detects drift before any tool runs.
 
 A suspended step is resumed by running the agent on its history, which ends with the model
@@ -22,30 +23,24 @@ resuming a history that ends in a request (which Pydantic AI would answer "inter
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Sequence
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext
+from pydantic_ai import CallToolsNode, ModelRequestNode, RunContext, ToolDenied
 from pydantic_ai.capabilities import (
     AbstractCapability,
     AgentNode,
-    RawOutput,
     RawToolArgs,
     ValidatedToolArgs,
     WrapNodeRunHandler,
-    WrapOutputProcessHandler,
-    WrapRunHandler,
     WrapToolExecuteHandler,
 )
-from pydantic_ai.exceptions import ApprovalRequired, CallDeferred, ModelRetry
+from pydantic_ai.exceptions import ApprovalRequired, CallDeferred
 from pydantic_ai.messages import ModelMessage, ModelResponse, ToolCallPart
-from pydantic_ai.models import Model
-from pydantic_ai.output import OutputContext
-from pydantic_ai.run import AgentRunResult
 from pydantic_ai.tools import ToolDefinition
 from pydantic_ai.toolsets import AbstractToolset
 from pydantic_graph import End
@@ -58,71 +53,33 @@ from continuations_core import (
     Frame,
     FramePlan,
     FrameSuspended,
-    PendingCall,
     PolicyState,
     Respond,
     SuspensionPolicy,
     UngatedCall,
 )
 from continuations_core._durable import CHECKPOINTER, enter_call, exit_call
-from continuations_core._markers import gate_hook
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
-    MANAGED,
     check_fingerprint,
     check_unique_call_ids,
+    is_suspension,
     raise_refused,
-    unmanaged_suspension,
 )
 from continuations_core._schema import segment
+from continuations_core._steps import journal
 
 from . import _translate as t
-from ._gate import CALL_GATE, ApprovedCalls, CallGate, GateToolset, Hold, OutputGate
+from ._gate import CALL_GATE, ApprovedCalls, CallGate, GateToolset, Hold
+from ._nesting import PLACEHOLDER, InFlight, NestingHooks, RunState, pending_call
+from ._output import OutputHooks
 
 __all__ = ["Continuations"]
 
-_PLACEHOLDER = "(suspended: awaiting a decision)"
-
 
 @dataclass
-class _Resume:
-    """Handed from ``resume()`` or an outer ``wrap_run`` to the run that resumes a frame."""
-
-    plan: FramePlan
-    scope: CallScope | None
-    ordinal: int | None
-    agent_name: str
-
-
-_RESUME: ContextVar[_Resume | None] = ContextVar("continuations_pai_resume", default=None)
-_RUN_ID: ContextVar[str | None] = ContextVar("continuations_pai_run_id", default=None)
-
-
-@dataclass
-class _RunState:
-    """Per-run state of one capability instance (created by ``for_run``)."""
-
-    active: bool = False
-    managed: bool = False
-    agent_name: str = "agent"
-    path: tuple[str, ...] = ()
-    agents: tuple[str, ...] = ()
-    scope: CallScope | None = None
-    ordinal: int | None = None
-    plan: FramePlan | None = None
-    drift_checked: bool = False
-    in_calls_node: bool = False
-    policy: PolicyState = field(default_factory=PolicyState)
-    fingerprint: dict[str, str] = field(default_factory=dict)
-    replay: dict[str, dict[str, Any]] = field(default_factory=dict)
-    pending: dict[str, PendingCall] = field(default_factory=dict)
-    journal: dict[str, dict[str, Any]] = field(default_factory=dict)
-    shares_usage: bool = False
-
-
-@dataclass
-class Continuations(AbstractCapability[Any]):
+class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
     """Make an agent suspend into continuations instead of blocking.
 
     Add it to every agent that may suspend, the root and each sub-agent::
@@ -136,16 +93,16 @@ class Continuations(AbstractCapability[Any]):
 
     policies: Sequence[SuspensionPolicy] = ()
     clock: Clock = default_clock
-    _state: _RunState | None = field(default=None, repr=False, compare=False)
+    _state: RunState | None = field(default=None, repr=False, compare=False)
 
     async def for_run(self, ctx: RunContext[Any]) -> AbstractCapability[Any]:
         """Return a fresh instance holding this run's state."""
-        return dataclasses.replace(self, _state=_RunState())
+        return dataclasses.replace(self, _state=RunState())
 
     @property
-    def _st(self) -> _RunState:
+    def _st(self) -> RunState:
         if self._state is None:  # pragma: no cover - for_run always runs first
-            self._state = _RunState()
+            self._state = RunState()
         return self._state
 
     # -- toolset: find marked tools ---------------------------------------------------
@@ -174,99 +131,15 @@ class Continuations(AbstractCapability[Any]):
 
     # -- run: nesting, replay, resume -------------------------------------------------
 
-    async def wrap_run(
-        self, ctx: RunContext[Any], *, handler: WrapRunHandler
-    ) -> AgentRunResult[Any]:
-        """Replay or resume a nested run, and turn a suspension into ``FrameSuspended``."""
-        st = self._st
-        if _RUN_ID.get() == ctx.run_id:
-            return await handler()  # another Continuations instance already handles this run
-        _RUN_ID.set(ctx.run_id)
-        st.active = True
-        st.agent_name = _agent_name(ctx)
-        resume = _RESUME.get()
-        if resume is not None and resume.agent_name == st.agent_name:
-            _RESUME.set(None)
-            st.scope, st.ordinal = resume.scope, resume.ordinal
-            self._load_plan(resume.plan)
-        else:
-            scope = CURRENT_CALL.get()
-            if scope is not None:
-                ordinal = scope.next_ordinal()
-                recorded = scope.replayed(ordinal)
-                if recorded is not None:
-                    return t.load_run_result(recorded["result"], t.output_type_of(ctx.agent))
-                plan = scope.resume_plan(ordinal)
-                if plan is not None:
-                    return await self._resume_nested(ctx, plan, scope, ordinal)
-                st.scope, st.ordinal = scope, ordinal
-                st.path, st.agents = scope.path, scope.agents
-                st.shares_usage = scope.owner is ctx.usage
-        st.managed = MANAGED.get()
-        CURRENT_CALL.set(None)
-        MANAGED.set(False)
-        try:
-            result = await handler()
-        except FrameSuspended as suspended:
-            if st.scope is not None and st.ordinal is not None:
-                st.scope.suspended(st.ordinal, suspended.frame)
-            raise
-        if st.scope is not None and st.ordinal is not None:
-            st.scope.record(
-                st.ordinal,
-                {
-                    "framework": t.FRAMEWORK,
-                    "agent": st.agent_name,
-                    "result": t.dump_run_result(result),
-                },
-            )
-        return result
-
-    async def on_run_error(
-        self, ctx: RunContext[Any], *, error: BaseException
-    ) -> AgentRunResult[Any]:
-        """Refuse a suspension of a root run that was not started through ``run``/``resume``.
-
-        Raising here replaces the run's error; every other error is raised unchanged.
-        """
-        st = self._st
-        if isinstance(error, FrameSuspended) and st.active and st.scope is None and not st.managed:
-            raise unmanaged_suspension(error.frame, "continuations_pydantic_ai.run") from None
-        raise error
-
     def _load_plan(self, plan: FramePlan) -> None:
         st = self._st
         st.plan = plan
         st.path = plan.path
-        st.agents = st.scope.agents if st.scope is not None else ()
+        st.agents = st.sub.scope.agents if st.sub is not None else ()
         state = plan.frame.state
         st.policy = PolicyState.from_dict(plan.frame.policy_state)
         st.replay = dict(state.get("journal", {}))
         st.shares_usage = bool(state.get("shares_usage", False))
-
-    async def _resume_nested(
-        self, ctx: RunContext[Any], plan: FramePlan, scope: CallScope, ordinal: int
-    ) -> AgentRunResult[Any]:
-        """Run this agent again from its suspended frame instead of the fresh prompt."""
-        agent = ctx.agent
-        if agent is None:  # pragma: no cover - Pydantic AI always sets it
-            raise RuntimeError("RunContext.agent is not set")
-        state = plan.frame.state
-        usage = ctx.usage if state.get("shares_usage") else t.load_usage(state.get("usage"))
-        token = _RESUME.set(_Resume(plan, scope, ordinal, _agent_name(ctx)))
-        run_token = _RUN_ID.set(None)
-        try:
-            result: AgentRunResult[Any] = await agent.run(
-                message_history=t.load_messages(state["messages"]),
-                deps=ctx.deps,
-                model=ctx.model if isinstance(ctx.model, Model) else None,
-                usage=usage,
-                usage_limits=ctx.usage_limits,
-            )
-        finally:
-            _RUN_ID.reset(run_token)
-            _RESUME.reset(token)
-        return result
 
     # -- nodes: step boundaries -------------------------------------------------------
 
@@ -281,7 +154,7 @@ class Continuations(AbstractCapability[Any]):
         st = self._st
         if not st.active:
             return await handler(node)
-        cp = CHECKPOINTER.get() if st.scope is None else None
+        cp = CHECKPOINTER.get()
         if isinstance(node, ModelRequestNode):
             if st.pending:  # never let a pending call's placeholder reach the model
                 raise UngatedCall(
@@ -296,21 +169,24 @@ class Continuations(AbstractCapability[Any]):
                 raise FrameSuspended(self._frame(ctx, history, f"policy:{fired.key}"))
             if cp is not None:
                 # Before every model request (the first included): a crash from here on
-                # repeats at most this request.
-                await cp.step(self._frame(ctx, history, "checkpoint", pending=False))
+                # repeats at most this request. A sub-agent checkpoints the whole tree.
+                await self._checkpoint(cp, self._frame(ctx, history, "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
             check_unique_call_ids(t.call_ids(node.model_response), st.agent_name)
             st.pending.clear()
             st.journal.clear()
             st.in_calls_node = True
+            st.batch, st.batch_ctx = list(ctx.messages), ctx
         try:
             result = await handler(node)
         finally:
             st.in_calls_node = False
+            st.batch_ctx = None
         if isinstance(node, ModelRequestNode) and isinstance(result, CallToolsNode):
             st.policy.record_turn(result.model_response.usage.total_tokens)
             if cp is not None:
-                await cp.step(self._frame(ctx, list(ctx.messages), "checkpoint", pending=False))
+                frame = self._frame(ctx, list(ctx.messages), "checkpoint", pending=False)
+                await self._checkpoint(cp, frame)
         if isinstance(node, CallToolsNode):
             st.replay.clear()
             st.plan = None
@@ -382,7 +258,9 @@ class Continuations(AbstractCapability[Any]):
         call_plan = self._call_plan(call)
         decision = call_plan.decision if call_plan is not None else None
         if isinstance(decision, Deny):
-            return decision.message
+            # Pydantic AI's own denied return: ToolReturnPart(outcome='denied'), so the history,
+            # Logfire and UI adapters show the call as denied.
+            return ToolDenied(decision.message)
         if isinstance(decision, Respond):
             return decision.value
         if isinstance(decision, Approve):
@@ -405,39 +283,45 @@ class Continuations(AbstractCapability[Any]):
     ) -> Any:
         st = self._st
         path, step = self._where(ctx, call.tool_name, call.tool_call_id)
-        scope = CallScope(path=path, agents=(*st.agents, st.agent_name), owner=ctx.usage)
-        if call_plan is not None and call_plan.child is not None:
-            scope.resume = call_plan
-            scope.replay = list(call_plan.call.metadata.get("journal", []))
-            scope.suspended_ordinal = int(call_plan.call.metadata.get("ordinal", 0))
+        reentered = call_plan is not None and call_plan.reentered
+        scope = CallScope(
+            path=path,
+            agents=(*st.agents, st.agent_name),
+            owner=ctx.usage,
+            resume=call_plan if reentered else None,
+            loop=asyncio.get_running_loop(),
+        )
+        cp = CHECKPOINTER.get()
+        if cp is not None:
+            scope.on_checkpoint = lambda: self._checkpoint_tree(cp)
         decision = call_plan.decision if call_plan is not None else None
         gate = CallGate(
             owner=st,
             path=path,
             tool=call.tool_name,
             decision=decision if isinstance(decision, Approve) else None,
-            reentered=call_plan is not None and call_plan.child is not None,
+            reentered=reentered,
         )
+        st.inflight[call.tool_call_id] = InFlight(scope, call, tool_def, step)
         token = CURRENT_CALL.set(scope)
         gate_token = CALL_GATE.set(gate)
         key_token = enter_call(path)
         try:
-            result = await handler(args)
+            try:
+                result = await handler(args)
+            finally:
+                # Every sub-agent run started in the body has completed or suspended before
+                # the call ends, however the body awaited (or forgot) them.
+                await scope.settle()
         except Hold as held:
             self._hold(call, tool_def, step, held.spec)
-            return _PLACEHOLDER
-        except FrameSuspended as suspended:
-            ordinal = scope.suspension_ordinal
-            self._add_pending(
-                call,
-                tool_def,
-                "child",
-                step=step,
-                child=suspended.frame,
-                metadata=scope.child_metadata(ordinal),
-            )
-            await self._suspended_call(path, call.tool_name)
-            return _PLACEHOLDER
+            return PLACEHOLDER
+        except FrameSuspended:
+            return await self._child(call, tool_def, step, scope)
+        except BaseExceptionGroup as group:  # a TaskGroup whose sub-agents suspended
+            if not (scope.suspended and is_suspension(group)):
+                raise
+            return await self._child(call, tool_def, step, scope)
         except CallDeferred as deferred:
             self._add_pending(
                 call,
@@ -447,7 +331,7 @@ class Continuations(AbstractCapability[Any]):
                 metadata={"deferred": deferred.metadata or {}, "deferred_kind": deferred.kind},
             )
             await self._suspended_call(path, call.tool_name)
-            return _PLACEHOLDER
+            return PLACEHOLDER
         except ApprovalRequired as required:
             reason = (required.metadata or {}).get("reason")
             self._add_pending(
@@ -459,17 +343,23 @@ class Continuations(AbstractCapability[Any]):
                 metadata={"deferred": required.metadata or {}},
             )
             await self._suspended_call(path, call.tool_name)
-            return _PLACEHOLDER
+            return PLACEHOLDER
         finally:
+            st.inflight.pop(call.tool_call_id, None)
             exit_call(key_token)
             CALL_GATE.reset(gate_token)
             CURRENT_CALL.reset(token)
         raise_refused()  # a marked tool refused inside this call: fail the run loudly
+        if scope.suspended:
+            # The body went on past a suspended sub-agent (gather(return_exceptions=True), a
+            # broad except): its result is not the call's; the call waits like any other.
+            return await self._child(call, tool_def, step, scope)
+        if reentered:
+            scope.check_replayed(completed=True)
         recorded = t.dump_tool_result(result)
         st.journal[call.tool_call_id] = recorded
-        cp = CHECKPOINTER.get()
         if cp is not None and not gate.replayed:
-            await cp.tool_completed(path, call.tool_name, recorded)
+            await journal(cp, lambda: cp.tool_completed(path, call.tool_name, recorded))
         return result
 
     def _hold(self, call: ToolCallPart, tool_def: ToolDefinition, step: int, spec: Any) -> None:
@@ -493,90 +383,12 @@ class Continuations(AbstractCapability[Any]):
             approvers=spec.approvers,
         )
 
-    # -- output functions ---------------------------------------------------------------
-
-    async def before_output_validate(
-        self, ctx: RunContext[Any], *, output_context: OutputContext, output: RawOutput
-    ) -> RawOutput:
-        """Substitute the edited args of an approved output call before validation."""
-        decision = self._output_decision(output_context)
-        if isinstance(decision, Approve) and decision.args is not None:
-            return dict(decision.args)
-        return output
-
-    async def wrap_output_process(
-        self,
-        ctx: RunContext[Any],
-        *,
-        output_context: OutputContext,
-        output: Any,
-        handler: WrapOutputProcessHandler,
-    ) -> Any:
-        """Gate a ``@requires_approval`` output function like a tool call."""
-        st = self._st
-        if not st.active or not output_context.has_function:
-            return await handler(output)
-        decision = self._output_decision(output_context)
-        if isinstance(decision, Deny):
-            raise ModelRetry(decision.message)  # the model is told, and the run goes on
-        gate = OutputGate(
-            function_name=output_context.function_name,
-            decision=decision if isinstance(decision, Approve) else None,
-            streaming=bool(ctx.partial_output),
-            is_context=t.is_run_context,
-        )
-        try:
-            with gate_hook(gate):
-                return await handler(output)
-        except Hold as held:
-            call = output_context.tool_call
-            tool = call.tool_name if call is not None else output_context.function_name
-            call_id = call.tool_call_id if call is not None else "output"
-            args = call.args_as_dict() if call is not None else dict(gate.held or {})
-            _path, step = self._where(ctx, tool or "output", call_id)
-            if not st.in_calls_node:
-                raise UngatedCall(
-                    f"Output function {tool!r} requires approval, but this run cannot suspend."
-                ) from None
-            expires = (
-                datetime.now(UTC) + held.spec.expires if held.spec.expires is not None else None
-            )
-            self._st.pending[call_id] = PendingCall.model_validate(
-                {
-                    "call_id": call_id,
-                    "tool": tool or "output",
-                    "step": step,
-                    "args": args,
-                    "kind": "approval",
-                    "reason": held.spec.reason,
-                    "expires_at": expires,
-                    "approvers": held.spec.approvers,
-                    "args_schema": output_context.tool_def.parameters_json_schema
-                    if output_context.tool_def is not None
-                    else None,
-                }
-            )
-            raise FrameSuspended(self._frame(ctx, list(ctx.messages), "calls")) from None
-
-    def _output_decision(self, output_context: OutputContext) -> Approve | Deny | Respond | None:
-        plan = self._st.plan
-        call = output_context.tool_call
-        if plan is None:
-            return None
-        call_plan = plan.calls.get(call.tool_call_id if call is not None else "output")
-        return call_plan.decision if call_plan is not None else None
-
     # -- pending calls --------------------------------------------------------------------
 
     def _call_plan(self, call: ToolCallPart) -> CallPlan | None:
         """The plan for a call of the resumed step (the plan is dropped after that step)."""
         plan = self._st.plan
         return plan.calls.get(call.tool_call_id) if plan is not None else None
-
-    async def _suspended_call(self, path: tuple[str, ...], tool: str) -> None:
-        cp = CHECKPOINTER.get()
-        if cp is not None:
-            await cp.tool_suspended(path, tool)
 
     def _add_pending(
         self,
@@ -588,30 +400,18 @@ class Continuations(AbstractCapability[Any]):
         reason: str | None = None,
         expires_at: datetime | None = None,
         approvers: tuple[str, ...] = (),
-        child: Frame | None = None,
         metadata: dict[str, Any] | None = None,
     ) -> None:
-        self._st.pending[call.tool_call_id] = PendingCall.model_validate(
-            {
-                "call_id": call.tool_call_id,
-                "tool": call.tool_name,
-                "step": step,
-                "args": call.args_as_dict(),
-                "kind": kind,
-                "reason": reason,
-                "expires_at": expires_at,
-                "approvers": approvers,
-                "args_schema": tool_def.parameters_json_schema,
-                "child": child,
-                "metadata": metadata or {},
-            }
+        self._st.pending[call.tool_call_id] = pending_call(
+            call,
+            tool_def,
+            kind,
+            step=step,
+            reason=reason,
+            expires_at=expires_at,
+            approvers=approvers,
+            metadata=metadata,
         )
-
-
-def _agent_name(ctx: RunContext[Any]) -> str:
-    agent = ctx.agent
-    name = getattr(agent, "name", None) if agent is not None else None
-    return str(name) if name else "agent"
 
 
 def last_response(messages: list[ModelMessage]) -> ModelResponse | None:

@@ -30,6 +30,7 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 from continuations_core import ApprovalSpec, Approve, UngatedCall
 from continuations_core._durable import CHECKPOINTER, INTERRUPTED_MESSAGE, is_idempotent
 from continuations_core._markers import GateKey, admitted
+from continuations_core._steps import journal
 
 from . import _translate as t
 
@@ -80,12 +81,16 @@ class CallGate:
         if cp is None:
             return False, None
         earlier = cp.replay(self.path, idempotent=idempotent)
+        if earlier is not None and earlier.get("interrupted") and self.reentered:
+            # A delegating call in flight when the run crashed: its frame holds its sub-agent
+            # runs and steps, so it is re-entered rather than answered "interrupted".
+            earlier = None
         if earlier is not None:
             self.replayed = True
             if earlier.get("interrupted"):
                 return True, INTERRUPTED_MESSAGE
             return True, t.load_tool_result(earlier)
-        await cp.tool_started(self.path, self.tool)
+        await journal(cp, lambda: cp.tool_started(self.path, self.tool))
         return False, None
 
 

@@ -34,7 +34,8 @@ from continuations_core._resume import OnSuspend, open_resume, run_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
-from ._capability import _RESUME, Continuations, _Resume
+from ._capability import Continuations
+from ._nesting import RESUME, Resume
 
 __all__ = ["resume", "resume_run", "resume_sync", "run", "run_sync"]
 
@@ -194,9 +195,7 @@ async def resume(
     state = plan.frame.state
 
     async def go() -> Outcome[Any]:
-        token = _RESUME.set(
-            _Resume(plan=plan, scope=None, ordinal=None, agent_name=plan.frame.agent)
-        )
+        token = RESUME.set(Resume(plan=plan, sub=None, agent_name=plan.frame.agent))
         run_token = set_run_id(truth.run_id)
         managed = MANAGED.set(True)
         try:
@@ -213,7 +212,7 @@ async def resume(
         finally:
             MANAGED.reset(managed)
             reset_run_id(run_token)
-            _RESUME.reset(token)
+            RESUME.reset(token)
         return Completed(
             output=result.output,
             run_id=truth.run_id,

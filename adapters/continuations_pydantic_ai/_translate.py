@@ -67,6 +67,11 @@ def load_tool_result(data: dict[str, Any]) -> Any:
     return data.get("value")
 
 
+def jsonable(value: Any) -> Any:
+    """A JSON-compatible copy of ``value`` (a prompt: text, or content parts with bytes)."""
+    return pydantic_core.to_jsonable_python(value, bytes_mode="base64", fallback=repr)
+
+
 def dump_run_result(result: AgentRunResult[Any]) -> dict[str, Any]:
     """Serialize a completed sub-agent run for the journal of its delegating call."""
     dumped: dict[str, Any] = _ANY_RESULT.dump_python(result, mode="json")

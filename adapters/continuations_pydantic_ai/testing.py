@@ -8,10 +8,11 @@ write each execution to the :class:`~continuations_core.testing.spec.Ledger`.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 from collections.abc import AsyncIterator, Callable
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from pydantic import TypeAdapter
 from pydantic_ai import Agent, RunContext, ToolOutput
@@ -67,6 +68,11 @@ def scripted_model(
     It streams too, so ``agent.run_stream()`` can be driven.
     """
 
+    async def answer(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+        if spec.latency:
+            await asyncio.sleep(spec.latency)
+        return respond(messages, info)
+
     def respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
         turn = sum(1 for m in messages if isinstance(m, ModelResponse))
         last = messages[-1] if messages else None
@@ -88,7 +94,7 @@ def scripted_model(
         return ModelResponse(parts=[TextPart(final_text(spec.name, _results(messages)))])
 
     async def stream(messages: list[ModelMessage], info: AgentInfo) -> AsyncIterator[Any]:
-        response = respond(messages, info)
+        response = await answer(messages, info)
         for i, part in enumerate(response.parts):
             if isinstance(part, ToolCallPart):
                 args = json.dumps(part.args_as_dict())
@@ -96,7 +102,7 @@ def scripted_model(
             elif isinstance(part, TextPart):
                 yield part.content
 
-    return FunctionModel(respond, stream_function=stream, model_name=f"scripted-{spec.name}")
+    return FunctionModel(answer, stream_function=stream, model_name=f"scripted-{spec.name}")
 
 
 def _signature(params: str, with_ctx: bool) -> inspect.Signature:
@@ -131,6 +137,41 @@ async def run_child(child: Any, task: str, ctx: RunContext[None]) -> str:
     return str(result.output)
 
 
+def call_child(child: Any, task: str) -> str:
+    """Run a sub-agent from synchronous code (a thread), whatever framework built it."""
+    if hasattr(child, "invoke_async"):
+        return str(child(task)).strip()
+    return str(child.run_sync(task).output)
+
+
+#: How a harness runs the children of a ``concurrent`` delegating tool.
+Concurrency = Literal["gather", "taskgroup", "threads"]
+
+
+async def run_children(
+    how: Concurrency, children: list[Any], task: str, ctx: RunContext[None]
+) -> list[str]:
+    """Run sub-agents concurrently from a plain async tool body, each with its own prompt."""
+    prompts = [f"{task} {i}" for i in range(len(children))]
+    if how == "taskgroup":
+        async with asyncio.TaskGroup() as group:
+            tasks = [
+                group.create_task(run_child(c, p, ctx))
+                for c, p in zip(children, prompts, strict=True)
+            ]
+        return [task.result() for task in tasks]
+    if how == "threads":  # asyncio.to_thread carries the tool call's context
+        threads = (
+            asyncio.to_thread(call_child, c, p) for c, p in zip(children, prompts, strict=True)
+        )
+        return list(await asyncio.gather(*threads))
+    return list(
+        await asyncio.gather(
+            *(run_child(c, p, ctx) for c, p in zip(children, prompts, strict=True))
+        )
+    )
+
+
 #: How a tool can reach a Pydantic AI agent other than ``agent.tool``, and what the gate must
 #: do with a marked tool behind it.
 WRAPPERS: dict[str, Expectation] = {
@@ -152,14 +193,16 @@ class PydanticAIHarness:
 
     Args:
         child_harness: Builds sub-agents (another framework's harness, for mixed trees).
+        concurrency: How a ``concurrent`` delegating tool runs its sub-agents.
     """
 
     framework = "pydantic-ai"
     output_functions = True
     wrappers = WRAPPERS
 
-    def __init__(self, child_harness: Any = None) -> None:
+    def __init__(self, child_harness: Any = None, concurrency: Concurrency = "gather") -> None:
         self.child_harness = child_harness
+        self.concurrency: Concurrency = concurrency
 
     def build(
         self, spec: AgentSpec, ledger: Ledger, *, wrapper: str | None = None
@@ -261,7 +304,10 @@ class PydanticAIHarness:
 
             async def delegate(ctx: RunContext[None], **args: Any) -> str:
                 ledger.tool(spec.name, tool.name, args)
-                outputs = [await run_child(child, args["task"], ctx) for child in children]
+                if tool.concurrent:
+                    outputs = await run_children(self.concurrency, children, args["task"], ctx)
+                else:
+                    outputs = [await run_child(child, args["task"], ctx) for child in children]
                 return " / ".join(outputs)
 
             fn = _typed(delegate, tool.name, tool.params, with_ctx=True)

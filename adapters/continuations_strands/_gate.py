@@ -59,7 +59,7 @@ def decide(tool: Any, raw_args: dict[str, Any], call_plan: CallPlan | None) -> A
     if call_plan is not None:
         if isinstance(call_plan.decision, Approve):
             return Admission(tool=tool)
-        if call_plan.child is not None:
+        if call_plan.reentered:
             # The signed frame records this call as entered and waiting on its sub-agent: a
             # gate admitted it before, and re-entering it is the same call.
             return Admission(tool=tool)

@@ -5,22 +5,20 @@ It uses Strands' own public extension points only:
 - a ``BeforeToolCallEvent`` hook gates marked tools with a native interrupt and, on resume,
   applies each decision (edited args through ``tool_use``, denial through ``cancel_tool``);
 - an ``ExecuteToolStage`` wrap middleware gives each tool call a
-  :class:`~continuations_core.CallScope`, and turns a sub-agent's
-  :class:`~continuations_core.FrameSuspended` into a native interrupt of the parent, so Strands
+  :class:`~continuations_core.CallScope`, waits for every sub-agent run its body started (in
+  tasks or threads), and turns suspended ones into a native interrupt of the parent, so Strands
   itself keeps the sibling results of the suspended batch;
-- a ``BeforeInvocationEvent`` hook makes a nested run replay a journaled result (``cancel``) or
-  resume its frame (``load_snapshot``, ``messages=[]``), whatever prompt the tool body passed;
-- ``BeforeModelCallEvent``/``AfterModelCallEvent`` hooks count turns and apply suspension
-  policies; an ``AfterInvocationEvent`` hook (last) raises ``FrameSuspended`` when the run
-  stopped on interrupts.
+- ``BeforeInvocationEvent``/``AfterInvocationEvent`` hooks and an ``InvokeModelStage``
+  middleware make nested runs replay, resume or run, and record them (:mod:`._nesting`);
+- ``BeforeModelCallEvent``/``AfterModelCallEvent`` and ``MessageAddedEvent`` hooks count turns,
+  apply suspension policies and write checkpoints at step boundaries.
 """
 
 from __future__ import annotations
 
-import contextvars
+import asyncio
 import weakref
 from collections.abc import AsyncGenerator, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from strands import Agent, Plugin
@@ -35,19 +33,23 @@ from strands.hooks import (
     HookOrder,
     MessageAddedEvent,
 )
-from strands.middleware import ExecuteToolContext, ExecuteToolStage, ToolResultEvent
+from strands.middleware import (
+    ExecuteToolContext,
+    ExecuteToolStage,
+    InvokeModelStage,
+    ToolResultEvent,
+)
 from strands.types.events import TypedEvent
 
 from continuations_core import (
     Approve,
     CallPlan,
     CallScope,
+    ContinuationError,
     Deny,
     Frame,
-    FramePlan,
     FrameSuspended,
     PendingCall,
-    PolicyState,
     SuspensionPolicy,
     approval_spec,
 )
@@ -62,17 +64,18 @@ from continuations_core._markers import admitted
 from continuations_core._policies import Clock, default_clock
 from continuations_core._protocol import (
     CURRENT_CALL,
-    MANAGED,
-    REFUSED,
-    check_fingerprint,
     check_unique_call_ids,
+    fail_run,
+    fatal_error,
+    is_suspension,
     raise_refused,
-    unmanaged_suspension,
 )
 from continuations_core._schema import segment
+from continuations_core._steps import journal
 
 from . import _translate as t
 from ._gate import call_ids, decide, refusal
+from ._nesting import Invocation, NestingHooks, name_of
 
 __all__ = ["Continuations"]
 
@@ -84,42 +87,7 @@ _CHILD = "continuations:child"
 ATTACHED: weakref.WeakKeyDictionary[Any, Continuations] = weakref.WeakKeyDictionary()
 
 
-@dataclass
-class _Resume:
-    """Handed from ``resume()`` to the root invocation that resumes a frame."""
-
-    plan: FramePlan
-    agent_name: str
-
-
-_RESUME: contextvars.ContextVar[_Resume | None] = contextvars.ContextVar(
-    "continuations_strands_resume", default=None
-)
-
-
-@dataclass
-class _Invocation:
-    """State of one invocation of one agent."""
-
-    agent_name: str
-    path: tuple[str, ...] = ()
-    agents: tuple[str, ...] = ()
-    scope: CallScope | None = None
-    ordinal: int | None = None
-    plan: FramePlan | None = None
-    policy: PolicyState = field(default_factory=PolicyState)
-    usage: dict[str, int] = field(default_factory=dict)
-    start: dict[str, int] = field(default_factory=dict)
-    requests: int = 0
-    structured_output: str | None = None
-    restore: dict[str, Any] | None = None
-    managed: bool = False
-    children: dict[str, tuple[Frame, dict[str, Any]]] = field(default_factory=dict)
-    gates: dict[str, dict[str, Any]] = field(default_factory=dict)
-    admitted: dict[str, Any] = field(default_factory=dict)
-
-
-class Continuations(Plugin):
+class Continuations(NestingHooks, Plugin):
     """Make a Strands agent suspend into continuations instead of blocking.
 
     Add it to every agent that may suspend, the root and each sub-agent::
@@ -139,7 +107,7 @@ class Continuations(Plugin):
         super().__init__()
         self.policies = tuple(policies)
         self.clock = clock
-        self._runs: dict[int, _Invocation] = {}
+        self._runs: dict[int, Invocation] = {}
         self._finished: dict[int, dict[str, int]] = {}
 
     def init_agent(self, agent: Agent) -> None:
@@ -154,74 +122,15 @@ class Continuations(Plugin):
         agent.add_hook(self._after_invocation, AfterInvocationEvent, order=HookOrder.SDK_LAST)
         agent.add_hook(self._message_added, MessageAddedEvent)
         agent.add_middleware(ExecuteToolStage, self._wrap_tool)
+        agent.add_middleware(InvokeModelStage, self._replay_model)
 
-    def _inv(self, agent: Any) -> _Invocation:
+    def _inv(self, agent: Any) -> Invocation:
         inv = self._runs.get(id(agent))
         if inv is None:  # a hook fired outside an invocation we saw start
-            inv = self._runs[id(agent)] = _Invocation(agent_name=_name(agent))
+            inv = self._runs[id(agent)] = Invocation(agent_name=name_of(agent))
         return inv
 
-    # -- invocation: nesting, replay, resume --------------------------------------------
-
-    def _before_invocation(self, event: BeforeInvocationEvent) -> None:
-        agent = event.agent
-        inv = _Invocation(agent_name=_name(agent))
-        # Strands accumulates usage per agent object, across invocations: count from here.
-        inv.start = t.usage_of(agent)
-        inv.managed = MANAGED.get()
-        self._runs[id(agent)] = inv
-        scope = CURRENT_CALL.get()
-        if scope is None:
-            inv.structured_output = t.STRUCTURED.get()
-        resume = _RESUME.get()
-        if resume is not None and resume.agent_name == inv.agent_name:
-            _RESUME.set(None)
-            self._load_plan(inv, resume.plan)
-            return
-        if scope is None:
-            return
-        ordinal = scope.next_ordinal()
-        inv.scope, inv.ordinal = scope, ordinal
-        inv.path, inv.agents = scope.path, scope.agents
-        recorded = scope.replayed(ordinal)
-        if recorded is not None:
-            # Completed before the suspension: answer with its recorded text, run nothing.
-            event.cancel = str(recorded.get("text", ""))
-            return
-        inv.restore = t.take(agent)
-        plan = scope.resume_plan(ordinal)
-        if plan is not None:
-            check_fingerprint(
-                plan, framework=t.FRAMEWORK, agent=inv.agent_name, fingerprint=t.fingerprint(agent)
-            )
-            self._load_plan(inv, plan)
-            t.load(agent, prepared_snapshot(plan))
-            event.messages = []
-
-    def _load_plan(self, inv: _Invocation, plan: FramePlan) -> None:
-        state = plan.frame.state
-        inv.plan = plan
-        inv.path = plan.path
-        inv.policy = PolicyState.from_dict(plan.frame.policy_state)
-        inv.usage = dict(state.get("usage", {}))
-        inv.requests = int(inv.usage.pop("requests", 0))
-        inv.structured_output = state.get("structured_output") or inv.structured_output
-
-    def _after_invocation(self, event: AfterInvocationEvent) -> None:
-        agent = event.agent
-        inv = self._inv(agent)
-        result = event.result
-        if result is not None and result.stop_reason == "interrupt":
-            self._suspend(agent, inv, "calls", list(result.interrupts or []))
-        self._runs.pop(id(agent), None)
-        self._finished[id(agent)] = self._usage(agent, inv)
-        if inv.scope is not None and inv.ordinal is not None and result is not None:
-            inv.scope.record(
-                inv.ordinal,
-                {"framework": t.FRAMEWORK, "agent": inv.agent_name, "text": str(result).strip()},
-            )
-
-    def _frame(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> Frame:
+    def _frame(self, agent: Agent, inv: Invocation, reason: str, interrupts: list[Any]) -> Frame:
         snapshot = t.take(agent)
         return Frame(
             framework=t.FRAMEWORK,
@@ -231,24 +140,14 @@ class Continuations(Plugin):
                 "snapshot": snapshot,
                 "usage": self._usage(agent, inv),
                 "structured_output": inv.structured_output,
+                "history": inv.history,
             },
             pending=tuple(self._pending(agent, inv, snapshot, interrupts)),
             policy_state=inv.policy.to_dict(),
             suspended_by=reason,
         )
 
-    def _suspend(self, agent: Agent, inv: _Invocation, reason: str, interrupts: list[Any]) -> None:
-        frame = self._frame(agent, inv, reason, interrupts)
-        self._runs.pop(id(agent), None)
-        if inv.scope is not None and inv.ordinal is not None:
-            if inv.restore is not None:
-                t.load(agent, inv.restore)  # leave the agent object reusable by its caller
-            inv.scope.suspended(inv.ordinal, frame)
-        elif not inv.managed:
-            raise unmanaged_suspension(frame, "continuations_strands.run")
-        raise FrameSuspended(frame)
-
-    def _usage(self, agent: Agent, inv: _Invocation) -> dict[str, int]:
+    def _usage(self, agent: Agent, inv: Invocation) -> dict[str, int]:
         now = t.usage_of(agent)
         totals = {k: inv.usage.get(k, 0) + v - inv.start.get(k, 0) for k, v in now.items()}
         return {**totals, "requests": inv.requests}
@@ -258,7 +157,7 @@ class Continuations(Plugin):
         return self._finished.pop(id(agent), {})
 
     def _pending(
-        self, agent: Agent, inv: _Invocation, snapshot: dict[str, Any], interrupts: list[Any]
+        self, agent: Agent, inv: Invocation, snapshot: dict[str, Any], interrupts: list[Any]
     ) -> list[PendingCall]:
         uses = t.pending_tool_uses(snapshot)
         schemas = t.tool_schemas(agent)
@@ -278,9 +177,11 @@ class Continuations(Plugin):
                 "metadata": {"interrupt_id": interrupt.id, "interrupt_name": name},
             }
             if name.startswith(_CHILD) and tuid in inv.children:
-                frame, meta = inv.children[tuid]
-                base["metadata"].update(meta)
-                calls[tuid] = PendingCall.model_validate({**base, "kind": "child", "child": frame})
+                child = inv.children[tuid]
+                base["metadata"].update(child["metadata"])
+                calls[tuid] = PendingCall.model_validate(
+                    {**base, "kind": "child", "children": child["children"]}
+                )
             elif name.startswith(_GATE):
                 gate = inv.gates.get(tuid, {})
                 calls[tuid] = PendingCall.model_validate({**base, "kind": "approval", **gate})
@@ -304,7 +205,7 @@ class Continuations(Plugin):
         if self.policies:
             fired = inv.policy.firing(self.policies, self.clock)
             if fired is not None:
-                self._suspend(event.agent, inv, f"policy:{fired.key}", [])
+                await self._suspend(event.agent, inv, f"policy:{fired.key}", [])
         await self._checkpoint(event.agent, inv)
 
     async def _message_added(self, event: MessageAddedEvent) -> None:
@@ -313,21 +214,19 @@ class Continuations(Plugin):
             # After a model response that calls tools: a crash repeats at most this batch.
             await self._checkpoint(event.agent, self._inv(event.agent))
 
-    async def _checkpoint(self, agent: Agent, inv: _Invocation) -> None:
-        cp = CHECKPOINTER.get()
-        if cp is not None and inv.scope is None:
-            await cp.step(self._frame(agent, inv, "checkpoint", []))
-
     def _after_model(self, event: AfterModelCallEvent) -> None:
         if event.stop_response is None:
             return
         inv = self._inv(event.agent)
+        if inv.replay is not None:
+            return
         inv.policy.record_turn(t.response_tokens(event.stop_response.message))
         inv.requests += 1
+        inv.model_stop = str(event.stop_response.stop_reason)
 
     # -- tools --------------------------------------------------------------------------
 
-    def _call_plan(self, inv: _Invocation, tool_use_id: str, step: int) -> CallPlan | None:
+    def _call_plan(self, inv: Invocation, tool_use_id: str, step: int) -> CallPlan | None:
         """The plan for a call of the resumed batch: same id and same model turn (a call id
         the model reuses in a later turn is a different call)."""
         found = inv.plan.calls.get(tool_use_id) if inv.plan is not None else None
@@ -339,10 +238,12 @@ class Continuations(Plugin):
         check_unique_call_ids(call_ids(dict(event.message)), self._inv(event.agent).agent_name)
 
     def _after_tools(self, event: AfterToolsEvent) -> None:
-        raise_refused()  # a marked tool refused in this batch: stop, do not carry on
+        raise_refused()  # a marked tool refused in this batch (or the like): stop here
 
     def _gate(self, event: BeforeToolCallEvent) -> None:
         inv = self._inv(event.agent)
+        if inv.replay is not None:
+            return  # a replayed run's calls get their recorded results; nothing runs
         use = event.tool_use
         tuid = str(use["toolUseId"])
         call_plan = self._call_plan(inv, tuid, t.model_turn(event.agent.messages))
@@ -366,53 +267,106 @@ class Continuations(Plugin):
         inv = self._inv(ctx.agent)
         tuid = str(ctx.tool_use["toolUseId"])
         name = str(ctx.tool_use["name"])
-        here = segment(name, tuid, t.model_turn(ctx.agent.messages))
-        scope = CallScope(path=(*inv.path, here), agents=(*inv.agents, inv.agent_name))
+        step = t.model_turn(ctx.agent.messages)
+        path = (*inv.path, segment(name, tuid, step))
+        if inv.replay is not None and not t.is_structured_output_tool(ctx.tool):
+            # A replayed run: its final response's calls get their recorded results; no body
+            # runs, so there is nothing to gate.
+            yield ToolResultEvent(inv.replay.tool_result(tuid, inv.agent_name))
+            return
         admitted_tool = inv.admitted.pop(tuid, None)
         if approval_spec(ctx.tool) is not None and admitted_tool is not ctx.tool:
             # The executor runs a marked tool the gate did not admit for this call.
             why = "no gate admitted this call" if admitted_tool is None else "the tool changed"
             error = refusal(name, inv.agent_name, why)
-            refused = REFUSED.get()
-            if refused is not None:
-                refused.append(error)
+            fail_run(error)
             yield ToolResultEvent(_failed(tuid, str(error)))
             return
-        call_plan = self._call_plan(inv, tuid, t.model_turn(ctx.agent.messages))
-        round_ = 0
-        if call_plan is not None and call_plan.child is not None:
-            meta = call_plan.call.metadata
-            scope.resume = call_plan
-            scope.replay = list(meta.get("journal", []))
-            scope.suspended_ordinal = int(meta.get("ordinal", 0))
-            round_ = int(meta.get("round", 0)) + 1
+        call_plan = self._call_plan(inv, tuid, step)
+        reentered = call_plan is not None and call_plan.reentered
+        round_ = int(call_plan.call.metadata.get("round", 0)) + 1 if call_plan and reentered else 0
+        scope = CallScope(
+            path=path,
+            agents=(*inv.agents, inv.agent_name),
+            resume=call_plan if reentered else None,
+            loop=asyncio.get_running_loop(),
+        )
         cp = CHECKPOINTER.get()
         if cp is not None:
-            earlier = cp.replay(scope.path, idempotent=is_idempotent(ctx.tool))
+            earlier = cp.replay(path, idempotent=is_idempotent(ctx.tool))
+            if earlier is not None and earlier.get("interrupted") and reentered:
+                earlier = None  # in flight at a crash: its frame holds its runs, re-enter it
             if earlier is not None:
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
-            await cp.tool_started(scope.path, name)
+            await journal(cp, lambda: cp.tool_started(path, name))
+            scope.on_checkpoint = lambda: self._checkpoint_tree(ctx.agent, inv, cp)
+        inv.inflight[tuid] = (scope, step, {"round": round_})
         token = CURRENT_CALL.set(scope)
-        key_token = enter_call(scope.path)
+        key_token = enter_call(path)
+        outcome: ToolResultEvent | None = None
+        suspended = False
         try:
-            with admitted(ctx.tool, scope.path):
-                async for event in next_fn(ctx):
-                    if cp is not None and isinstance(event, ToolResultEvent):
-                        recorded = {"tool_result": t.encode(dict(event.tool_result))}
-                        await cp.tool_completed(scope.path, name, recorded)
-                    yield event
-        except FrameSuspended as suspended:
+            with admitted(ctx.tool, path):
+                try:
+                    async for event in next_fn(ctx):
+                        if isinstance(event, ToolResultEvent):
+                            outcome = event
+                        else:
+                            yield event
+                finally:
+                    # Every sub-agent run the body started (in tasks or threads) has completed
+                    # or suspended before the call ends, however the body awaited them.
+                    await scope.settle()
+        except FrameSuspended:
+            suspended = True
+        except BaseExceptionGroup as group:  # a TaskGroup whose sub-agents suspended
+            if not (scope.suspended and is_suspension(group)):
+                raise
+            suspended = True
+        finally:
+            inv.inflight.pop(tuid, None)
+            exit_call(key_token)
+            CURRENT_CALL.reset(token)
+        if suspended or scope.suspended:
+            try:
+                scope.check_replayed(completed=False)
+            except ContinuationError as mismatch:
+                fail_run(mismatch)
+                yield ToolResultEvent(_failed(tuid, str(mismatch)), exception=mismatch)
+                return
             if cp is not None:
-                await cp.tool_suspended(scope.path, name)
-            meta = {**scope.child_metadata(scope.suspension_ordinal), "round": round_}
-            inv.children[tuid] = (suspended.frame, meta)
+                await journal(cp, lambda: cp.tool_suspended(path, name))
+            inv.children[tuid] = {
+                "children": scope.children(),
+                "metadata": {**scope.metadata(), "round": round_},
+            }
             # Interrupt names must change per round: Strands derives the id from the name, and
             # an id that was answered before would return its old answer.
             ctx.interrupt(f"{_CHILD}:{round_}", reason={"continuations": "child"})
-        finally:
-            exit_call(key_token)
-            CURRENT_CALL.reset(token)
+        if outcome is None:
+            return
+        fatal = _fatal(outcome.exception)
+        if fatal is None and reentered and outcome.tool_result.get("status") != "error":
+            try:
+                scope.check_replayed(completed=True)
+            except ContinuationError as mismatch:
+                fatal = mismatch
+        if fatal is not None:
+            fail_run(fatal)  # the framework made it a tool result; the run must stop instead
+            yield ToolResultEvent(_failed(tuid, str(fatal)), exception=fatal)
+            return
+        if cp is not None:
+            recorded = {"tool_result": t.encode(dict(outcome.tool_result))}
+            await journal(cp, lambda: cp.tool_completed(path, name, recorded))
+        yield outcome
+
+
+def _fatal(exception: BaseException | None) -> ContinuationError | None:
+    """An error of ours that a tool body raised and that must fail the whole run."""
+    if isinstance(exception, Exception):
+        exception = t.unwrapped(exception)  # raised by a sub-agent's hook, inside Strands' wrap
+    return exception if fatal_error(exception) else None
 
 
 def _failed(tool_use_id: str, text: str) -> Any:
@@ -425,30 +379,3 @@ def _replayed(tool_use_id: str, recorded: dict[str, Any]) -> Any:
         return _failed(tool_use_id, INTERRUPTED_MESSAGE)
     result = t.decode(recorded["tool_result"])
     return {**result, "toolUseId": tool_use_id}
-
-
-def prepared_snapshot(plan: FramePlan) -> dict[str, Any]:
-    """The frame's snapshot with every ``input`` interrupt answered from the plan."""
-    snapshot: dict[str, Any] = plan.frame.state["snapshot"]
-    responses: dict[str, Any] = {}
-    for call_plan in plan.calls.values():
-        meta = call_plan.call.metadata
-        interrupt_id = meta.get("interrupt_id")
-        if interrupt_id is None:
-            continue
-        decision = call_plan.decision
-        if (
-            call_plan.call.kind == "input"
-            and decision is not None
-            and not isinstance(decision, Deny)
-        ):
-            responses[interrupt_id] = getattr(decision, "value", None)
-        else:
-            # Gates and delegating calls are decided from the plan by the hooks; the answer
-            # only marks the interrupt as handled.
-            responses[interrupt_id] = {"continuations": "resumed"}
-    return t.answered(snapshot, responses)
-
-
-def _name(agent: Any) -> str:
-    return str(getattr(agent, "name", None) or "agent")

@@ -36,7 +36,8 @@ from continuations_core._resume import OnSuspend, open_resume, run_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
-from ._plugin import _RESUME, ATTACHED, Continuations, _Resume, prepared_snapshot
+from ._nesting import RESUME, Resume, prepared_snapshot
+from ._plugin import ATTACHED, Continuations
 
 __all__ = ["resume", "resume_run", "resume_sync", "run", "run_sync"]
 
@@ -197,7 +198,7 @@ async def resume(
         before = t.take(agent)
         t.load(agent, prepared_snapshot(plan))
         prompt: Any = [] if t.is_activated(state["snapshot"]) else None
-        token = _RESUME.set(_Resume(plan=plan, agent_name=plan.frame.agent))
+        token = RESUME.set(Resume(plan=plan, agent_name=plan.frame.agent))
         so_token = t.STRUCTURED.set(state.get("structured_output"))
         run_token = set_run_id(truth.run_id)
         managed = MANAGED.set(True)
@@ -219,7 +220,7 @@ async def resume(
             MANAGED.reset(managed)
             reset_run_id(run_token)
             t.STRUCTURED.reset(so_token)
-            _RESUME.reset(token)
+            RESUME.reset(token)
         return _completed(agent, result, truth.run_id, truth.seq)
 
     try:

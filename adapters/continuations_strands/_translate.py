@@ -9,14 +9,16 @@ from __future__ import annotations
 import contextvars
 import copy
 import importlib
+from dataclasses import dataclass, field
 from typing import Any
 
 from strands import Agent
+from strands.tools.structured_output.structured_output_tool import StructuredOutputTool
 from strands.types import Snapshot
 from strands.types.exceptions import EventLoopException
 from strands.types.session import decode_bytes_values, encode_bytes_values
 
-from continuations_core import ContinuationError
+from continuations_core import ContinuationError, ReplayMismatch
 from continuations_core._signing import digest
 
 FRAMEWORK = "strands"
@@ -159,3 +161,99 @@ def encode(value: Any) -> Any:
 def decode(value: Any) -> Any:
     """Undo :func:`encode`."""
     return decode_bytes_values(copy.deepcopy(value))
+
+
+def prompt_of(messages: Any) -> Any:
+    """The prompt of an invocation (its new messages, roles and content only), JSON-safe."""
+    return encode([{"role": m.get("role"), "content": m.get("content")} for m in messages or []])
+
+
+def tool_uses(message: Any) -> list[dict[str, Any]]:
+    """The tool uses of an assistant message."""
+    if not isinstance(message, dict) or message.get("role") != "assistant":
+        return []
+    return [block["toolUse"] for block in message.get("content", []) if "toolUse" in block]
+
+
+def is_structured_output_tool(tool: Any) -> bool:
+    """Whether ``tool`` is the tool Strands adds for a structured output model (no user code)."""
+    return isinstance(tool, StructuredOutputTool)
+
+
+def recorded_run(agent: Agent, result: Any, start: int, model_stop: str | None) -> dict[str, Any]:
+    """What the journal keeps of a completed sub-agent run, to give its caller the same result.
+
+    The messages the run added to the agent's history, split at its final model response (the
+    one that ended the run, e.g. text, or a structured output call); the model's stop reason
+    for that response; the result's stop reason and text.
+    """
+    added = list(agent.messages[start:])
+    final = max((i for i, m in enumerate(added) if m.get("role") == "assistant"), default=None)
+    entry: dict[str, Any] = {
+        "framework": FRAMEWORK,
+        "text": str(result).strip(),
+        "stop_reason": str(result.stop_reason),
+    }
+    if final is None:  # pragma: no cover - a completed run always has a model response
+        return entry
+    return {
+        **entry,
+        "messages": encode(added[:final]),
+        "final": encode(added[final]),
+        "tail": encode(added[final + 1 :]),
+        "model_stop": model_stop or str(result.stop_reason),
+    }
+
+
+@dataclass
+class Replay:
+    """A completed sub-agent run being replayed from its journal entry.
+
+    Its earlier messages go into the history through ``BeforeInvocationEvent.messages``; the
+    model call is answered with the recorded final response; the calls of that response (a
+    structured output call) get their recorded results, except the structured output tool,
+    which runs again (it only validates) so Strands captures the output.
+    """
+
+    messages: list[Any]
+    final: Any
+    model_stop: str
+    results: dict[str, Any] = field(default_factory=dict)
+    answered: bool = False
+
+    @classmethod
+    def of(cls, entry: dict[str, Any]) -> Replay | None:
+        """The replay of a journal entry (``None`` for an entry with its final text only)."""
+        if "final" not in entry:
+            return None
+        results: dict[str, Any] = {}
+        for message in decode(entry.get("tail") or []):
+            for block in message.get("content", []):
+                if "toolResult" in block:
+                    results[str(block["toolResult"]["toolUseId"])] = block["toolResult"]
+        return cls(
+            messages=decode(entry.get("messages") or []),
+            final=decode(entry["final"]),
+            model_stop=str(entry.get("model_stop") or entry.get("stop_reason") or "end_turn"),
+            results=results,
+        )
+
+    def answer(self, agent: str) -> Any:
+        """The stop reason of the recorded final response (the run's one model call)."""
+        if self.answered:
+            raise ReplayMismatch(
+                f"Replaying completed sub-agent {agent!r} needed a second model call; the agent "
+                "no longer ends its run the way it did. Deploy the version that recorded it."
+            )
+        self.answered = True
+        return self.model_stop
+
+    def tool_result(self, tool_use_id: str, agent: str) -> Any:
+        """The recorded result of a call of the final response."""
+        found = self.results.get(tool_use_id)
+        if found is None:
+            raise ReplayMismatch(
+                f"Replaying completed sub-agent {agent!r} reached call {tool_use_id!r}, which "
+                "has no recorded result; nothing ran."
+            )
+        return dict(found)

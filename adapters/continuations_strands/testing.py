@@ -8,9 +8,12 @@ marked with ``@requires_approval``, that write each execution to the
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import inspect
 import json
 from collections.abc import AsyncGenerator, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Literal, cast
 
 from strands import Agent, Plugin, tool
@@ -55,11 +58,13 @@ class ScriptedModel(Model):
         *,
         on_call: Callable[[int, list[str]], None] | None = None,
         tokens: tuple[int, int] = (10, 5),
+        latency: float = 0.0,
     ) -> None:
         self.name = name
         self.turns = turns
         self.on_call = on_call
         self.tokens = tokens
+        self.latency = latency
 
     def update_config(self, **model_config: Any) -> None:
         """Nothing to configure."""
@@ -80,6 +85,8 @@ class ScriptedModel(Model):
         """Stream the next scripted turn as Strands stream events."""
         turn = sum(1 for m in messages if m["role"] == "assistant")
         last = messages[-1] if messages else {}
+        if self.latency:
+            await asyncio.sleep(self.latency)
         if self.on_call is not None:
             self.on_call(turn, _results([last]) if last.get("role") == "user" else [])
         yield {"messageStart": {"role": "assistant"}}
@@ -138,6 +145,30 @@ def _call_child(child: Any, task: str) -> str:
     return str(child.run_sync(task).output)
 
 
+def _prompts(task: str, children: list[Any]) -> list[str]:
+    return [f"{task} {i}" for i in range(len(children))]
+
+
+async def _gather_children(children: list[Any], task: str) -> list[str]:
+    """Run sub-agents concurrently from an async tool body: ``asyncio.gather``."""
+    prompts = _prompts(task, children)
+    return list(
+        await asyncio.gather(*(_run_child(c, p) for c, p in zip(children, prompts, strict=True)))
+    )
+
+
+def _thread_children(children: list[Any], task: str) -> list[str]:
+    """Run sub-agents concurrently from a sync tool body: one thread each, each started with
+    a copy of the tool call's context (the supported way to use threads)."""
+    prompts = _prompts(task, children)
+    with ThreadPoolExecutor(max_workers=len(children)) as pool:
+        futures = [
+            pool.submit(contextvars.copy_context().run, _call_child, c, p)
+            for c, p in zip(children, prompts, strict=True)
+        ]
+        return [future.result() for future in futures]
+
+
 #: How a tool can reach a Strands agent other than ``@tool`` under its own name, and what the
 #: gate must do with a marked tool behind it.
 WRAPPERS: dict[str, Expectation] = {"renamed": "gate", "python-agent-tool": "refuse"}
@@ -156,10 +187,12 @@ class StrandsHarness:
         sequential: bool = False,
         delegate: Literal["invoke_async", "call", "as_tool"] = "invoke_async",
         child_harness: Any = None,
+        concurrency: Literal["gather", "threads"] = "gather",
     ) -> None:
         self.sequential = sequential
         self.delegate = delegate
         self.child_harness = child_harness
+        self.concurrency = concurrency
 
     def build(self, spec: AgentSpec, ledger: Ledger, *, wrapper: str | None = None) -> Agent:
         """Build the agent tree of ``spec`` (its tools behind ``wrapper``, if given)."""
@@ -173,7 +206,7 @@ class StrandsHarness:
             [(rename(c.tool), dict(c.args), spec.call_id(n, i)) for i, c in enumerate(turn)]
             for n, turn in enumerate(spec.turns)
         ]
-        model = ScriptedModel(spec.name, turns, on_call=seen)
+        model = ScriptedModel(spec.name, turns, on_call=seen, latency=spec.latency)
         clock = ledger.clock if spec.seconds_per_turn else default_clock
         kwargs: dict[str, Any] = {}
         if self.sequential:
@@ -219,6 +252,20 @@ class StrandsHarness:
             )
             builder = self.child_harness or self
             children = [builder.build(child, ledger) for child in t.children]
+            if t.concurrent and self.concurrency == "threads":
+
+                def in_threads(**args: Any) -> str:
+                    ledger.tool(spec.name, t.name, args)
+                    return " / ".join(_thread_children(children, args["task"]))
+
+                return tool(gate(_typed(in_threads, t.name, t.params, context=False)))
+            if t.concurrent:
+
+                async def gathered(**args: Any) -> str:
+                    ledger.tool(spec.name, t.name, args)
+                    return " / ".join(await _gather_children(children, args["task"]))
+
+                return tool(gate(_typed(gathered, t.name, t.params, context=False)))
             if self.delegate == "as_tool" and len(children) == 1:
                 return gate(children[0].as_tool(name=t.name, description=f"The {t.name} agent."))
             if self.delegate == "call":

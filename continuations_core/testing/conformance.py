@@ -164,7 +164,9 @@ async def nested_depth3_approve(h: Harness) -> None:
     agent, ledger, cont = await start(h, chain(3))
     [req] = cont.requests
     assert req.agents == ("level1", "level2", "level3")
-    assert [seg.split(":")[0] for seg in req.path] == ["delegate", "delegate", "transfer"]
+    # Calls alternate with the sub-agent runs they started: call, run, call, run, leaf call.
+    assert [seg.split(":")[0] for seg in req.path[::2]] == ["delegate", "delegate", "transfer"]
+    assert [seg.split("#")[0] for seg in req.path[1::2]] == ["level2", "level3"]
     assert (req.tool, req.args) == ("transfer", BIG)
     assert ledger.count("lookup") == 3 and ledger.count("transfer") == 0
     out = completed(await h.resume(agent, cont.approve(req.path), keys=KEYS))

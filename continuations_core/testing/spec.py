@@ -72,6 +72,9 @@ class ToolSpec:
         expires: Decision deadline, for ``gated`` tools.
         children: Sub-agents a ``delegate`` tool runs, in order.
         gate: Mark a ``delegate`` tool ``@requires_approval`` too (with ``reason``).
+        concurrent: Run the ``children`` concurrently instead of in order, each with its own
+            prompt (``"<task> <index>"``). How is the harness's choice: ``asyncio.gather``, a
+            ``TaskGroup``, or threads that carry the tool call's context.
     """
 
     name: str
@@ -82,6 +85,7 @@ class ToolSpec:
     expires: timedelta | None = None
     children: tuple[AgentSpec, ...] = ()
     gate: bool = False
+    concurrent: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +101,9 @@ class AgentSpec:
             whose author forgot it).
         output: An output function (Pydantic AI ``ToolOutput``) the model finishes with; its
             ``kind`` is ``gated`` or ``plain``. Only harnesses with ``output_functions``.
+        latency: Seconds the scripted model takes to answer (real time), so concurrent
+            sub-agents finish in a chosen order; the model's ledger entry is written when it
+            answers.
     """
 
     name: str
@@ -106,6 +113,7 @@ class AgentSpec:
     seconds_per_turn: float = 0.0
     bare: bool = False
     output: ToolSpec | None = None
+    latency: float = 0.0
 
     def call_id(self, turn: int, index: int) -> str:
         """The id of call ``index`` of turn ``turn`` (a fixed ``Call.call_id`` wins)."""

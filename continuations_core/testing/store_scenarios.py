@@ -19,7 +19,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from .._protocol import new_run_id
-from .._schema import Approve, Continuation, DecisionRecord, Frame, PendingCall, Respond
+from .._schema import (
+    Approve,
+    ChildRun,
+    Continuation,
+    DecisionRecord,
+    Frame,
+    PendingCall,
+    Respond,
+)
 from .._signing import Keyring, digest
 from ..errors import (
     AlreadyClaimed,
@@ -112,8 +120,8 @@ def make_continuation(
                 tool="delegate_payments",
                 args={"task": "Pay the open invoices."},
                 kind="child",
-                child=child,
-                metadata={"ordinal": 0, "journal": []},
+                children=(ChildRun(agent="payments", prompt="0" * 64, frame=child),),
+                metadata={"runs": [], "steps": {}},
             )
         )
     pending.append(

@@ -30,18 +30,116 @@ from datetime import UTC, datetime
 from typing import Any
 
 from ._decisions import ExpiryMode, FramePlan, already_decided, build_plan
+from ._durable import default_owner, durable
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
 from ._schema import Continuation, DecisionRecord
 from ._signing import Keyring
 from .errors import ConflictError, ContinuationError, ContinuationNotFound
 from .stores import Claim, Store, default_store
 
-__all__ = ["OnSuspend", "Opened", "notify", "open_resume", "run_root"]
+__all__ = [
+    "OnSuspend",
+    "Opened",
+    "notify",
+    "open_resume",
+    "resume_root",
+    "run_root",
+    "start_root",
+]
 
 log = logging.getLogger("continuations.resume")
 
 #: Called with every continuation a run suspends into (after it was stored, with a store).
 OnSuspend = Callable[[Continuation], Awaitable[None] | None]
+
+
+async def start_root(
+    go: Callable[[], Awaitable[Outcome[Any]]],
+    *,
+    run_id: str,
+    keys: Keyring | None,
+    store: Store | None,
+    checkpoint: bool | None,
+    owner: str | None,
+    lease_seconds: float,
+    started_by: str | None,
+    on_suspend: OnSuspend | None,
+) -> Outcome[Any]:
+    """Adapters' ``run``: run ``go`` (the framework's run of the root agent) as a new run.
+
+    With ``store`` the run is durable (checkpoints, the tool journal, the suspension or the
+    completion recorded there); see :func:`run_root` for the run-wide context.
+    """
+    return await run_root(
+        lambda: durable(
+            go,
+            store=store,
+            checkpoint=checkpoint,
+            run_id=run_id,
+            seq=0,
+            keys=keys,
+            owner=owner,
+            lease_seconds=lease_seconds,
+            claim=None,
+        ),
+        started_by=started_by,
+        on_suspend=on_suspend,
+    )
+
+
+async def resume_root(
+    continuation: Continuation,
+    go: Callable[[Opened], Callable[[], Awaitable[Outcome[Any]]]],
+    *,
+    keys: Keyring | None,
+    allow_unsigned: bool,
+    on_expired: ExpiryMode,
+    store: Store | None,
+    claim: Claim | None,
+    owner: str | None,
+    lease_seconds: float,
+    single_use: bool,
+    checkpoint: bool | None,
+    on_suspend: OnSuspend | None,
+) -> Outcome[Any]:
+    """Adapters' ``resume``: open ``continuation`` (see :func:`open_resume`), then run it.
+
+    ``go(opened)`` returns the framework's run of the root agent from the opened plan. The run
+    is durable through the store the continuation was claimed in, and the store opened for
+    single use is closed afterwards.
+    """
+    who = owner or default_owner()
+    opened = await open_resume(
+        continuation,
+        keys=keys,
+        allow_unsigned=allow_unsigned,
+        on_expired=on_expired,
+        store=store,
+        claim=claim,
+        owner=who,
+        lease_seconds=lease_seconds,
+        single_use=single_use,
+        checkpoint=checkpoint,
+    )
+    truth = opened.continuation
+    try:
+        return await run_root(
+            lambda: durable(
+                go(opened),
+                store=opened.store,
+                checkpoint=opened.checkpoint,
+                run_id=truth.run_id,
+                seq=truth.seq,
+                keys=keys,
+                owner=who,
+                lease_seconds=lease_seconds,
+                claim=opened.claim,
+            ),
+            started_by=truth.started_by,
+            on_suspend=on_suspend,
+        )
+    finally:
+        await opened.close()
 
 
 async def run_root(

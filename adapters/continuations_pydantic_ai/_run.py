@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic_ai import Agent
@@ -19,7 +20,6 @@ from continuations_core import (
 from continuations_core._decisions import ExpiryMode, FramePlan
 from continuations_core._durable import (
     default_owner,
-    durable,
     reset_run_id,
     set_run_id,
     take_over,
@@ -30,7 +30,7 @@ from continuations_core._protocol import (
     new_run_id,
     seal,
 )
-from continuations_core._resume import OnSuspend, open_resume, run_root
+from continuations_core._resume import OnSuspend, Opened, resume_root, start_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -104,18 +104,14 @@ async def run(
             reset_run_id(token)
         return Completed(output=result.output, run_id=rid, seq=0, usage=t.dump_usage(result.usage))
 
-    return await run_root(
-        lambda: durable(
-            go,
-            store=store,
-            checkpoint=checkpoint,
-            run_id=rid,
-            seq=0,
-            keys=keys,
-            owner=owner,
-            lease_seconds=lease_seconds,
-            claim=None,
-        ),
+    return await start_root(
+        go,
+        run_id=rid,
+        keys=keys,
+        store=store,
+        checkpoint=checkpoint,
+        owner=owner,
+        lease_seconds=lease_seconds,
         started_by=started_by,
         on_suspend=on_suspend,
     )
@@ -178,66 +174,53 @@ async def resume(
     continuation.verify(keys, allow_unsigned=allow_unsigned)
     _check_root(agent, FramePlan(frame=continuation.root, path=()))
     _check_consistent(continuation)
-    who = owner or default_owner()
-    opened = await open_resume(
+
+    def go(opened: Opened) -> Callable[[], Awaitable[Outcome[Any]]]:
+        plan, truth = opened.plan, opened.continuation
+        state = plan.frame.state
+
+        async def attempt() -> Outcome[Any]:
+            token = RESUME.set(Resume(plan=plan, sub=None, agent_name=plan.frame.agent))
+            run_token = set_run_id(truth.run_id)
+            managed = MANAGED.set(True)
+            try:
+                result = await agent.run(
+                    message_history=t.load_messages(state["messages"]),
+                    usage=t.load_usage(state.get("usage")),
+                    deps=deps,
+                    capabilities=_extra_capabilities(agent),
+                    **run_kwargs,
+                )
+            except FrameSuspended as suspended:
+                seq = truth.seq + 1
+                return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
+            finally:
+                MANAGED.reset(managed)
+                reset_run_id(run_token)
+                RESUME.reset(token)
+            return Completed(
+                output=result.output,
+                run_id=truth.run_id,
+                seq=truth.seq,
+                usage=t.dump_usage(result.usage),
+            )
+
+        return attempt
+
+    return await resume_root(
         continuation,
+        go,
         keys=keys,
         allow_unsigned=allow_unsigned,
         on_expired=on_expired,
         store=store,
         claim=claim,
-        owner=who,
+        owner=owner,
         lease_seconds=lease_seconds,
         single_use=single_use,
         checkpoint=checkpoint,
+        on_suspend=on_suspend,
     )
-    plan, truth = opened.plan, opened.continuation
-    state = plan.frame.state
-
-    async def go() -> Outcome[Any]:
-        token = RESUME.set(Resume(plan=plan, sub=None, agent_name=plan.frame.agent))
-        run_token = set_run_id(truth.run_id)
-        managed = MANAGED.set(True)
-        try:
-            result = await agent.run(
-                message_history=t.load_messages(state["messages"]),
-                usage=t.load_usage(state.get("usage")),
-                deps=deps,
-                capabilities=_extra_capabilities(agent),
-                **run_kwargs,
-            )
-        except FrameSuspended as suspended:
-            seq = truth.seq + 1
-            return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
-        finally:
-            MANAGED.reset(managed)
-            reset_run_id(run_token)
-            RESUME.reset(token)
-        return Completed(
-            output=result.output,
-            run_id=truth.run_id,
-            seq=truth.seq,
-            usage=t.dump_usage(result.usage),
-        )
-
-    try:
-        return await run_root(
-            lambda: durable(
-                go,
-                store=opened.store,
-                checkpoint=opened.checkpoint,
-                run_id=truth.run_id,
-                seq=truth.seq,
-                keys=keys,
-                owner=who,
-                lease_seconds=lease_seconds,
-                claim=opened.claim,
-            ),
-            started_by=truth.started_by,
-            on_suspend=on_suspend,
-        )
-    finally:
-        await opened.close()
 
 
 async def resume_run(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pydantic import BaseModel
@@ -21,7 +22,6 @@ from continuations_core import (
 from continuations_core._decisions import ExpiryMode, FramePlan
 from continuations_core._durable import (
     default_owner,
-    durable,
     reset_run_id,
     set_run_id,
     take_over,
@@ -32,7 +32,7 @@ from continuations_core._protocol import (
     new_run_id,
     seal,
 )
-from continuations_core._resume import OnSuspend, open_resume, run_root
+from continuations_core._resume import OnSuspend, Opened, resume_root, start_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t
@@ -132,18 +132,14 @@ async def run(
             t.STRUCTURED.reset(token)
         return _completed(agent, result, rid, 0)
 
-    return await run_root(
-        lambda: durable(
-            go,
-            store=store,
-            checkpoint=checkpoint,
-            run_id=rid,
-            seq=0,
-            keys=keys,
-            owner=owner,
-            lease_seconds=lease_seconds,
-            claim=None,
-        ),
+    return await start_root(
+        go,
+        run_id=rid,
+        keys=keys,
+        store=store,
+        checkpoint=checkpoint,
+        owner=owner,
+        lease_seconds=lease_seconds,
         started_by=started_by,
         on_suspend=on_suspend,
     )
@@ -177,70 +173,57 @@ async def resume(
     _plugin_of(agent)
     continuation.verify(keys, allow_unsigned=allow_unsigned)
     _check_root(agent, FramePlan(frame=continuation.root, path=()))
-    who = owner or default_owner()
-    opened = await open_resume(
+
+    def go(opened: Opened) -> Callable[[], Awaitable[Outcome[Any]]]:
+        plan, truth = opened.plan, opened.continuation
+        state = plan.frame.state
+        model = structured_output_model or t.resolve(state.get("structured_output"))
+
+        async def attempt() -> Outcome[Any]:
+            before = t.take(agent)
+            t.load(agent, prepared_snapshot(plan))
+            prompt: Any = [] if t.is_activated(state["snapshot"]) else None
+            token = RESUME.set(Resume(plan=plan, agent_name=plan.frame.agent))
+            so_token = t.STRUCTURED.set(state.get("structured_output"))
+            run_token = set_run_id(truth.run_id)
+            managed = MANAGED.set(True)
+            try:
+                result = await agent.invoke_async(
+                    prompt, structured_output_model=model, invocation_state=invocation_state
+                )
+            except FrameSuspended as suspended:
+                t.load(agent, before)
+                seq = truth.seq + 1
+                return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
+            except Exception as exc:
+                t.load(agent, before)
+                inner = t.unwrapped(exc)
+                if inner is exc:
+                    raise
+                raise inner from exc
+            finally:
+                MANAGED.reset(managed)
+                reset_run_id(run_token)
+                t.STRUCTURED.reset(so_token)
+                RESUME.reset(token)
+            return _completed(agent, result, truth.run_id, truth.seq)
+
+        return attempt
+
+    return await resume_root(
         continuation,
+        go,
         keys=keys,
         allow_unsigned=allow_unsigned,
         on_expired=on_expired,
         store=store,
         claim=claim,
-        owner=who,
+        owner=owner,
         lease_seconds=lease_seconds,
         single_use=single_use,
         checkpoint=checkpoint,
+        on_suspend=on_suspend,
     )
-    plan, truth = opened.plan, opened.continuation
-    state = plan.frame.state
-    model = structured_output_model or t.resolve(state.get("structured_output"))
-
-    async def go() -> Outcome[Any]:
-        before = t.take(agent)
-        t.load(agent, prepared_snapshot(plan))
-        prompt: Any = [] if t.is_activated(state["snapshot"]) else None
-        token = RESUME.set(Resume(plan=plan, agent_name=plan.frame.agent))
-        so_token = t.STRUCTURED.set(state.get("structured_output"))
-        run_token = set_run_id(truth.run_id)
-        managed = MANAGED.set(True)
-        try:
-            result = await agent.invoke_async(
-                prompt, structured_output_model=model, invocation_state=invocation_state
-            )
-        except FrameSuspended as suspended:
-            t.load(agent, before)
-            seq = truth.seq + 1
-            return Suspended(seal(suspended.frame, run_id=truth.run_id, seq=seq, keys=keys))
-        except Exception as exc:
-            t.load(agent, before)
-            inner = t.unwrapped(exc)
-            if inner is exc:
-                raise
-            raise inner from exc
-        finally:
-            MANAGED.reset(managed)
-            reset_run_id(run_token)
-            t.STRUCTURED.reset(so_token)
-            RESUME.reset(token)
-        return _completed(agent, result, truth.run_id, truth.seq)
-
-    try:
-        return await run_root(
-            lambda: durable(
-                go,
-                store=opened.store,
-                checkpoint=opened.checkpoint,
-                run_id=truth.run_id,
-                seq=truth.seq,
-                keys=keys,
-                owner=who,
-                lease_seconds=lease_seconds,
-                claim=opened.claim,
-            ),
-            started_by=truth.started_by,
-            on_suspend=on_suspend,
-        )
-    finally:
-        await opened.close()
 
 
 async def resume_run(

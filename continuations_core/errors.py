@@ -25,12 +25,16 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     ├── ContinuationExpired           a pending call passed its deadline (G8)
     ├── ResumeError                   the continuation cannot be resumed here
     │   ├── AgentDrift                the agent's tools no longer match the frame (G10)
-    │   └── StaleContinuation         an older copy than the last one seen (G5)
+    │   ├── StaleContinuation         an older copy than the last one seen (G5)
+    │   └── ApprovedCallFailed        an approved call raised; it is not re-run automatically
     ├── StoreError                    persistence
     │   ├── StoreUnavailable          the backend failed or cannot be reached
     │   ├── ContinuationNotFound      no such id in the store
+    │   ├── ContinuationFailed        it failed for good (G14); retry it to try again
     │   └── ConflictError             a compare-and-set lost (G5)
-    │       └── AlreadyClaimed        another resumer won, or it was already resumed
+    │       ├── AlreadyClaimed        another resumer won, or it was already resumed
+    │       │   └── ClaimSuperseded   a write under a superseded fencing token (G14)
+    │       └── BackingOff            it failed recently and waits before its next attempt
     └── ConfigurationError            the package is set up wrongly
         └── MissingExtra              an optional dependency is not installed
 """
@@ -44,10 +48,14 @@ __all__ = [
     "AgentDrift",
     "AlreadyClaimed",
     "AlreadyDecided",
+    "ApprovedCallFailed",
+    "BackingOff",
+    "ClaimSuperseded",
     "ConfigurationError",
     "ConflictError",
     "ContinuationError",
     "ContinuationExpired",
+    "ContinuationFailed",
     "ContinuationNotFound",
     "ContinuationTampered",
     "DecisionError",
@@ -207,6 +215,15 @@ class StaleContinuation(ResumeError):
     """The continuation is older than the last one seen for its run."""
 
 
+class ApprovedCallFailed(ResumeError):
+    """An approved call raised (or was cut off by its run failing) in an earlier attempt.
+
+    A person approved one execution; running it again is a new decision, so it is never
+    repeated automatically (G14). Check the call's effect, then retry the continuation
+    explicitly (``continuations retry ID`` or ``store.retry``) to run it again.
+    """
+
+
 class StoreError(ContinuationError):
     """A store operation failed."""
 
@@ -219,12 +236,35 @@ class ContinuationNotFound(StoreError):
     """The store holds no continuation with this id."""
 
 
+class ContinuationFailed(StoreError):
+    """The continuation is ``failed``: a permanent error, or its attempts ran out (G14).
+
+    Nothing resumes it until someone retries it (``continuations retry ID`` or
+    ``store.retry``); its last error says why it failed.
+    """
+
+
 class ConflictError(StoreError):
     """A compare-and-set lost against a concurrent writer."""
 
 
 class AlreadyClaimed(ConflictError):
     """Another resumer holds or consumed this continuation; it can be resumed only once."""
+
+
+class ClaimSuperseded(AlreadyClaimed):
+    """A write under a claim whose fencing token is no longer the live one was refused (G14).
+
+    The claim's lease expired and another process took the run over, or the claim was
+    released, failed or completed. Nothing was written: stop this run and start no tool.
+    """
+
+
+class BackingOff(ConflictError):
+    """The continuation failed recently and waits before its next automatic attempt.
+
+    The message says when it becomes claimable again; retry it to claim it sooner.
+    """
 
 
 class ConfigurationError(ContinuationError):

@@ -4,12 +4,17 @@ A store keeps each continuation's signed document, the decisions attached to it,
 and the audit trail of the run. Status moves one way::
 
     waiting --decide--> ready --claim--> claimed --complete--> done
-                          ^                 |
-                          +----release------+      (an expired lease may be claimed again)
+                         ^  ^               |
+                         |  +---release-----+      (an expired lease may be claimed again)
+                         |  +---fail--------+--fail (permanent, or out of attempts)--> failed
+                         +----------------------------------retry-------------------------+
 
 Every change bumps the record's ``version``; writers may pass ``expected_version`` to make
-the change a compare-and-set on ``(id, version)`` (G5). The rules (status, versions, leases,
-audit events) are pure functions in ``_rules``, so backends only move rows and cannot disagree.
+the change a compare-and-set on ``(id, version)`` (G5). Every claim carries a fencing token,
+one more than the last claim's, and every write made under a claim (heartbeat, checkpoint,
+journal, complete, release, fail) is refused atomically once a newer claim exists (G14). The
+rules (status, versions, tokens, leases, attempts, audit events) are pure functions in
+``_rules``, so backends only move rows and cannot disagree.
 """
 
 from __future__ import annotations
@@ -25,16 +30,22 @@ from pydantic import BaseModel, ConfigDict, Field
 from .._schema import Continuation, DecisionRecord, Request
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "ERROR_MESSAGE_LIMIT",
+    "RUN_STATES",
     "STATUSES",
     "AuditEvent",
     "AuditKind",
     "Claim",
+    "LastError",
+    "RunState",
+    "RunStatus",
     "Status",
     "Store",
     "StoredContinuation",
 ]
 
-Status = Literal["waiting", "ready", "claimed", "done"]
+Status = Literal["waiting", "ready", "claimed", "done", "failed"]
 AuditKind = Literal[
     "suspended",
     "decided",
@@ -43,16 +54,59 @@ AuditKind = Literal[
     "resumed",
     "completed",
     "expired",
+    "taken_over",
+    "attempt_failed",
+    "failed",
+    "retried",
     "checkpoint",
     "tool_started",
     "tool_completed",
     "tool_suspended",
+    "tool_failed",
 ]
-STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done")
+STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done", "failed")
+RunState = Literal[
+    "waiting", "ready", "retrying", "running", "abandoned", "failed", "completed", "unknown"
+]
+RUN_STATES: tuple[RunState, ...] = (
+    "waiting", "ready", "retrying", "running", "abandoned", "failed", "completed", "unknown"
+)  # fmt: skip
+
+#: Claims of one continuation without progress before it fails (override per claim/worker).
+DEFAULT_MAX_ATTEMPTS = 5
+#: A stored error message is cut to this many characters.
+ERROR_MESSAGE_LIMIT = 2000
 
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LastError(_Record):
+    """Why the last attempt of a continuation failed.
+
+    Attributes:
+        type: The exception's class name.
+        message: Its message (at most ``ERROR_MESSAGE_LIMIT`` characters).
+        attempt: Which attempt failed (1 for the first claim).
+        at: When it failed.
+    """
+
+    type: str
+    message: str
+    attempt: int
+    at: datetime
+
+    @classmethod
+    def of(cls, error: BaseException, *, attempt: int, at: datetime) -> LastError:
+        """Describe ``error``, cutting long messages."""
+        message = str(error)
+        if len(message) > ERROR_MESSAGE_LIMIT:
+            message = message[: ERROR_MESSAGE_LIMIT - 1] + "…"
+        return cls(type=type(error).__name__, message=message, attempt=attempt, at=at)
+
+    def __str__(self) -> str:
+        return f"{self.type}: {self.message} (attempt {self.attempt})"
 
 
 class StoredContinuation(_Record):
@@ -64,11 +118,17 @@ class StoredContinuation(_Record):
         seq: How many times the run had suspended before this continuation.
         version: Bumped on every change; the compare-and-set token.
         status: ``waiting`` (some requests undecided), ``ready`` (all decided, or none at
-            all), ``claimed`` (a resumer holds a lease) or ``done`` (resumed; single use).
+            all), ``claimed`` (a resumer holds a lease), ``done`` (resumed; single use) or
+            ``failed`` (a permanent error, or out of attempts; ``retry`` makes it ready).
         created_at: When it was saved.
         updated_at: When it last changed.
         claimed_by: The owner of the current or last claim.
         lease_until: When the current claim's lease ends.
+        fence: The fencing token of the current or last claim (0 before the first).
+        attempts: Claims since the run last made progress, was decided or was retried.
+        not_before: A ready continuation backing off is not claimed before this time.
+        last_error: Why the last attempt failed, if one did.
+        output: The run's final output, on the ``done`` continuation of a completed run.
         continuation: The signed document with the stored decisions attached.
     """
 
@@ -81,6 +141,11 @@ class StoredContinuation(_Record):
     updated_at: datetime
     claimed_by: str | None = None
     lease_until: datetime | None = None
+    fence: int = 0
+    attempts: int = 0
+    not_before: datetime | None = None
+    last_error: LastError | None = None
+    output: Any = None
     continuation: Continuation
 
     @property
@@ -97,14 +162,52 @@ class Claim(_Record):
         version: The record's version after the claim.
         owner: Who holds the claim (a worker name).
         lease_until: When the lease ends unless extended with ``heartbeat``.
-        token: Random hex identifying this claim; it stops holding once taken over.
+        token: The fencing token: one more than the run's previous claim. Every write made
+            under this claim is refused once a claim with a higher token exists.
+        attempt: Which attempt this claim is (1 for the first claim since the run last made
+            progress, was decided or was retried).
     """
 
     id: str
     version: int
     owner: str
     lease_until: datetime
-    token: str
+    token: int
+    attempt: int = 1
+
+
+class RunStatus(_Record):
+    """Where a run stands, for operators (``continuations status RUN_ID``).
+
+    Attributes:
+        run_id: The run.
+        state: ``waiting`` for decisions, ``ready`` to resume, ``retrying`` (backing off after a
+            failed attempt), ``running`` (claimed, lease live), ``abandoned`` (claimed, lease
+            expired: a worker will take it over), ``failed``, ``completed`` or ``unknown``.
+        continuation_id: The run's latest continuation, if the store holds one.
+        seq: Its ``seq``.
+        attempts: Its attempts since the run last made progress.
+        claimed_by: The owner of its current or last claim.
+        lease_until: When the current claim's lease ends.
+        not_before: When a backing-off continuation becomes claimable.
+        last_error: Why the last attempt failed.
+        output: The final output of a completed run.
+        updated_at: When the latest continuation last changed.
+        pending: How many requests of a waiting continuation are undecided.
+    """
+
+    run_id: str
+    state: RunState
+    continuation_id: str | None = None
+    seq: int | None = None
+    attempts: int = 0
+    claimed_by: str | None = None
+    lease_until: datetime | None = None
+    not_before: datetime | None = None
+    last_error: LastError | None = None
+    output: Any = None
+    updated_at: datetime | None = None
+    pending: int = 0
 
 
 class AuditEvent(_Record):
@@ -179,22 +282,31 @@ class Store(ABC):
         owner: str,
         lease_seconds: float = 300.0,
         expected_version: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim:
         """Take a ready continuation (or one whose lease expired) for resuming.
+
+        The claim's fencing token is one more than the previous claim's, and the record's
+        attempt count goes up by one. A live claim is taken over at once only when its holder
+        is known to be gone: the same explicit ``owner`` restarted, or a process on this
+        machine that no longer runs (audited ``taken_over``; see ``stores._owners``).
 
         Raises:
             MissingDecisions: If some requests are undecided.
             AlreadyClaimed: If another owner holds a live lease, or it was resumed.
+            BackingOff: If it failed recently and its backoff has not elapsed.
+            ContinuationFailed: If it failed, or its last allowed attempt (``max_attempts``)
+                ended without a result; it is then stored ``failed``.
             ConflictError: If ``expected_version`` is given and is not the current version.
         """
 
     @abstractmethod
     async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """Extend the claim's lease. Raises ``AlreadyClaimed`` if the claim was lost."""
+        """Extend the claim's lease. Raises ``ClaimSuperseded`` if the claim was lost."""
 
     @abstractmethod
     async def release(self, claim: Claim) -> None:
-        """Give the continuation back (``ready``). Raises ``AlreadyClaimed`` if it was lost."""
+        """Give the continuation back (``ready``). Raises ``ClaimSuperseded`` if it was lost."""
 
     @abstractmethod
     async def complete(
@@ -205,10 +317,43 @@ class Store(ABC):
         Args:
             claim: The claim that resumed it.
             next_id: The continuation the run suspended into next, if it suspended again.
-            output: The run's final output when it completed (``next_id`` is None).
+            output: The run's final output when it completed (``next_id`` is None); kept on
+                the record (see :meth:`status`) and in the audit trail.
 
         Raises:
-            AlreadyClaimed: If the claim was lost (the lease expired and was taken over).
+            ClaimSuperseded: If the claim was lost (the lease expired and was taken over).
+        """
+
+    @abstractmethod
+    async def fail(
+        self,
+        claim: Claim,
+        error: BaseException,
+        *,
+        permanent: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_in: float = 0.0,
+    ) -> StoredContinuation:
+        """Record that the attempt holding ``claim`` failed with ``error``, and end the claim.
+
+        The error's type and message are stored (``last_error``). A ``permanent`` error, or
+        a failure of attempt ``max_attempts`` or later, makes the continuation ``failed``
+        (audit ``failed``). Otherwise it is ``ready`` again but not claimable for
+        ``retry_in`` seconds (audit ``attempt_failed``).
+
+        Raises:
+            ClaimSuperseded: If the claim was lost; nothing is written.
+        """
+
+    @abstractmethod
+    async def retry(self, id: str, *, by: str | None = None) -> StoredContinuation:
+        """Put a ``failed`` (or backing-off) continuation back to ``ready`` now; audit ``retried``.
+
+        Its attempt count restarts, and its last error stays on record until the next
+        attempt. An approved call that failed in an earlier attempt may run again.
+
+        Raises:
+            ConflictError: If it is neither failed nor backing off.
         """
 
     @abstractmethod
@@ -223,16 +368,27 @@ class Store(ABC):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """Store a run's next continuation and retire ``previous``, in one atomic step (G9).
 
         With ``owner`` the new continuation is stored already claimed by ``owner`` (a
         checkpoint its own process keeps running from; audit ``checkpoint``) and the claim is
-        returned. Without it, it is stored like :meth:`save` (a suspension waiting for
-        decisions). ``previous`` is marked done, audited ``resumed`` with ``next_id``.
+        returned; it keeps ``previous``'s fencing token. Without it, it is stored like
+        :meth:`save` (a suspension waiting for decisions). ``previous`` is marked done,
+        audited ``resumed`` with ``next_id``.
+
+        Args:
+            cont: The next continuation.
+            previous: The claim it follows on.
+            owner: Hold the new continuation (a checkpoint) rather than wait for decisions.
+            lease_seconds: The new claim's lease.
+            progress: Whether the run advanced since ``previous`` was claimed. False for the
+                first checkpoint after a claim, which records the step it started from, so a
+                step that keeps failing still runs out of attempts.
 
         Raises:
-            AlreadyClaimed: If ``previous`` no longer holds; nothing is written.
+            ClaimSuperseded: If ``previous`` no longer holds; nothing is written.
         """
 
     @abstractmethod
@@ -244,17 +400,72 @@ class Store(ABC):
         continuation_id: str = "",
         actor: str | None = None,
         detail: dict[str, Any] | None = None,
+        claim: Claim | None = None,
     ) -> None:
-        """Append an event to the run's audit trail (the tool journal uses it)."""
+        """Append an event to the run's audit trail (the tool journal uses it).
 
-    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
-        """Ids of continuations a worker may claim now: ready ones and expired leases, oldest first."""
+        With ``claim`` the event is written under that claim: atomically refused with
+        ``ClaimSuperseded`` once a newer claim exists, so a process that lost its run writes
+        nothing more to its journal.
+        """
+
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """Ids a worker may claim now, oldest change first.
+
+        Ready continuations whose backoff elapsed and expired leases; with ``owner``, also
+        live claims held under that name (a restarted owner takes its claims back at once,
+        if :meth:`claim` confirms the holder is gone). This only reads: :meth:`claim` is the
+        atomic step.
+        """
         now = utcnow()
         ready = await self.list(status="ready", limit=10_000)
         claimed = await self.list(status="claimed", limit=10_000)
-        stale = [r for r in claimed if r.lease_until is not None and r.lease_until <= now]
-        found = sorted([*ready, *stale], key=lambda r: r.updated_at)
-        return [r.id for r in found[:limit]]
+        found = [r for r in ready if r.not_before is None or r.not_before <= now]
+        found += [
+            r
+            for r in claimed
+            if (r.lease_until is not None and r.lease_until <= now)
+            or (owner is not None and r.claimed_by == owner)
+        ]
+        found.sort(key=lambda r: r.updated_at)
+        return [r.id for r in found[: max(limit, 0)]]
+
+    async def status(self, run_id: str) -> RunStatus:
+        """Where run ``run_id`` stands: its latest continuation's state, and its output."""
+        records = await self.list(run_id=run_id, limit=10_000)
+        if not records:
+            events = await self.audit(run_id)  # a run completed without checkpoints
+            done = [e for e in events if e.kind == "completed"]
+            if done:
+                output = done[-1].detail.get("output")
+                return RunStatus(run_id=run_id, state="completed", output=output)
+            return RunStatus(run_id=run_id, state="unknown")
+        latest = max(records, key=lambda r: (r.seq, r.created_at))
+        now = utcnow()
+        state: RunState
+        if latest.status == "done":
+            state = "completed"
+        elif latest.status == "claimed":
+            live = latest.lease_until is not None and latest.lease_until > now
+            state = "running" if live else "abandoned"
+        elif latest.status == "ready" and latest.not_before and latest.not_before > now:
+            state = "retrying"
+        else:
+            state = latest.status
+        return RunStatus(
+            run_id=run_id,
+            state=state,
+            continuation_id=latest.id,
+            seq=latest.seq,
+            attempts=latest.attempts,
+            claimed_by=latest.claimed_by,
+            lease_until=latest.lease_until if latest.status == "claimed" else None,
+            not_before=latest.not_before if latest.status == "ready" else None,
+            last_error=latest.last_error,
+            output=latest.output if state == "completed" else None,
+            updated_at=latest.updated_at,
+            pending=len(latest.continuation.undecided) if latest.status == "waiting" else 0,
+        )
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for work; backends with notifications return early."""

@@ -31,16 +31,18 @@ from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
+    LastError,
     Status,
     StoredContinuation,
 )
+from ._owners import holder_id
+from ._rowstore import Change, RowStore
 from ._rules import (
-    Change,
     Events,
     Row,
-    RowStore,
     already_saved,
     checkpoint_rows,
+    jsonable,
     new_row,
     not_found,
     recorded_event,
@@ -79,23 +81,39 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, continuation_id TEXT NOT NULL,
         kind TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, actor TEXT, detail TEXT NOT NULL);
     CREATE INDEX audit_run ON {s}.audit (run_id, seq)""",
+    """ALTER TABLE {s}.continuations DROP CONSTRAINT continuations_status_check;
+    ALTER TABLE {s}.continuations ADD CONSTRAINT continuations_status_check
+        CHECK (status IN ('waiting', 'ready', 'claimed', 'done', 'failed'));
+    ALTER TABLE {s}.continuations
+        ADD COLUMN fence BIGINT NOT NULL DEFAULT 0,
+        ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0,
+        ADD COLUMN not_before TIMESTAMPTZ,
+        ADD COLUMN last_error TEXT,
+        ADD COLUMN holder TEXT,
+        ADD COLUMN output TEXT;
+    CREATE INDEX continuations_owner ON {s}.continuations (claimed_by)
+        WHERE status = 'claimed'""",
 )
 
 _BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
     CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
         version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"""
 _COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, updated_at,
-    claimed_by, claim_token, lease_until, document, decisions"""
+    claimed_by, lease_until, document, decisions, fence, attempts, not_before, last_error,
+    holder, output"""
 _READ: LiteralString = f"SELECT {_COLUMNS} FROM {{s}}.continuations WHERE id = %s"
 _INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({_COLUMNS})
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"""
+    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
+    ON CONFLICT (id) DO NOTHING"""
 _UPDATE: LiteralString = """UPDATE {s}.continuations SET version = %s, status = %s,
-    updated_at = %s, claimed_by = %s, claim_token = %s, lease_until = %s, decisions = %s
+    updated_at = %s, claimed_by = %s, lease_until = %s, decisions = %s, fence = %s,
+    attempts = %s, not_before = %s, last_error = %s, holder = %s, output = %s
     WHERE id = %s AND version = %s"""
 _AUDIT: LiteralString = """INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor,
     detail) VALUES (%s, %s, %s, %s, %s, %s)"""
-_CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations WHERE status = 'ready'
-    OR (status = 'claimed' AND lease_until <= clock_timestamp())
+_CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations
+    WHERE (status = 'ready' AND (not_before IS NULL OR not_before <= clock_timestamp()))
+    OR (status = 'claimed' AND (lease_until <= clock_timestamp() OR claimed_by = %s))
     ORDER BY updated_at, pos LIMIT %s FOR UPDATE SKIP LOCKED"""
 # The channel "<schema>_ready" must fit Postgres's 63-byte identifier limit too.
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
@@ -251,25 +269,22 @@ class PostgresStore(RowStore):
                 [(e.run_id, e.continuation_id, e.kind, e.at, e.actor, json.dumps(e.detail))
                  for e in events],
             )  # fmt: skip
-        if row is not None and row.status == "ready":
+        if row is not None and row.status == "ready" and row.not_before is None:
             await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, row.id))
 
     async def _update(self, conn: Connection, new: Row, old_version: int) -> None:
-        cur = await conn.execute(
-            self._q(_UPDATE),
-            (new.version, new.status, new.updated_at, new.claimed_by, new.claim_token,
-             new.lease_until, _dump(new.decisions), new.id, old_version),
-        )  # fmt: skip
+        cur = await conn.execute(self._q(_UPDATE), (*_values(new), new.id, old_version))
         if cur.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
             raise ConflictError("The record changed during the update.", continuation_id=new.id)
 
     async def _insert(self, conn: Connection, new: Row, text: str) -> None:
         doc = new.document
+        (version, status, updated, claimed_by, lease, decisions, fence, attempts, not_before,
+         error, holder, output) = _values(new)  # fmt: skip
         cur = await conn.execute(
             self._q(_INSERT),
-            (doc.id, doc.run_id, doc.seq, new.version, new.status, new.created_at,
-             new.updated_at, new.claimed_by, new.claim_token, new.lease_until, text,
-             _dump(new.decisions)),
+            (doc.id, doc.run_id, doc.seq, version, status, new.created_at, updated, claimed_by,
+             lease, text, decisions, fence, attempts, not_before, error, holder, output),
         )  # fmt: skip
         if cur.rowcount != 1:
             raise already_saved(doc.id)
@@ -279,8 +294,9 @@ class PostgresStore(RowStore):
         async with self._tx() as conn:
             old = await self._read(conn, id, lock=True)
             new, events, result = change(old, await _clock(conn))
-            await self._update(conn, new, old.version)
-            await self._record(conn, new, events)
+            if new is not old:
+                await self._update(conn, new, old.version)
+            await self._record(conn, new if new is not old else None, events)
             return result
 
     # -- the protocol -----------------------------------------------------------------------
@@ -323,10 +339,12 @@ class PostgresStore(RowStore):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """See :meth:`Store.checkpoint`. One transaction; the lease runs on the DB clock."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)
+        holder = holder_id()
         async with self._tx() as conn:
             exists = "SELECT 1 FROM {s}.continuations WHERE id = %s"
             if await (await conn.execute(self._q(exists), (cont.id,))).fetchone():
@@ -335,7 +353,7 @@ class PostgresStore(RowStore):
             held = None if old is None or previous is None else (old, previous)
             new, retired, claim, events = checkpoint_rows(
                 document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
-                at=await _clock(conn),
+                at=await _clock(conn), progress=progress, holder=holder,
             )  # fmt: skip
             if retired is not None and old is not None:
                 await self._update(conn, retired, old.version)
@@ -343,16 +361,16 @@ class PostgresStore(RowStore):
             await self._record(conn, new, events)
         return claim
 
-    async def record(
+    async def _append(
         self,
         run_id: str,
         kind: AuditKind,
         *,
-        continuation_id: str = "",
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
+        continuation_id: str,
+        actor: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
-        """See :meth:`Store.record`. Stamped with the database's clock."""
+        """Append one event outside any claim, stamped with the database's clock."""
         async with self._tx() as conn:
             event = recorded_event(
                 run_id, kind, at=await _clock(conn), continuation_id=continuation_id,
@@ -374,15 +392,15 @@ class PostgresStore(RowStore):
 
     # -- for workers --------------------------------------------------------------------------
 
-    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
-        """Ids a worker may claim now: ``ready``, or ``claimed`` with an expired lease.
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """See :meth:`Store.claimable`; times are the database's.
 
         Longest unchanged first; rows another transaction holds locked (being claimed now) are
         skipped. This only reads: :meth:`claim` is the atomic step and may still raise
         ``AlreadyClaimed`` when another worker got there first.
         """
         async with self._tx() as conn:
-            cur = await conn.execute(self._q(_CLAIMABLE), (max(int(limit), 0),))
+            cur = await conn.execute(self._q(_CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
@@ -468,9 +486,23 @@ def _row(r: dict[str, Any]) -> Row:
         created_at=_utc(r["created_at"]),
         updated_at=_utc(r["updated_at"]),
         claimed_by=r["claimed_by"],
-        claim_token=r["claim_token"],
         lease_until=_utc(r["lease_until"]) if r["lease_until"] else None,
+        fence=r["fence"],
+        attempts=r["attempts"],
+        not_before=_utc(r["not_before"]) if r["not_before"] else None,
+        last_error=LastError.model_validate_json(r["last_error"]) if r["last_error"] else None,
+        holder=r["holder"],
+        output=json.loads(r["output"]) if r["output"] is not None else None,
     )
+
+
+def _values(new: Row) -> tuple[Any, ...]:
+    """The mutable columns, in the order ``_UPDATE`` names them."""
+    error = new.last_error.model_dump_json() if new.last_error is not None else None
+    output = json.dumps(jsonable(new.output)) if new.output is not None else None
+    return (new.version, new.status, new.updated_at, new.claimed_by, new.lease_until,
+            _dump(new.decisions), new.fence, new.attempts, new.not_before, error, new.holder,
+            output)  # fmt: skip
 
 
 def _dump(records: tuple[DecisionRecord, ...]) -> str:

@@ -335,8 +335,10 @@ async def test_postgres_stores_starting_together_migrate_once(postgres_url: str)
     await asyncio.gather(*(s.close() for s in stores))
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
         schema = _schema_of(postgres_url)
+        from continuations_core.stores.postgres import MIGRATIONS
+
         cur = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations')
-        assert await cur.fetchall() == [(1,)]
+        assert await cur.fetchall() == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
         await conn.execute(f'INSERT INTO "{schema}".schema_migrations VALUES (99, now())')
         await conn.commit()
     async with open_store(postgres_url) as newer:

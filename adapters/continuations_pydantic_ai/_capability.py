@@ -408,7 +408,8 @@ class Continuations(AbstractCapability[Any]):
                     return INTERRUPTED_MESSAGE
                 st.journal[call.tool_call_id] = earlier
                 return t.load_tool_result(earlier)
-            await cp.tool_started(scope.path, call.tool_name)
+            approved = call_plan is not None and isinstance(call_plan.decision, Approve)
+            await cp.tool_started(scope.path, call.tool_name, approved=approved)
         token = CURRENT_CALL.set(scope)
         key_token = enter_call(scope.path)
         try:

@@ -360,7 +360,8 @@ class Continuations(Plugin):
             if earlier is not None:
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
-            await cp.tool_started(scope.path, str(ctx.tool_use["name"]))
+            approved = call_plan is not None and isinstance(call_plan.decision, Approve)
+            await cp.tool_started(scope.path, str(ctx.tool_use["name"]), approved=approved)
         token = CURRENT_CALL.set(scope)
         key_token = enter_call(scope.path)
         try:

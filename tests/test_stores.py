@@ -31,7 +31,7 @@ from continuations_core import (
 )
 from continuations_core.stores import SyncStore
 from continuations_core.stores.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
-from continuations_core.testing import store_scenarios
+from continuations_core.testing import store_fencing, store_scenarios
 from continuations_core.testing.store_scenarios import (
     STORE_SCENARIOS,
     Scenario,
@@ -82,6 +82,14 @@ async def test_store_scenario(scenario: Scenario, store: Store) -> None:
 
 
 # -- claims across processes (G5) ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_owner_takes_back_a_dead_holders_claims_but_never_a_live_ones(
+    shared_url: str,
+) -> None:
+    """Owner restart (G14): same explicit owner or a provably dead pid take over at once."""
+    await store_fencing.owner_restart(shared_url)
 
 
 @pytest.mark.asyncio

@@ -52,6 +52,7 @@ __all__ = [
     "RETRY_POLICY",
     "STORE_RETRIES",
     "RetryPolicy",
+    "claim_with_retries",
     "is_permanent",
     "log_event",
     "retry_policy",
@@ -174,6 +175,41 @@ async def with_retries(
             await asyncio.sleep(delay * random.uniform(0.5, 1.0))
             delay = min(delay * 2, STORE_RETRY_MAX_SECONDS)
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def claim_with_retries(
+    store: Store, id: str, *, owner: str, lease_seconds: float, max_attempts: int
+) -> Claim:
+    """Claim ``id``, retrying transient store errors; a claim committed unseen is recognised.
+
+    The claim is a compare-and-set on the version read just before, so after a lost answer
+    the record shows whether this claim went through (the next version and token, under
+    ``owner``) or not.
+
+    Raises:
+        See :meth:`Store.claim`.
+    """
+    from .stores import Claim
+
+    before = await with_retries(lambda: store.get(id), what="reading before a claim")
+
+    async def claim() -> Claim:
+        return await store.claim(
+            id, owner=owner, lease_seconds=lease_seconds, expected_version=before.version,
+            max_attempts=max_attempts,
+        )  # fmt: skip
+
+    async def committed() -> Claim | _NotCommitted:
+        now = await store.get(id)
+        mine = now.status == "claimed" and now.claimed_by == owner
+        if mine and now.version == before.version + 1 and now.lease_until is not None:
+            return Claim(
+                id=id, version=now.version, owner=owner, lease_until=now.lease_until,
+                token=now.fence, attempt=now.attempts,
+            )  # fmt: skip
+        return NOT_COMMITTED
+
+    return await with_retries(claim, what="claim", committed=committed)
 
 
 async def settle(

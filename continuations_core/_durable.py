@@ -37,6 +37,7 @@ from ._attempts import (
     NOT_COMMITTED,
     RETRY_POLICY,
     RetryPolicy,
+    claim_with_retries,
     log_event,
     retry_policy,
     with_retries,
@@ -199,6 +200,8 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
     except AlreadyClaimed:
         raise  # the run was taken over: nothing of this attempt is recorded
     except Exception as exc:
+        if cp.lost is not None:  # a framework may wrap the refusal (Strands does): say so plainly
+            raise cp.lost from exc
         failure = await cp.failed_attempt(exc)
         if failure is not None:
             raise failure from exc  # an approved call raised: typed, and failed for good
@@ -285,9 +288,10 @@ async def durable(
     who = owner or default_owner()
     policy = retry_policy()
     if claim is None and claim_id is not None:
-        claim = await store.claim(
-            claim_id, owner=who, lease_seconds=lease_seconds, max_attempts=policy.max_attempts
-        )
+        claim = await claim_with_retries(
+            store, claim_id, owner=who, lease_seconds=lease_seconds,
+            max_attempts=policy.max_attempts,
+        )  # fmt: skip
         log_claimed(claim, run_id)
     cp = Checkpointer(
         store, run_id, who, keys, claim=claim, seq=seq, lease_seconds=lease_seconds, retry=policy
@@ -325,9 +329,10 @@ async def take_over(
         raise ResumeError(f"Run {run_id} has nothing left to resume: it is {state}.")
     latest = max(live, key=lambda r: r.seq)
     policy = retry_policy()
-    claim = await store.claim(
-        latest.id, owner=owner, lease_seconds=lease_seconds, max_attempts=policy.max_attempts
-    )
+    claim = await claim_with_retries(
+        store, latest.id, owner=owner, lease_seconds=lease_seconds,
+        max_attempts=policy.max_attempts,
+    )  # fmt: skip
     log_claimed(claim, run_id)
     return await store.load(latest.id), claim
 

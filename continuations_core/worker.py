@@ -33,7 +33,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from ._attempts import RETRY_POLICY, RetryPolicy, is_permanent, log_event, settle, with_retries
+from ._attempts import (
+    RETRY_POLICY,
+    RetryPolicy,
+    claim_with_retries,
+    is_permanent,
+    log_event,
+    settle,
+    with_retries,
+)
 from ._durable import default_owner, log_claimed
 from ._schema import Continuation
 from ._signing import Keyring
@@ -241,8 +249,8 @@ class Worker:
 
     async def _claim(self, cid: str) -> Claim | None:
         try:
-            claim = await self.store.claim(
-                cid, owner=self.owner, lease_seconds=self.lease_seconds,
+            claim = await claim_with_retries(
+                self.store, cid, owner=self.owner, lease_seconds=self.lease_seconds,
                 max_attempts=self.retry.max_attempts,
             )  # fmt: skip
         except ContinuationFailed as exc:

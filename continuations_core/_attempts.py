@@ -180,7 +180,7 @@ async def with_retries(
 async def claim_with_retries(
     store: Store, id: str, *, owner: str, lease_seconds: float, max_attempts: int
 ) -> Claim:
-    """Claim ``id``, retrying transient store errors; a claim committed unseen is recognised.
+    """Claim ``id`` (logged), retrying transient store errors; a claim committed unseen counts.
 
     The claim is a compare-and-set on the version read just before, so after a lost answer
     the record shows whether this claim went through (the next version and token, under
@@ -209,7 +209,12 @@ async def claim_with_retries(
             )  # fmt: skip
         return NOT_COMMITTED
 
-    return await with_retries(claim, what="claim", committed=committed)
+    claimed = await with_retries(claim, what="claim", committed=committed)
+    log_event(
+        log, "claimed", continuation=id, run=before.run_id, owner=owner, token=claimed.token,
+        attempt=claimed.attempt,
+    )  # fmt: skip
+    return claimed
 
 
 async def settle(

@@ -292,20 +292,11 @@ async def durable(
             store, claim_id, owner=who, lease_seconds=lease_seconds,
             max_attempts=policy.max_attempts,
         )  # fmt: skip
-        log_claimed(claim, run_id)
     cp = Checkpointer(
         store, run_id, who, keys, claim=claim, seq=seq, lease_seconds=lease_seconds, retry=policy
     )
     cp.enabled = checkpoint is not False
     return await run_durably(cp, go)
-
-
-def log_claimed(claim: Claim, run_id: str | None) -> None:
-    """Log a claim (one line: continuation, run, owner, token, attempt)."""
-    log_event(
-        log, "claimed", continuation=claim.id, run=run_id, owner=claim.owner, token=claim.token,
-        attempt=claim.attempt,
-    )  # fmt: skip
 
 
 async def take_over(
@@ -333,7 +324,6 @@ async def take_over(
         store, latest.id, owner=owner, lease_seconds=lease_seconds,
         max_attempts=policy.max_attempts,
     )  # fmt: skip
-    log_claimed(claim, run_id)
     return await store.load(latest.id), claim
 
 

@@ -42,7 +42,7 @@ from ._attempts import (
     settle,
     with_retries,
 )
-from ._durable import default_owner, log_claimed
+from ._durable import default_owner
 from ._schema import Continuation
 from ._signing import Keyring
 from .errors import (
@@ -260,7 +260,6 @@ class Worker:
             return None
         except (ConflictError, DecisionError, ContinuationNotFound):
             return None  # another worker got there first, or it is not claimable any more
-        log_claimed(claim, None)
         return claim
 
     async def _resume(self, claim: Claim) -> None:

@@ -8,6 +8,8 @@ so tests count executions per call across processes.
   idempotent) one after the other; step 2 answers.
 - ``wirer``: asks to ``wire`` (gated), whose body raises: an approved call that fails.
 - ``expiring``: asks to ``quick_transfer`` with a one-second approval deadline.
+- ``broken``: asks to ``transfer``; once approved, its model fails on every later call.
+- ``ghost``: like ``payer``'s first step, but not among ``AGENTS``.
 
 ``ON_LOOKUP`` lets an in-process test act while ``lookup`` runs (say, cut the store off).
 """
@@ -126,7 +128,20 @@ def quick_transfer(to: str, amount: int) -> str:
     return f"sent {amount} to {to}"
 
 
-AGENTS = {"payer": payer, "wirer": wirer, "expiring": expiring}
+def _broken_model(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:
+    if sum(isinstance(m, ModelResponse) for m in messages) == 0:
+        return ModelResponse(parts=[ToolCallPart("transfer", {"to": "zed", "amount": 3})])
+    raise RuntimeError("the model provider is unavailable")
+
+
+broken: Agent[None, str] = Agent(
+    FunctionModel(_broken_model), name="broken", capabilities=[Continuations()]
+)
+broken.tool_plain(transfer)
+ghost = _agent("ghost", PAYER_TURNS[:1])  # not among AGENTS: a worker does not know it
+ghost.tool_plain(transfer)
+
+AGENTS = {"payer": payer, "wirer": wirer, "expiring": expiring, "broken": broken}
 
 
 def strands_payer() -> Any:

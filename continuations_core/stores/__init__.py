@@ -193,6 +193,22 @@ class SyncStore:
         """See :meth:`Store.complete`."""
         self._run(self.store.complete(claim, next_id=next_id, output=output))
 
+    def fail(
+        self,
+        claim: Claim,
+        error: BaseException,
+        *,
+        permanent: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_in: float = 0.0,
+    ) -> StoredContinuation:
+        """See :meth:`Store.fail`."""
+        return self._run(
+            self.store.fail(
+                claim, error, permanent=permanent, max_attempts=max_attempts, retry_in=retry_in
+            )
+        )
+
     def retry(self, id: str, *, by: str | None = None) -> StoredContinuation:
         """See :meth:`Store.retry`."""
         return self._run(self.store.retry(id, by=by))

@@ -70,6 +70,7 @@ class Checkpointer:
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # approved calls that raised
     in_flight: dict[str, tuple[str, bool]] = field(default_factory=dict)  # path: (tool, approved)
     steps: int = 0  # checkpoints written by this attempt
+    stepping: bool = False  # a checkpoint write is in flight (it retires the current claim)
 
     async def load_journal(self) -> None:
         """Read the tool journal of earlier attempts of this run."""
@@ -136,6 +137,7 @@ class Checkpointer:
         write = asyncio.ensure_future(
             with_retries(checkpoint, what="checkpoint", committed=committed)
         )
+        self.stepping = True
         try:
             self.claim = await asyncio.shield(write)
         except asyncio.CancelledError:
@@ -146,6 +148,8 @@ class Checkpointer:
             raise
         except ClaimSuperseded as exc:
             raise self._superseded(exc) from None
+        finally:
+            self.stepping = False
         self.steps += 1
         self.in_flight.clear()  # the batch is over: whatever raised was handled by the framework
 
@@ -250,7 +254,9 @@ class Checkpointer:
             try:
                 renewed = await self.store.heartbeat(claim, lease_seconds=self.lease_seconds)
             except AlreadyClaimed as exc:
-                if self.claim is claim:  # not merely retired by a checkpoint written meanwhile
+                # Not lost if a checkpoint written meanwhile retired it (its answer may still
+                # be on the way back, so the new claim may not be set yet).
+                if self.claim is claim and not self.stepping:
                     lost = exc if isinstance(exc, ClaimSuperseded) else ClaimSuperseded(str(exc))
                     self._superseded(lost)
                     return

@@ -10,6 +10,7 @@ so tests count executions per call across processes.
 - ``expiring``: asks to ``quick_transfer`` with a one-second approval deadline.
 - ``broken``: asks to ``transfer``; once approved, its model fails on every later call.
 - ``ghost``: like ``payer``'s first step, but not among ``AGENTS``.
+- ``drifter``: its runs suspend with ``drifter_then``; the deployed one changed ``transfer``.
 
 ``ON_LOOKUP`` lets an in-process test act while ``lookup`` runs (say, cut the store off).
 """
@@ -141,7 +142,25 @@ broken.tool_plain(transfer)
 ghost = _agent("ghost", PAYER_TURNS[:1])  # not among AGENTS: a worker does not know it
 ghost.tool_plain(transfer)
 
-AGENTS = {"payer": payer, "wirer": wirer, "expiring": expiring, "broken": broken}
+drifter_then = _agent("drifter", PAYER_TURNS[:1])  # as it was when its runs suspended
+drifter_then.tool_plain(transfer)
+drifter = _agent("drifter", PAYER_TURNS[:1])  # as deployed now: transfer takes other args
+
+
+@drifter.tool_plain(name="transfer")
+def transfer_v2(iban: str, cents: int) -> str:
+    """Transfer money by IBAN (a changed tool)."""
+    LEDGER.tool("g14", "transfer", {"to": iban, "amount": cents, "key": idempotency_key()})
+    return f"sent {cents} to {iban}"
+
+
+AGENTS = {
+    "payer": payer,
+    "wirer": wirer,
+    "expiring": expiring,
+    "broken": broken,
+    "drifter": drifter,
+}
 
 
 def strands_payer() -> Any:

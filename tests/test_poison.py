@@ -2,7 +2,8 @@
 
 A worker process is handed, ahead of ordinary work: an unknown root agent, an unsigned document,
 an expired approval, an approved tool that raises, a run suspended by another framework's
-agent, and a run whose model fails on every call after the approval. Permanent errors fail
+agent, an agent whose tools drifted, and a run whose model fails on every call after the
+approval. Permanent errors fail
 at once; the failing model backs off and fails after ``--max-attempts``. No approved call runs
 twice, and the ordinary runs queued behind them all complete.
 """
@@ -41,6 +42,7 @@ async def _queue(url: str) -> dict[str, str]:
             ("approved_raises", g14_agents.wirer, KEYS),
             ("other_framework", g14_agents.strands_payer(), KEYS),
             ("model_down", g14_agents.broken, KEYS),
+            ("drift", g14_agents.drifter_then, KEYS),
         ]
         for case, agent, keys in cases:
             runs[case] = (await g14_agents.decided(agent, store, keys)).run_id
@@ -92,6 +94,7 @@ def test_poison_continuations_fail_within_their_attempts_and_the_worker_goes_on(
         "approved_raises": ("ApprovedCallFailed", "bank refused"),
         "other_framework": ("ConfigurationError", "suspended by a strands agent"),
         "model_down": ("RuntimeError", "model provider is unavailable"),
+        "drift": ("AgentDrift", "transfer"),
     }
     for case, (kind, words) in expected_errors.items():
         s = status[case]

@@ -53,7 +53,7 @@ from .errors import (
     ContinuationFailed,
     ContinuationNotFound,
     DecisionError,
-    StoreUnavailable,
+    SchemaError,
 )
 from .stores import Claim, Store
 
@@ -176,7 +176,7 @@ class Worker:
                 try:
                     started = await self._claim_some(slots, running, recover=first)
                     first, store_errors = False, 0
-                except StoreUnavailable as exc:
+                except ContinuationError as exc:  # a store outage, or a row it cannot parse
                     store_errors += 1
                     delay = min(STORE_BACKOFF_MAX_SECONDS, self.poll_seconds * 2**store_errors)
                     log_event(
@@ -257,6 +257,20 @@ class Worker:
             # Its last allowed attempt died with its process: it is stored failed now.
             self.failed += 1
             log_event(log, "failed", logging.ERROR, continuation=cid, owner=self.owner, error=exc)
+            return None
+        except SchemaError as exc:
+            # Written by a newer version, or edited: fail it without parsing, and go on.
+            self.failed += 1
+            error: SchemaError = exc
+            failed = await with_retries(
+                lambda: self.store.fail_unreadable(cid, error, actor=self.owner),
+                what="failing an unreadable continuation",
+            )
+            if failed:
+                log_event(
+                    log, "failed", logging.ERROR, continuation=cid, owner=self.owner,
+                    permanent=True, error=exc,
+                )  # fmt: skip
             return None
         except (ConflictError, DecisionError, ContinuationNotFound):
             return None  # another worker got there first, or it is not claimable any more

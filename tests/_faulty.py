@@ -70,6 +70,11 @@ class WrappedStore(Store):
     async def fail(self, claim: Claim, error: BaseException, **kwargs: Any) -> StoredContinuation:
         return await self._call("fail", claim, error, **kwargs)  # type: ignore[no-any-return]
 
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        return await self._call("fail_unreadable", id, error, actor=actor)  # type: ignore[no-any-return]
+
     async def retry(self, id: str, *, by: str | None = None) -> StoredContinuation:
         return await self._call("retry", id, by=by)  # type: ignore[no-any-return]
 
@@ -110,10 +115,10 @@ class FlakyStore(WrappedStore):
         self.calls = 0
 
     def _fault(self, name: str, side: str) -> None:
-        # Each call draws once, on its way in, whether and where it fails.
         raise StoreUnavailable(f"injected transient failure of {name} ({side} the store)")
 
     async def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        # Each call draws once, on its way in, whether and where it fails.
         self.calls += 1
         draw = self.rng.random()
         if draw < self.rate / 2:

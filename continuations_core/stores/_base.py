@@ -357,6 +357,21 @@ class Store(ABC):
         """
 
     @abstractmethod
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """Mark a continuation whose stored document or decisions cannot be read ``failed``.
+
+        For a record written by a newer version of this package, or edited by hand: it is
+        failed without being parsed (its last error says why, audit ``failed``), so workers
+        stop trying to claim it; ``retry`` it after upgrading. A done or failed record is left
+        as it is.
+
+        Returns:
+            Whether the record changed.
+        """
+
+    @abstractmethod
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """Return the run's audit events in the order they were recorded."""
 

@@ -30,7 +30,9 @@ from ..errors import (
     ConflictError,
     ContinuationFailed,
     ContinuationNotFound,
+    MalformedContinuation,
     MissingDecisions,
+    SchemaError,
 )
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -57,9 +59,11 @@ __all__ = [
     "jsonable",
     "new_row",
     "not_found",
+    "readable",
     "recorded_event",
     "release_row",
     "retry_row",
+    "unreadable_failure",
     "utcnow",
 ]
 
@@ -69,6 +73,40 @@ Takeover: TypeAlias = Callable[[str | None, str | None], str | None]
 def jsonable(value: Any) -> Any:
     """``value`` as JSON-compatible data; what JSON cannot hold is kept as its repr."""
     return to_jsonable_python(value, fallback=repr)
+
+
+def readable(id: str, build: Callable[[], Row]) -> Row:
+    """Build a row from stored values; a value this version cannot read is a schema error.
+
+    Raises:
+        SchemaError: Naming the continuation: its document or decisions cannot be read (a
+            newer version of the package wrote them, or they were edited). Workers fail it
+            with :meth:`Store.fail_unreadable`.
+    """
+    try:
+        return build()
+    except SchemaError as exc:
+        if exc.continuation_id is not None:
+            raise
+        raise type(exc)(str(exc), continuation_id=id) from exc
+    except (ValueError, TypeError, KeyError) as exc:
+        raise MalformedContinuation(
+            f"The stored continuation cannot be read ({exc}). A newer version of "
+            "agent-continuations wrote it, or it was edited: upgrade, or leave it failed.",
+            continuation_id=id,
+        ) from exc
+
+
+def unreadable_failure(
+    id: str, run_id: str, error: BaseException, *, attempts: int, actor: str | None, at: datetime
+) -> tuple[LastError, AuditEvent]:
+    """The last error and the ``failed`` event of a row that cannot be read."""
+    last = LastError.of(error, attempt=attempts, at=at)
+    event = AuditEvent(
+        run_id=run_id, continuation_id=id, kind="failed", at=at, actor=actor,
+        detail={"error": _error(last), "attempt": attempts, "permanent": True},
+    )  # fmt: skip
+    return last, event
 
 
 def not_found(id: str) -> ContinuationNotFound:

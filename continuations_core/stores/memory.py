@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .._schema import Continuation
@@ -29,6 +30,7 @@ from ._rules import (
     new_row,
     not_found,
     recorded_event,
+    unreadable_failure,
     utcnow,
 )
 
@@ -151,6 +153,25 @@ class MemoryStore(RowStore):
         with self._lock:
             self._check_open()
             self._events.append(event)
+
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable` (rows here are always readable; kept for parity)."""
+        with self._lock:
+            row = self._row(id)
+            if row.status in ("done", "failed"):
+                return False
+            at = utcnow()
+            last, event = unreadable_failure(
+                id, row.document.run_id, error, attempts=row.attempts, actor=actor, at=at
+            )
+            self._rows[id] = replace(
+                row, status="failed", version=row.version + 1, updated_at=at, lease_until=None,
+                holder=None, not_before=None, last_error=last,
+            )  # fmt: skip
+            self._events.append(event)
+        return True
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

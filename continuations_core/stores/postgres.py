@@ -45,7 +45,9 @@ from ._rules import (
     jsonable,
     new_row,
     not_found,
+    readable,
     recorded_event,
+    unreadable_failure,
 )
 
 try:
@@ -378,6 +380,30 @@ class PostgresStore(RowStore):
             )  # fmt: skip
             await self._record(conn, None, [event])
 
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`."""
+        read = "SELECT run_id, status, version, attempts FROM {s}.continuations WHERE id = %s"
+        update = """UPDATE {s}.continuations SET status = 'failed', version = %s, updated_at = %s,
+            lease_until = NULL, holder = NULL, not_before = NULL, last_error = %s
+            WHERE id = %s AND version = %s"""
+        async with self._tx() as conn:
+            found = await (await conn.execute(self._q(read + " FOR UPDATE"), (id,))).fetchone()
+            if found is None:
+                raise not_found(id)
+            run_id, status, version, attempts = found
+            if status in ("done", "failed"):
+                return False
+            at = await _clock(conn)
+            last, event = unreadable_failure(
+                id, run_id, error, attempts=attempts, actor=actor, at=at
+            )
+            params = (version + 1, at, last.model_dump_json(), id, version)
+            await conn.execute(self._q(update), params)
+            await self._record(conn, None, [event])
+        return True
+
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         query = "SELECT kind, at, actor, detail, continuation_id FROM {s}.audit WHERE run_id = %s"
@@ -478,6 +504,10 @@ def _utc(value: datetime) -> datetime:
 
 
 def _row(r: dict[str, Any]) -> Row:
+    return readable(r["id"], lambda: _parse(r))
+
+
+def _parse(r: dict[str, Any]) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
         decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),

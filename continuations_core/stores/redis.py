@@ -54,7 +54,9 @@ from ._rules import (
     jsonable,
     new_row,
     not_found,
+    readable,
     recorded_event,
+    unreadable_failure,
 )
 
 try:
@@ -347,6 +349,51 @@ class RedisStore(RowStore):
             )  # fmt: skip
             await client.rpush(self._k("audit", run_id), event.model_dump_json())
 
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`. The record's fields are read raw, never parsed."""
+        client = await self._open()
+        key = self._k("c", id)
+        fields = ("run_id", "status", "version", "attempts", "created_at", "claimed_by")
+        with self._guard():
+            for _ in range(_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key)
+                    values = await pipe.hmget(key, list(fields))
+                    raw = dict(zip(fields, [_text(v) if v is not None else None for v in values],
+                                   strict=True))  # fmt: skip
+                    if raw["status"] is None or raw["run_id"] is None:
+                        raise not_found(id)
+                    if raw["status"] in ("done", "failed"):
+                        return False
+                    at = _from_time(await pipe.time())
+                    last, event = unreadable_failure(
+                        id, raw["run_id"], error, attempts=int(raw["attempts"] or 0), actor=actor,
+                        at=at,
+                    )  # fmt: skip
+                    created = raw["created_at"]
+                    score = _micros(datetime.fromisoformat(created) if created else at)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    pipe.hset(key, mapping={
+                        "status": "failed", "version": int(raw["version"] or 0) + 1,
+                        "updated_at": _ts(at) or "", "last_error": last.model_dump_json(),
+                    })  # fmt: skip
+                    pipe.hdel(key, "lease_until", "holder", "not_before")
+                    pipe.zrem(self._k("status", raw["status"]), id)
+                    pipe.zadd(self._k("status", "failed"), {id: score})
+                    pipe.zrem(self._k("queue"), id)
+                    pipe.zrem(self._k("leases"), id)
+                    if raw["claimed_by"] is not None:
+                        pipe.zrem(self._k("owner", raw["claimed_by"]), id)
+                    pipe.rpush(self._k("audit", raw["run_id"]), event.model_dump_json())
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    return True
+        raise ConflictError(f"Gave up after {_ATTEMPTS} conflicting writes.", continuation_id=id)
+
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         client = await self._open()
@@ -448,6 +495,10 @@ def _from_time(value: tuple[int, int]) -> datetime:
 
 def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
     r = {_text(k): _text(v) for k, v in data.items()}
+    return readable(r.get("id", "?"), lambda: _parse(r))
+
+
+def _parse(r: dict[str, str]) -> Row:
     error, output = r.get("last_error"), r.get("output")
     return Row(
         document=Continuation.from_json(r["document"]),

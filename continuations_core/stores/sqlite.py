@@ -45,7 +45,9 @@ from ._rules import (
     jsonable,
     new_row,
     not_found,
+    readable,
     recorded_event,
+    unreadable_failure,
     utcnow,
 )
 
@@ -327,6 +329,50 @@ class SQLiteStore(RowStore):
 
         await self._call(run)
 
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _immediate(conn):
+                sql = "SELECT run_id, status, version, attempts FROM continuations WHERE id = ?"
+                found = conn.execute(sql, (id,)).fetchone()
+                if found is None:
+                    raise not_found(id)
+                run_id, status, version, attempts = found
+                if status in ("done", "failed"):
+                    return False
+                at = utcnow()
+                last, event = unreadable_failure(
+                    id, run_id, error, attempts=attempts, actor=actor, at=at
+                )
+                conn.execute(
+                    "UPDATE continuations SET status = 'failed', version = ?, updated_at = ?, "
+                    "lease_until = NULL, holder = NULL, not_before = NULL, last_error = ? "
+                    "WHERE id = ? AND version = ?",
+                    (version + 1, _ts(at), last.model_dump_json(), id, version),
+                )
+                _audit(conn, [event])
+                return True
+
+        return await self._call(run)
+
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """See :meth:`Store.claimable`. Reads ids only, so one unreadable row blocks nothing."""
+        sql = (
+            "SELECT id FROM continuations WHERE (status = 'ready' AND (not_before IS NULL "
+            "OR not_before <= ?)) OR (status = 'claimed' AND (lease_until <= ? OR claimed_by = ?)) "
+            "ORDER BY updated_at, rowid LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> builtins.list[str]:
+            now = _ts(utcnow())
+            rows = conn.execute(sql, (now, now, owner, max(int(limit), 0))).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._call(run)
+
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         sql = "SELECT kind, at, actor, detail, continuation_id FROM audit WHERE run_id = ? "
@@ -370,6 +416,10 @@ def _read(conn: sqlite3.Connection, id: str) -> Row:
 
 
 def _row(r: sqlite3.Row) -> Row:
+    return readable(r["id"], lambda: _parse(r))
+
+
+def _parse(r: sqlite3.Row) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
         decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),

@@ -125,13 +125,13 @@ async def test_postgres_version_1_schema_is_migrated_in_place(postgres_url: str)
     import psycopg
     from psycopg import sql
 
-    from continuations_core.stores.postgres import _BOOTSTRAP, MIGRATIONS
+    from continuations_core.stores._postgres_sql import BOOTSTRAP, MIGRATIONS
 
     schema = postgres_url.rpartition("?schema=")[2]
     rows = _v1_rows()
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
         ident = sql.Identifier(schema)
-        await conn.execute(sql.SQL(_BOOTSTRAP).format(s=ident))
+        await conn.execute(sql.SQL(BOOTSTRAP).format(s=ident))
         await conn.execute(sql.SQL(MIGRATIONS[0]).format(s=ident))
         insert = "INSERT INTO {s}.schema_migrations (version) VALUES (1)"
         await conn.execute(sql.SQL(insert).format(s=ident))

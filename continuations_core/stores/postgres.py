@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from . import _postgres_sql as q
 from ._base import (
     AuditEvent,
     AuditKind,
@@ -65,58 +66,8 @@ T = TypeVar("T")
 Connection: TypeAlias = "psycopg.AsyncConnection[Any]"
 Pool: TypeAlias = "AsyncConnectionPool[Any]"
 
-# MIGRATIONS[n - 1] upgrades the schema to version n; ``{s}`` is the quoted schema name.
-# Append only; never edit a shipped one.
-MIGRATIONS: tuple[LiteralString, ...] = (
-    """CREATE TABLE {s}.continuations (
-        id TEXT PRIMARY KEY, pos BIGINT GENERATED ALWAYS AS IDENTITY,
-        run_id TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('waiting', 'ready', 'claimed', 'done')),
-        created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
-        claimed_by TEXT, claim_token TEXT, lease_until TIMESTAMPTZ,
-        document TEXT NOT NULL, decisions TEXT NOT NULL DEFAULT '[]');
-    CREATE INDEX continuations_status ON {s}.continuations (status, created_at);
-    CREATE INDEX continuations_run ON {s}.continuations (run_id, created_at);
-    CREATE INDEX continuations_claimable ON {s}.continuations (updated_at)
-        WHERE status IN ('ready', 'claimed');
-    CREATE TABLE {s}.audit (
-        seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, continuation_id TEXT NOT NULL,
-        kind TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, actor TEXT, detail TEXT NOT NULL);
-    CREATE INDEX audit_run ON {s}.audit (run_id, seq)""",
-    """ALTER TABLE {s}.continuations DROP CONSTRAINT continuations_status_check;
-    ALTER TABLE {s}.continuations ADD CONSTRAINT continuations_status_check
-        CHECK (status IN ('waiting', 'ready', 'claimed', 'done', 'failed'));
-    ALTER TABLE {s}.continuations
-        ADD COLUMN fence BIGINT NOT NULL DEFAULT 0,
-        ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0,
-        ADD COLUMN not_before TIMESTAMPTZ,
-        ADD COLUMN last_error TEXT,
-        ADD COLUMN holder TEXT,
-        ADD COLUMN output TEXT;
-    CREATE INDEX continuations_owner ON {s}.continuations (claimed_by)
-        WHERE status = 'claimed'""",
-)
+MIGRATIONS = q.MIGRATIONS  # the schema's history: see ``_postgres_sql``
 
-_BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
-    CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
-        version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"""
-_COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, updated_at,
-    claimed_by, lease_until, document, decisions, fence, attempts, not_before, last_error,
-    holder, output"""
-_READ: LiteralString = f"SELECT {_COLUMNS} FROM {{s}}.continuations WHERE id = %s"
-_INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({_COLUMNS})
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
-    ON CONFLICT (id) DO NOTHING"""
-_UPDATE: LiteralString = """UPDATE {s}.continuations SET version = %s, status = %s,
-    updated_at = %s, claimed_by = %s, lease_until = %s, decisions = %s, fence = %s,
-    attempts = %s, not_before = %s, last_error = %s, holder = %s, output = %s
-    WHERE id = %s AND version = %s"""
-_AUDIT: LiteralString = """INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor,
-    detail) VALUES (%s, %s, %s, %s, %s, %s)"""
-_CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations
-    WHERE (status = 'ready' AND (not_before IS NULL OR not_before <= clock_timestamp()))
-    OR (status = 'claimed' AND (lease_until <= clock_timestamp() OR claimed_by = %s))
-    ORDER BY updated_at, pos LIMIT %s FOR UPDATE SKIP LOCKED"""
 # The channel "<schema>_ready" must fit Postgres's 63-byte identifier limit too.
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
 _POOL_MAX = 10
@@ -242,7 +193,7 @@ class PostgresStore(RowStore):
         async with conn.transaction():
             lock_id = int.from_bytes(key.digest(), "big", signed=True)
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
-            await conn.execute(self._q(_BOOTSTRAP))
+            await conn.execute(self._q(q.BOOTSTRAP))
             cur = await conn.execute(self._q("SELECT MAX(version) FROM {s}.schema_migrations"))
             current = int((await cur.fetchone() or (0,))[0] or 0)
             if current > len(MIGRATIONS):
@@ -257,7 +208,7 @@ class PostgresStore(RowStore):
 
     async def _read(self, conn: Connection, id: str, *, lock: bool) -> Row:
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(self._q(_READ + (" FOR UPDATE" if lock else "")), (id,))
+            await cur.execute(self._q(q.READ + (" FOR UPDATE" if lock else "")), (id,))
             found = await cur.fetchone()
         if found is None:
             raise not_found(id)
@@ -267,7 +218,7 @@ class PostgresStore(RowStore):
         """Append the audit events, and wake workers if the row is now ready."""
         async with conn.cursor() as cur:
             await cur.executemany(
-                self._q(_AUDIT),
+                self._q(q.AUDIT),
                 [(e.run_id, e.continuation_id, e.kind, e.at, e.actor, json.dumps(e.detail))
                  for e in events],
             )  # fmt: skip
@@ -275,7 +226,7 @@ class PostgresStore(RowStore):
             await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, row.id))
 
     async def _update(self, conn: Connection, new: Row, old_version: int) -> None:
-        cur = await conn.execute(self._q(_UPDATE), (*_values(new), new.id, old_version))
+        cur = await conn.execute(self._q(q.UPDATE), (*_values(new), new.id, old_version))
         if cur.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
             raise ConflictError("The record changed during the update.", continuation_id=new.id)
 
@@ -284,7 +235,7 @@ class PostgresStore(RowStore):
         (version, status, updated, claimed_by, lease, decisions, fence, attempts, not_before,
          error, holder, output) = _values(new)  # fmt: skip
         cur = await conn.execute(
-            self._q(_INSERT),
+            self._q(q.INSERT),
             (doc.id, doc.run_id, doc.seq, version, status, new.created_at, updated, claimed_by,
              lease, text, decisions, fence, attempts, not_before, error, holder, output),
         )  # fmt: skip
@@ -325,7 +276,7 @@ class PostgresStore(RowStore):
         filters = {k: v for k, v in (("status", status), ("run_id", run_id)) if v is not None}
         where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in filters)
         query = sql.SQL("SELECT {} FROM {}.continuations {} ").format(
-            sql.SQL(_COLUMNS),
+            sql.SQL(q.COLUMNS),
             self._ident,
             sql.SQL("WHERE {}").format(where) if filters else sql.SQL(""),
         )
@@ -384,12 +335,8 @@ class PostgresStore(RowStore):
         self, id: str, error: BaseException, *, actor: str | None = None
     ) -> bool:
         """See :meth:`Store.fail_unreadable`."""
-        read = "SELECT run_id, status, version, attempts FROM {s}.continuations WHERE id = %s"
-        update = """UPDATE {s}.continuations SET status = 'failed', version = %s, updated_at = %s,
-            lease_until = NULL, holder = NULL, not_before = NULL, last_error = %s
-            WHERE id = %s AND version = %s"""
         async with self._tx() as conn:
-            found = await (await conn.execute(self._q(read + " FOR UPDATE"), (id,))).fetchone()
+            found = await (await conn.execute(self._q(q.READ_RAW), (id,))).fetchone()
             if found is None:
                 raise not_found(id)
             run_id, status, version, attempts = found
@@ -400,7 +347,7 @@ class PostgresStore(RowStore):
                 id, run_id, error, attempts=attempts, actor=actor, at=at
             )
             params = (version + 1, at, last.model_dump_json(), id, version)
-            await conn.execute(self._q(update), params)
+            await conn.execute(self._q(q.FAIL_UNREADABLE), params)
             await self._record(conn, None, [event])
         return True
 
@@ -426,7 +373,7 @@ class PostgresStore(RowStore):
         ``AlreadyClaimed`` when another worker got there first.
         """
         async with self._tx() as conn:
-            cur = await conn.execute(self._q(_CLAIMABLE), (owner, max(int(limit), 0)))
+            cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
@@ -527,7 +474,7 @@ def _parse(r: dict[str, Any]) -> Row:
 
 
 def _values(new: Row) -> tuple[Any, ...]:
-    """The mutable columns, in the order ``_UPDATE`` names them."""
+    """The mutable columns, in the order ``q.UPDATE`` names them."""
     error = new.last_error.model_dump_json() if new.last_error is not None else None
     output = json.dumps(jsonable(new.output)) if new.output is not None else None
     return (new.version, new.status, new.updated_at, new.claimed_by, new.lease_until,

@@ -29,18 +29,18 @@ import asyncio
 import builtins
 import contextlib
 import json
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._schema import Continuation, DecisionRecord
+from .._schema import Continuation
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from . import _redis_codec as codec
 from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
-    LastError,
     Status,
     StoredContinuation,
 )
@@ -54,7 +54,6 @@ from ._rules import (
     jsonable,
     new_row,
     not_found,
-    readable,
     recorded_event,
     unreadable_failure,
 )
@@ -73,7 +72,6 @@ Changes: TypeAlias = list[tuple[Row | None, Row]]  # (before, after); before Non
 Plan: TypeAlias = Callable[[list[Row | None], datetime], tuple[Changes, Events, T]]
 
 LAYOUT_VERSION = 2  # bump with a migration in _LAYOUT_MIGRATIONS when the key layout changes
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ATTEMPTS = 1000  # optimistic retries; each failed one means another writer succeeded
 _WAKE_UPS = 1000  # at most this many ids per wait_ready call
 
@@ -110,7 +108,7 @@ class RedisStore(RowStore):
             raise ConfigurationError(f"Invalid Redis key prefix {prefix!r}: use plain text.")
         self._owns = isinstance(url_or_client, str)
         if isinstance(url_or_client, str):
-            self._where = _redact(url_or_client)
+            self._where = codec.redact(url_or_client)
             # A read that never returns must fail (and the lease expire) rather than hang a worker.
             url_or_client = Redis.from_url(
                 url_or_client, socket_connect_timeout=10, socket_timeout=30
@@ -166,7 +164,7 @@ class RedisStore(RowStore):
         Idempotent, so processes opening the keys together may both run it.
         """
         claimed: builtins.list[Any] = await self._client.zrange(self._k("status", "claimed"), 0, -1)
-        ids = [_text(id) for id in claimed]
+        ids = [codec.text(id) for id in claimed]
         async with self._client.pipeline(transaction=False) as pipe:
             for id in ids:
                 pipe.hget(self._k("c", id), "claimed_by")
@@ -174,7 +172,7 @@ class RedisStore(RowStore):
         async with self._client.pipeline(transaction=False) as pipe:
             for id, owner in zip(ids, owners, strict=True):
                 if owner is not None:
-                    pipe.zadd(self._k("owner", _text(owner)), {id: 0})
+                    pipe.zadd(self._k("owner", codec.text(owner)), {id: 0})
             await pipe.execute()
 
     async def _atomic(self, ids: Sequence[str], plan: Plan[T], *, text: str = "") -> T:
@@ -185,8 +183,10 @@ class RedisStore(RowStore):
             for _ in range(_ATTEMPTS):
                 async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(*keys)
-                    rows = [_row(data) if (data := await pipe.hgetall(k)) else None for k in keys]
-                    changes, events, result = plan(rows, _from_time(await pipe.time()))
+                    rows = [
+                        codec.row(data) if (data := await pipe.hgetall(k)) else None for k in keys
+                    ]
+                    changes, events, result = plan(rows, codec.from_time(await pipe.time()))
                     pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     for old, new in changes:
                         if new is not old:  # a journal write leaves its row unchanged
@@ -212,19 +212,19 @@ class RedisStore(RowStore):
         return await self._atomic([id], plan)
 
     def _write(self, pipe: Pipeline, old: Row | None, new: Row, text: str) -> None:
-        id, run_id, score = new.id, new.document.run_id, _micros(new.created_at)
+        id, run_id, score = new.id, new.document.run_id, codec.micros(new.created_at)
         error = new.last_error.model_dump_json() if new.last_error is not None else None
         output = json.dumps(jsonable(new.output)) if new.output is not None else None
         values: dict[str, str | int | None] = {
-            "version": new.version, "status": new.status, "updated_at": _ts(new.updated_at),
+            "version": new.version, "status": new.status, "updated_at": codec.ts(new.updated_at),
             "claimed_by": new.claimed_by, "claim_token": None,
-            "lease_until": _ts(new.lease_until), "decisions": _dump(new.decisions),
-            "fence": new.fence, "attempts": new.attempts, "not_before": _ts(new.not_before),
+            "lease_until": codec.ts(new.lease_until), "decisions": codec.dump(new.decisions),
+            "fence": new.fence, "attempts": new.attempts, "not_before": codec.ts(new.not_before),
             "last_error": error, "holder": new.holder, "output": output,
         }  # fmt: skip
         if old is None:
             values.update(id=id, run_id=run_id, seq=new.document.seq, document=text)
-            values["created_at"] = _ts(new.created_at)
+            values["created_at"] = codec.ts(new.created_at)
             pipe.zadd(self._k("all"), {id: score})
             pipe.zadd(self._k("run", run_id), {id: score})
         pipe.hset(self._k("c", id), mapping={k: v for k, v in values.items() if v is not None})
@@ -234,13 +234,13 @@ class RedisStore(RowStore):
             pipe.zrem(self._k("status", old.status), id)
         pipe.zadd(self._k("status", new.status), {id: score})
         if new.status in ("ready", "claimed"):
-            pipe.zadd(self._k("queue"), {id: _micros(new.updated_at)})
+            pipe.zadd(self._k("queue"), {id: codec.micros(new.updated_at)})
         else:
             pipe.zrem(self._k("queue"), id)
         if new.status == "claimed" and new.lease_until is not None:
-            pipe.zadd(self._k("leases"), {id: _micros(new.lease_until)})
+            pipe.zadd(self._k("leases"), {id: codec.micros(new.lease_until)})
         elif new.status == "ready" and new.not_before is not None:
-            pipe.zadd(self._k("leases"), {id: _micros(new.not_before)})
+            pipe.zadd(self._k("leases"), {id: codec.micros(new.not_before)})
         else:
             pipe.zrem(self._k("leases"), id)
         if old is not None and old.status == "claimed" and old.claimed_by is not None:
@@ -272,7 +272,7 @@ class RedisStore(RowStore):
             data = await client.hgetall(self._k("c", id))
         if not data:
             raise not_found(id)
-        return _row(data).record()
+        return codec.row(data).record()
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -292,8 +292,8 @@ class RedisStore(RowStore):
                     break
                 async with client.pipeline(transaction=False) as pipe:
                     for id in ids:
-                        pipe.hgetall(self._k("c", _text(id)))
-                    rows = [_row(data) for data in await pipe.execute() if data]
+                        pipe.hgetall(self._k("c", codec.text(id)))
+                    rows = [codec.row(data) for data in await pipe.execute() if data]
                 # The index and the records are read apart: filter on the records themselves.
                 found += [r for r in rows if status is None or r.status == status]
                 start += page
@@ -344,7 +344,7 @@ class RedisStore(RowStore):
         client = await self._open()
         with self._guard():
             event = recorded_event(
-                run_id, kind, at=_from_time(await client.time()),
+                run_id, kind, at=codec.from_time(await client.time()),
                 continuation_id=continuation_id, actor=actor, detail=detail,
             )  # fmt: skip
             await client.rpush(self._k("audit", run_id), event.model_dump_json())
@@ -361,23 +361,23 @@ class RedisStore(RowStore):
                 async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(key)
                     values = await pipe.hmget(key, list(fields))
-                    raw = dict(zip(fields, [_text(v) if v is not None else None for v in values],
+                    raw = dict(zip(fields, [codec.text(v) if v is not None else None for v in values],
                                    strict=True))  # fmt: skip
                     if raw["status"] is None or raw["run_id"] is None:
                         raise not_found(id)
                     if raw["status"] in ("done", "failed"):
                         return False
-                    at = _from_time(await pipe.time())
+                    at = codec.from_time(await pipe.time())
                     last, event = unreadable_failure(
                         id, raw["run_id"], error, attempts=int(raw["attempts"] or 0), actor=actor,
                         at=at,
                     )  # fmt: skip
                     created = raw["created_at"]
-                    score = _micros(datetime.fromisoformat(created) if created else at)
+                    score = codec.micros(datetime.fromisoformat(created) if created else at)
                     pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     pipe.hset(key, mapping={
                         "status": "failed", "version": int(raw["version"] or 0) + 1,
-                        "updated_at": _ts(at) or "", "last_error": last.model_dump_json(),
+                        "updated_at": codec.ts(at) or "", "last_error": last.model_dump_json(),
                     })  # fmt: skip
                     pipe.hdel(key, "lease_until", "holder", "not_before")
                     pipe.zrem(self._k("status", raw["status"]), id)
@@ -418,15 +418,15 @@ class RedisStore(RowStore):
                 held: builtins.list[Any] = await client.zrange(
                     self._k("owner", owner), 0, limit - 1
                 )
-                found += [_text(id) for id in held]
-            now = _micros(_from_time(await client.time()))
+                found += [codec.text(id) for id in held]
+            now = codec.micros(codec.from_time(await client.time()))
             while len(found) < limit:
                 queue: builtins.list[Any] = await client.zrange(
                     self._k("queue"), start, start + page - 1
                 )
                 if not queue:
                     break
-                ids = [_text(id) for id in queue]
+                ids = [codec.text(id) for id in queue]
                 leases = await client.zmscore(self._k("leases"), ids)
                 found += [id for id, lease in zip(ids, leases, strict=True) if (lease or 0) <= now]
                 found = list(dict.fromkeys(found))  # an owner's expired claim is listed twice
@@ -455,7 +455,7 @@ class RedisStore(RowStore):
                     # Once one id arrived, only take what is already there.
                     message = await self._pubsub.get_message(timeout=0.0 if ids else remaining)
                     if message is not None and message["type"] == "message":
-                        ids.append(_text(message["data"]))
+                        ids.append(codec.text(message["data"]))
                     elif ids or remaining <= 0:
                         break
         return list(dict.fromkeys(ids))
@@ -474,66 +474,6 @@ class RedisStore(RowStore):
                     await self._client.aclose()
 
 
-def _text(value: bytes | str) -> str:
-    # Works with clients made with or without decode_responses.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="microseconds") if value is not None else None
-
-
-def _micros(value: datetime) -> int:
-    # Whole microseconds since the epoch are exact as Redis scores (doubles) until 2255.
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_time(value: tuple[int, int]) -> datetime:
-    seconds, micros = value
-    return _EPOCH + timedelta(seconds=int(seconds), microseconds=int(micros))
-
-
-def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
-    r = {_text(k): _text(v) for k, v in data.items()}
-    return readable(r.get("id", "?"), lambda: _parse(r))
-
-
-def _parse(r: dict[str, str]) -> Row:
-    error, output = r.get("last_error"), r.get("output")
-    return Row(
-        document=Continuation.from_json(r["document"]),
-        decisions=tuple(DecisionRecord.model_validate(d) for d in json.loads(r["decisions"])),
-        version=int(r["version"]),
-        status=cast(Status, r["status"]),
-        created_at=datetime.fromisoformat(r["created_at"]),
-        updated_at=datetime.fromisoformat(r["updated_at"]),
-        claimed_by=r.get("claimed_by"),
-        lease_until=_time(r.get("lease_until")),
-        fence=int(r.get("fence", 0)),
-        attempts=int(r.get("attempts", 0)),
-        not_before=_time(r.get("not_before")),
-        last_error=LastError.model_validate_json(error) if error else None,
-        holder=r.get("holder"),
-        output=json.loads(output) if output is not None else None,
-    )
-
-
-def _time(text: str | None) -> datetime | None:
-    return datetime.fromisoformat(text) if text else None
-
-
-def _dump(records: tuple[DecisionRecord, ...]) -> str:
-    return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
-
-
 _LAYOUT_MIGRATIONS: dict[int, Callable[[RedisStore], Awaitable[None]]] = {
     1: RedisStore._layout_1_to_2,
 }
-
-
-def _redact(url: str) -> str:
-    parts = urlsplit(url)
-    if parts.password is None:
-        return urlunsplit(parts._replace(query=""))
-    host = parts.netloc.rpartition("@")[2]
-    return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}", query=""))

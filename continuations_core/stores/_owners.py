@@ -13,8 +13,8 @@ cases are taken over at once, because the holder is known to be gone:
 - **A restarted owner.** A process claiming under the same *explicit* owner name as the
   holder, from another session, is that owner restarted (owner names are unique per live
   process: one per pod or service instance, like DBOS executor ids). Its predecessor's
-  claims are its own to take back. Default names (``host:pid``) never count as explicit: two
-  containers sharing a host name can both be ``host:1``.
+  claims are its own to take back. Names of the default form (``host:pid`` with this host's
+  name) never count as explicit: two containers sharing a host name can both be ``host:1``.
 - **A provably dead process.** On the same machine (same boot and PID namespace), a holder
   whose PID no longer runs, or now belongs to a process started at another time, is dead.
   Anything less certain (another machine, no ``/proc``) waits for the lease.
@@ -96,6 +96,12 @@ def _dead(holder: str) -> bool:
     return now is None or (now != "" and now != start)
 
 
+def _explicit(owner: str) -> bool:
+    """Whether ``owner`` is a chosen name, not a ``host:pid`` of this host (ours or another's)."""
+    host, _, pid = owner.rpartition(":")
+    return not (pid.isdigit() and host == socket.gethostname())
+
+
 def takeover_reason(owner: str, held_by: str | None, holder: str | None) -> str | None:
     """Why ``owner`` (this process) may take a live claim at once, or None if it may not.
 
@@ -106,7 +112,7 @@ def takeover_reason(owner: str, held_by: str | None, holder: str | None) -> str 
     """
     if not holder or holder.split("/", 1)[0] == _SESSION:
         return None  # this process holds it: a second claim from here is a real conflict
-    if held_by == owner and owner != default_owner():
+    if held_by == owner and _explicit(owner):
         return f"owner {owner!r} restarted: its earlier process holds no claim any more"
     if _dead(holder):
         return f"the process holding it ({held_by!r}, pid {holder.split('/')[2]}) is dead"

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import socket
 import uuid
 from typing import Any
 
@@ -237,12 +238,14 @@ async def owner_restart(url: str) -> None:
     Another process claims under explicit and default owner names with long leases, and
     either dies or stays alive. Here: the same explicit owner takes a dead holder's claim at
     once; a dead default-named holder's claim is taken by anyone on this machine; a live
-    holder keeps its claim against any other name.
+    holder keeps its claim against any other name, and against its own name when that name
+    has the ``host:pid`` form (two containers may share one).
     """
     make = make_continuation
     async with open_store(url) as store:
-        conts = {name: await ready(store, make) for name in ("dead", "dead_default", "live",
-                                                              "live_default")}  # fmt: skip
+        names = ("dead", "dead_default", "live", "live_default", "live_lookalike")
+        conts = {name: await ready(store, make) for name in names}
+        lookalike = f"{socket.gethostname()}:4242"  # a host:pid-shaped name is never trusted
         ctx = multiprocessing.get_context("spawn")
         dead_ready = ctx.Event()
         dead = ctx.Process(
@@ -252,8 +255,8 @@ async def owner_restart(url: str) -> None:
         live_ready, release = ctx.Event(), ctx.Event()
         live = ctx.Process(
             target=hold_claims,
-            args=(url, {conts["live"].id: "svc-2", conts["live_default"].id: ""}, live_ready,
-                  release),
+            args=(url, {conts["live"].id: "svc-2", conts["live_default"].id: "",
+                        conts["live_lookalike"].id: lookalike}, live_ready, release),
         )  # fmt: skip
         dead.start()
         live.start()
@@ -271,7 +274,12 @@ async def owner_restart(url: str) -> None:
             check(anyone.token == 2, f"a dead default-named holder's claim: {anyone}")
             reason = (await store.audit(conts["dead_default"].run_id))[-2].detail["reason"]
             check("dead" in reason, f"why: {reason}")
-            for name, who in (("live", "svc-1"), ("live_default", "svc-2")):
+            live_claims = (
+                ("live", "svc-1"),
+                ("live_default", "svc-2"),
+                ("live_lookalike", lookalike),
+            )
+            for name, who in live_claims:
                 await raises(
                     AlreadyClaimed, store.claim(conts[name].id, owner=who), f"{name} by {who}"
                 )

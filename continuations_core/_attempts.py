@@ -19,14 +19,14 @@ Operators see one log line per event (:func:`log_event`), such as::
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, TypeVar
+from typing import TYPE_CHECKING, Final, TypeVar
 
+from ._events import log_event
 from .errors import (
     ClaimSuperseded,
     ConfigurationError,
@@ -278,29 +278,3 @@ async def settle(
             owner=claim.owner, attempt=claim.attempt, retry_at=record.not_before, error=error,
         )  # fmt: skip
     return record
-
-
-def log_event(logger: logging.Logger, event: str, level: int = logging.INFO, **fields: Any) -> None:
-    """Log one event as one line of ``key=value`` pairs (values with spaces are quoted).
-
-    The fields are also attached to the record as ``record.continuations`` (a dict with the
-    event under ``"event"``), for handlers that emit JSON.
-    """
-    if not logger.isEnabledFor(level):
-        return
-    values = {k: _value(v) for k, v in fields.items() if v is not None}
-    line = " ".join([f"event={event}", *(f"{k}={v}" for k, v in values.items())])
-    logger.log(level, "%s", line, extra={"continuations": {"event": event, **values}})
-
-
-def _value(value: Any) -> str:
-    if isinstance(value, BaseException):
-        value = f"{type(value).__name__}: {value}"
-    elif hasattr(value, "isoformat"):
-        value = value.isoformat(timespec="milliseconds")
-    elif isinstance(value, float):
-        value = f"{value:.3f}"
-    text = str(value)
-    if not text or any(c.isspace() or c in '"=' for c in text):
-        return json.dumps(text, ensure_ascii=False)
-    return text

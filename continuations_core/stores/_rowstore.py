@@ -8,11 +8,13 @@ they move rows; they cannot disagree about statuses, versions, fencing tokens or
 
 from __future__ import annotations
 
+import logging
 from abc import abstractmethod
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
+from .._events import log_event
 from .._schema import Continuation, DecisionRecord
 from ..errors import ContinuationFailed
 from ._base import DEFAULT_MAX_ATTEMPTS, AuditKind, Claim, Store, StoredContinuation
@@ -32,6 +34,8 @@ from ._rules import (
 )
 
 __all__ = ["Change", "RowStore"]
+
+log = logging.getLogger("continuations.store")
 
 T = TypeVar("T")
 Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
@@ -154,7 +158,9 @@ class RowStore(Store):
             new, events = retry_row(row, by=by, at=at)
             return new, events, new
 
-        return (await self._transact(id, change)).record()
+        record = (await self._transact(id, change)).record()
+        log_event(log, "retried", continuation=id, run=record.run_id, by=by)
+        return record
 
     async def record(
         self,

@@ -194,3 +194,44 @@ async def test_redis_layout_1_keys_are_migrated_in_place(redis_url: str) -> None
         await _check_upgraded(store, rows)
         assert await client.zrange(f"{prefix}:owner:old-worker", 0, -1) == []
     await client.aclose()
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+async def test_a_postgres_process_paused_mid_transaction_blocks_no_one_for_long(
+    postgres_url: str,
+) -> None:
+    """A paused holder of the migration lock or of a row lock never hangs other processes.
+
+    Opening a migrated schema takes no lock at all; a row lock held by a paused transaction
+    makes a change fail (transiently, ``StoreUnavailable``) after the lock timeout instead of
+    waiting for the paused process to wake up.
+    """
+    import asyncio as aio
+    import hashlib
+
+    import psycopg
+
+    from continuations_core import StoreUnavailable
+
+    schema = postgres_url.rpartition("?schema=")[2]
+    cont = make_continuation(leaves=0)
+    async with open_store(postgres_url) as store:
+        await store.save(cont)
+        await store.decide(cont.id, cont.respond(cont.requests[0], "CC-2").decisions[0])
+    key = hashlib.blake2b(f"agent-continuations:{schema}".encode(), digest_size=8)
+    lock_id = int.from_bytes(key.digest(), "big", signed=True)
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as paused:
+        await paused.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
+        await paused.execute(
+            f'SELECT 1 FROM "{schema}".continuations WHERE id = %s FOR UPDATE', (cont.id,)
+        )  # this transaction now holds both locks and does nothing more, like a paused process
+        async with open_store(postgres_url) as other:
+            listed = await aio.wait_for(other.list(), timeout=30)
+            assert [r.id for r in listed] == [cont.id]
+            with pytest.raises(StoreUnavailable, match="lock"):
+                await aio.wait_for(other.claim(cont.id, owner="w2"), timeout=30)
+        await paused.rollback()
+    async with open_store(postgres_url) as store:
+        claim = await store.claim(cont.id, owner="w2")
+        assert claim.token == 1

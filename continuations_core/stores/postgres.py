@@ -60,7 +60,7 @@ try:
 except ImportError as exc:
     raise MissingExtra(exc.name or "psycopg", "postgres") from exc
 
-__all__ = ["MIGRATIONS", "PostgresStore", "from_url"]
+__all__ = ["LOCK_TIMEOUT_SECONDS", "MIGRATIONS", "PostgresStore", "from_url"]
 
 T = TypeVar("T")
 Connection: TypeAlias = "psycopg.AsyncConnection[Any]"
@@ -71,6 +71,9 @@ MIGRATIONS = q.MIGRATIONS  # the schema's history: see ``_postgres_sql``
 # The channel "<schema>_ready" must fit Postgres's 63-byte identifier limit too.
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
 _POOL_MAX = 10
+#: A statement waiting longer than this for a lock fails (as ``StoreUnavailable``, retried)
+#: rather than hang: the holder may be a process paused mid-transaction.
+LOCK_TIMEOUT_SECONDS = 5
 
 
 def from_url(url: str) -> PostgresStore:
@@ -152,12 +155,16 @@ class PostgresStore(RowStore):
                 if self._url is not None:
                     # Migrate on a direct connection first: an unreachable server then fails
                     # at once with the driver's reason, rather than as a pool timeout.
-                    conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                    options = _bounded_lock_waits(self._url)
+                    conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, options=options
+                    )
                     async with conn:
                         await self._migrate(conn)
                     pool: Pool = AsyncConnectionPool(
                         self._url, min_size=1, max_size=_POOL_MAX, open=False,
-                        kwargs={"autocommit": True}, name=f"continuations-{self.schema}",
+                        kwargs={"autocommit": True, "options": options},
+                        name=f"continuations-{self.schema}",
                     )  # fmt: skip
                     await pool.open(wait=False)
                     self._pool = pool
@@ -189,6 +196,8 @@ class PostgresStore(RowStore):
             raise self._unavailable(exc) from exc
 
     async def _migrate(self, conn: Connection) -> None:
+        if await self._applied(conn) == len(MIGRATIONS):
+            return  # the usual case: no lock, so a process paused while starting blocks no one
         key = hashlib.blake2b(f"agent-continuations:{self.schema}".encode(), digest_size=8)
         async with conn.transaction():
             lock_id = int.from_bytes(key.digest(), "big", signed=True)
@@ -205,6 +214,16 @@ class PostgresStore(RowStore):
                 await conn.execute(self._q(MIGRATIONS[version - 1]))
                 insert = "INSERT INTO {s}.schema_migrations (version) VALUES (%s)"
                 await conn.execute(self._q(insert), (version,))
+
+    async def _applied(self, conn: Connection) -> int:
+        """The schema's migration version, read without locking (0 if it does not exist)."""
+        async with conn.transaction():
+            table = f"{sql.Identifier(self.schema).as_string(conn)}.schema_migrations"
+            cur = await conn.execute("SELECT to_regclass(%s)", (table,))
+            if (await cur.fetchone() or (None,))[0] is None:
+                return 0
+            cur = await conn.execute(self._q("SELECT MAX(version) FROM {s}.schema_migrations"))
+            return int((await cur.fetchone() or (0,))[0] or 0)
 
     async def _read(self, conn: Connection, id: str, *, lock: bool) -> Row:
         async with conn.cursor(row_factory=dict_row) as cur:
@@ -484,6 +503,16 @@ def _values(new: Row) -> tuple[Any, ...]:
 
 def _dump(records: tuple[DecisionRecord, ...]) -> str:
     return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
+
+
+def _bounded_lock_waits(url: str) -> str:
+    """The libpq ``options`` that bound lock waits, keeping any the URL carries."""
+    try:
+        options = conninfo_to_dict(url).get("options") or ""
+    except psycopg.Error:
+        options = ""
+    timeout = f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000}"
+    return f"{options} {timeout}".strip()
 
 
 def _describe(conninfo: object) -> str:

@@ -1,4 +1,4 @@
-"""Durable runs (G9): checkpoints at step boundaries, a tool journal, idempotency keys.
+"""Durable runs (G9, G14): checkpoints at step boundaries, a fenced tool journal, attempts.
 
 With a store, a run keeps its latest checkpoint in the store as a continuation that its own
 process holds claimed (with a lease it keeps alive). A checkpoint is written after every model
@@ -10,6 +10,18 @@ Every tool call is journaled under ``run_id`` plus its path: ``tool_started`` be
 ``tool_completed`` (with its result) before the step completes. A step that runs again replays
 recorded results instead of calling the tools, and a tool marked ``@idempotent(False)`` that
 started but recorded no result is never called again: the model is told it was interrupted.
+
+Fencing (G14): every checkpoint, journal write and completion is made under the run's claim
+and refused by the store once another process took the run over (``ClaimSuperseded``). A tool
+starts only after its ``tool_started`` record was accepted under the live claim, so a process
+that lost its run starts no further tool. What fencing cannot do is recall a tool that was
+already running when the lease was lost: its effect may happen while the new holder runs the
+step again. That is what ``@idempotent(False)`` (never run twice) and :func:`idempotency_key`
+(let the external system deduplicate) are for.
+
+A run that raises has its attempt settled (:mod:`._attempts`): retried after a backoff, or
+``failed`` for a permanent error. An approved call that raised is never run again
+automatically: a person approved one execution.
 """
 
 from __future__ import annotations
@@ -17,25 +29,43 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
-import socket
 from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from ._attempts import (
+    NOT_COMMITTED,
+    RETRY_POLICY,
+    RetryPolicy,
+    claim_with_retries,
+    log_event,
+    retry_policy,
+    with_retries,
+)
+from ._checkpointer import CHECKPOINTER, Checkpointer
 from ._protocol import Outcome, Suspended, seal
-from ._schema import Continuation, Frame
+from ._schema import Continuation
 from ._signing import Keyring
-from .errors import AlreadyClaimed, ConfigurationError, ContinuationError, ResumeError
+from .errors import (
+    AlreadyClaimed,
+    ClaimSuperseded,
+    ConfigurationError,
+    ContinuationError,
+    ContinuationNotFound,
+    ResumeError,
+)
+from .stores._owners import default_owner
 
 if TYPE_CHECKING:
+    from ._attempts import _NotCommitted
     from .stores import Claim, Store
 
 __all__ = [
     "CHECKPOINTER",
     "INTERRUPTED_MESSAGE",
+    "RETRY_POLICY",
     "Checkpointer",
+    "RetryPolicy",
     "current_run_id",
     "default_owner",
     "durable",
@@ -134,191 +164,108 @@ def exit_call(token: Any) -> None:
     _CALL_KEY.reset(token)
 
 
-def default_owner() -> str:
-    """A worker name: host and process id."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-@dataclass
-class Checkpointer:
-    """Writes a run's checkpoints and tool journal to a store.
-
-    Attributes:
-        store: Where checkpoints and the journal go.
-        run_id: The run.
-        owner: Who holds the run's checkpoint (this process).
-        keys: Signs checkpoints.
-        claim: The claim on the latest checkpoint (or the continuation being resumed).
-        seq: The ``seq`` of the latest continuation of the run.
-        lease_seconds: How long a claim lasts without a heartbeat.
-    """
-
-    store: Store
-    run_id: str
-    owner: str
-    keys: Keyring | None
-    claim: Claim | None = None
-    seq: int = 0
-    lease_seconds: float = 30.0
-    enabled: bool = True
-    recorded: dict[str, dict[str, Any]] = field(default_factory=dict)
-    started: set[str] = field(default_factory=set)
-    #: The event loop the run (and its store) lives on; sub-agent runs on other loops (in
-    #: threads) hand their writes over to it.
-    loop: asyncio.AbstractEventLoop | None = None
-    _tree_lock: asyncio.Lock | None = field(default=None, repr=False)
-
-    async def load_journal(self) -> None:
-        """Read the tool journal of earlier attempts of this run."""
-        for event in await self.store.audit(self.run_id):
-            path = str(event.detail.get("path", ""))
-            if event.kind == "tool_started":
-                self.started.add(path)
-            elif event.kind == "tool_completed":
-                self.recorded[path] = dict(event.detail.get("result") or {})
-            elif event.kind == "tool_suspended":
-                self.started.discard(path)
-
-    async def step(self, frame: Frame) -> None:
-        """Write a checkpoint of ``frame`` (the root frame at a step boundary)."""
-        self.seq += 1
-        cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
-        write = asyncio.ensure_future(
-            self.store.checkpoint(
-                cont, previous=self.claim, owner=self.owner, lease_seconds=self.lease_seconds
-            )
-        )
-        try:
-            self.claim = await asyncio.shield(write)
-        except asyncio.CancelledError:
-            # Cancelled mid-write (a worker shutting down): the write goes on regardless, so
-            # wait for it and keep its claim, which the shutdown then releases.
-            with contextlib.suppress(ContinuationError):
-                self.claim = await write
-            raise
-
-    async def tree_step(self, frame: Frame) -> None:
-        """Write a checkpoint of the whole tree at a sub-agent's step boundary.
-
-        ``frame`` is the root frame with its delegating calls in flight pending on their
-        sub-agent runs' current frames. Concurrent sub-agents checkpoint one at a time. Call it
-        on :attr:`loop`.
-        """
-        if self._tree_lock is None:
-            self._tree_lock = asyncio.Lock()
-        async with self._tree_lock:
-            await self.step(frame)
-
-    def replay(self, path: tuple[str, ...], *, idempotent: bool) -> dict[str, Any] | None:
-        """What to answer instead of running the call at ``path``, if anything.
-
-        Returns the recorded result, or ``{"interrupted": True}`` for a non-idempotent call that
-        started but never recorded a result; ``None`` means run the call.
-        """
-        key = "/".join(path)
-        if key in self.recorded:
-            return self.recorded[key]
-        if key in self.started and not idempotent:
-            return {"interrupted": True}
-        return None
-
-    async def tool_started(self, path: tuple[str, ...], tool: str) -> None:
-        """Journal that the call at ``path`` is about to run."""
-        key = "/".join(path)
-        self.started.add(key)
-        await self.store.record(
-            self.run_id, "tool_started", actor=self.owner, detail={"path": key, "tool": tool}
-        )
-
-    async def tool_completed(
-        self, path: tuple[str, ...], tool: str, result: dict[str, Any]
-    ) -> None:
-        """Journal the result of the call at ``path`` (before its step completes)."""
-        key = "/".join(path)
-        self.recorded[key] = result
-        await self.store.record(
-            self.run_id,
-            "tool_completed",
-            actor=self.owner,
-            detail={"path": key, "tool": tool, "result": result},
-        )
-
-    async def tool_suspended(self, path: tuple[str, ...], tool: str) -> None:
-        """Journal that the call at ``path`` suspended (re-entering it later is intended)."""
-        key = "/".join(path)
-        self.started.discard(key)
-        await self.store.record(
-            self.run_id, "tool_suspended", actor=self.owner, detail={"path": key, "tool": tool}
-        )
-
-    async def heartbeats(self, stop: asyncio.Event) -> None:
-        """Keep the current claim's lease alive until ``stop`` is set.
-
-        A failed heartbeat (a conflicting write, a store hiccup) is retried on the next beat; a
-        lost claim is left to the run, whose next write reports it.
-        """
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), timeout=self.lease_seconds / 3)
-                return
-            claim = self.claim
-            if claim is None:
-                continue
-            try:
-                renewed = await self.store.heartbeat(claim, lease_seconds=self.lease_seconds)
-            except AlreadyClaimed:
-                continue
-            except ContinuationError as exc:
-                log.warning("heartbeat for run %s failed, retrying: %s", self.run_id, exc)
-                continue
-            if self.claim is claim:  # a checkpoint written meanwhile holds a newer claim
-                self.claim = renewed
-
-
-CHECKPOINTER: ContextVar[Checkpointer | None] = ContextVar(
-    "continuations_checkpointer", default=None
-)
-
-
 async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]]) -> Outcome[Any]:
     """Run ``go`` (an adapter's run or resume) with checkpoints, and record its outcome.
 
     A suspension is stored as the run's next continuation (waiting for decisions) and the
     current checkpoint is retired in the same step; a completion marks it done with the output.
+    A run that raises has its attempt settled (retried after a backoff, or failed) and the
+    error propagates; one whose claim was taken over writes nothing more.
     """
     await cp.load_journal()
     cp.loop = asyncio.get_running_loop()
+    if cp.claim is not None:
+        log_event(
+            log, "resumed", continuation=cp.claim.id, run=cp.run_id, owner=cp.owner,
+            token=cp.claim.token, attempt=cp.claim.attempt,
+        )  # fmt: skip
     token = CHECKPOINTER.set(cp if cp.enabled else None)
     stop = asyncio.Event()
     beat = asyncio.create_task(cp.heartbeats(stop))
     try:
-        outcome = await go()
+        try:
+            outcome = await go()
+        finally:
+            # Stop between beats rather than cancel one mid-call: a store call cut off half-way
+            # can leave its connection unusable.
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beat
+            CHECKPOINTER.reset(token)
     except asyncio.CancelledError:
         # A worker shutting down: give the run back now rather than when the lease expires.
-        if cp.claim is not None:
+        if cp.claim is not None and cp.lost is None:
             with contextlib.suppress(ContinuationError):
                 await asyncio.shield(cp.store.release(cp.claim))
         raise
-    finally:
-        # Stop between beats rather than cancel one mid-call: a store call cut off half-way
-        # can leave its connection unusable.
-        stop.set()
-        with contextlib.suppress(asyncio.CancelledError):
-            await beat
-        CHECKPOINTER.reset(token)
+    except AlreadyClaimed:
+        raise  # the run was taken over: nothing of this attempt is recorded
+    except Exception as exc:
+        if cp.lost is not None:  # a framework may wrap the refusal (Strands does): say so plainly
+            raise cp.lost from exc
+        failure = await cp.failed_attempt(exc)
+        if failure is not None:
+            raise failure from exc  # an approved call raised: typed, and failed for good
+        raise
+    cp._check_live()  # a heartbeat found the run taken over: record nothing
     if isinstance(outcome, Suspended):
-        cont = _reseal(outcome.continuation, cp)
-        await cp.store.checkpoint(cont, previous=cp.claim, owner=None)
-        cp.claim = None
-        return Suspended(cont)
-    if cp.claim is not None:
-        await cp.store.complete(cp.claim, output=outcome.output)
-        cp.claim = None
-    else:
-        await cp.store.record(
-            cp.run_id, "completed", actor=cp.owner, detail={"output": outcome.output}
-        )
+        return await _suspend(cp, outcome)
+    await _complete(cp, outcome)
     return outcome
+
+
+async def _suspend(cp: Checkpointer, outcome: Suspended) -> Suspended:
+    cont = _reseal(outcome.continuation, cp)
+    previous = cp.claim
+
+    async def write() -> None:
+        await cp.store.checkpoint(cont, previous=previous, owner=None)
+
+    async def committed() -> _NotCommitted | None:
+        try:
+            await cp.store.get(cont.id)
+        except ContinuationNotFound:
+            return NOT_COMMITTED
+        return None
+
+    try:
+        await with_retries(write, what="suspension", committed=committed)
+    except ClaimSuperseded as exc:
+        raise cp._superseded(exc) from None
+    cp.claim = None
+    log_event(
+        log, "suspended", continuation=cont.id, run=cp.run_id, seq=cont.seq, owner=cp.owner,
+        requests=len(cont.requests),
+    )  # fmt: skip
+    return Suspended(cont)
+
+
+async def _complete(cp: Checkpointer, outcome: Outcome[Any]) -> None:
+    output = getattr(outcome, "output", None)
+    claim = cp.claim
+    if claim is None:
+        await with_retries(
+            lambda: cp.store.record(
+                cp.run_id, "completed", actor=cp.owner, detail={"output": output}
+            ),
+            what="completion",
+        )
+        log_event(log, "completed", run=cp.run_id, owner=cp.owner)
+        return
+
+    async def write() -> None:
+        await cp.store.complete(claim, output=output)
+
+    async def committed() -> _NotCommitted | None:
+        record = await cp.store.get(claim.id)
+        return None if record.status == "done" and record.fence == claim.token else NOT_COMMITTED
+
+    try:
+        await with_retries(write, what="completion", committed=committed)
+    except ClaimSuperseded as exc:
+        raise cp._superseded(exc) from None
+    cp.claim = None
+    log_event(log, "completed", continuation=claim.id, run=cp.run_id, owner=cp.owner)
 
 
 async def durable(
@@ -342,7 +289,10 @@ async def durable(
             raise ConfigurationError("checkpoint=True and claim= need a store; pass store=.")
         return await go()
     who = owner or default_owner()
-    cp = Checkpointer(store, run_id, who, keys, claim=claim, seq=seq, lease_seconds=lease_seconds)
+    policy = retry_policy()
+    cp = Checkpointer(
+        store, run_id, who, keys, claim=claim, seq=seq, lease_seconds=lease_seconds, retry=policy
+    )
     cp.enabled = checkpoint is not False
     return await run_durably(cp, go)
 
@@ -352,10 +302,14 @@ async def take_over(
 ) -> tuple[Continuation, Claim]:
     """Claim the latest continuation of ``run_id`` (a checkpoint whose lease expired, say).
 
+    A restarted process claiming under the same explicit ``owner`` as the dead holder takes
+    the run back at once, without waiting for the lease (see ``stores._owners``).
+
     Raises:
         ResumeError: If the run has nothing left to resume.
         AlreadyClaimed: If a live process holds it.
         MissingDecisions: If it waits for decisions.
+        ContinuationFailed: If it failed; retry it first.
     """
     records = await store.list(run_id=run_id, limit=10_000)
     live = [r for r in records if r.status != "done"]
@@ -363,7 +317,11 @@ async def take_over(
         state = "completed" if records else "unknown to this store"
         raise ResumeError(f"Run {run_id} has nothing left to resume: it is {state}.")
     latest = max(live, key=lambda r: r.seq)
-    claim = await store.claim(latest.id, owner=owner, lease_seconds=lease_seconds)
+    policy = retry_policy()
+    claim = await claim_with_retries(
+        store, latest.id, owner=owner, lease_seconds=lease_seconds,
+        max_attempts=policy.max_attempts,
+    )  # fmt: skip
     return await store.load(latest.id), claim
 
 

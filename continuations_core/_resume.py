@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from ._attempts import claim_with_retries, retry_policy
 from ._decisions import ExpiryMode, FramePlan, already_decided, build_plan
 from ._durable import default_owner, durable
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
@@ -352,8 +353,17 @@ async def _claim(
     version = stored.version
     for record in new:
         version = (await store.decide(cont.id, record, expected_version=version)).version
-    claim = await store.claim(
-        cont.id, owner=owner, lease_seconds=lease_seconds, expected_version=version
+    if (await store.get(cont.id)).version != version:  # changed since the checks: refuse
+        raise ConflictError(
+            "The continuation changed while it was opened; resume it again.",
+            continuation_id=cont.id,
+        )
+    claim = await claim_with_retries(
+        store,
+        cont.id,
+        owner=owner,
+        lease_seconds=lease_seconds,
+        max_attempts=retry_policy().max_attempts,
     )
     try:
         truth = (await store.get(cont.id)).continuation

@@ -10,6 +10,9 @@ Example::
     continuations list --store sqlite:///runs.db --status waiting
     continuations show --store sqlite:///runs.db 3f2a...
     continuations approve --store sqlite:///runs.db 3f2a... 1 --by alice
+    continuations list --store sqlite:///runs.db --status failed
+    continuations status --store sqlite:///runs.db 9b1c...
+    continuations retry --store sqlite:///runs.db 3f2a...
 """
 
 from __future__ import annotations
@@ -83,6 +86,8 @@ def _cmd_keygen(args: argparse.Namespace) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> None:
+    from ._cli_ops import failure_view  # it imports this module's helpers
+
     status = None if args.status == "all" else args.status
     with _open(args) as store:
         records = store.list(status=status, run_id=args.run, limit=args.limit)
@@ -97,19 +102,23 @@ def _cmd_list(args: argparse.Namespace) -> None:
             "undecided": len(r.continuation.undecided),
             "created_at": r.created_at.isoformat(),
             "claimed_by": r.claimed_by,
+            **failure_view(r),
         }
         for r in records
     ]
-    lines = [f"{'ID':<32}  {'RUN':<32}  {'SEQ':>3}  {'STATUS':<7}  UNDECIDED"]
+    lines = [f"{'ID':<32}  {'RUN':<32}  {'SEQ':>3}  {'STATUS':<7}  UNDECIDED  LAST ERROR"]
     lines += [
         f"{r['id']:<32}  {r['run_id']:<32}  {r['seq']:>3}  {r['status']:<7}  "
-        f"{r['undecided']}/{r['requests']}"
+        f"{str(r['undecided']) + '/' + str(r['requests']):<9}  "
+        f"{r['last_error']['type'] if r['last_error'] else '-'}"
         for r in rows
     ]
     _emit(args, rows, lines if rows else ["No continuations."])
 
 
 def _cmd_show(args: argparse.Namespace) -> None:
+    from ._cli_ops import failure_lines, failure_view  # it imports this module's helpers
+
     with _open(args) as store:
         stored = store.get(args.id)
     cont = stored.continuation
@@ -123,6 +132,8 @@ def _cmd_show(args: argparse.Namespace) -> None:
         "version": stored.version,
         "created_at": stored.created_at.isoformat(),
         "claimed_by": stored.claimed_by,
+        **failure_view(stored),
+        "output": stored.output if stored.status == "done" else None,
         "signature": signature,
         "requests": requests,
     }
@@ -133,6 +144,7 @@ def _cmd_show(args: argparse.Namespace) -> None:
         f"version {stored.version}",
         f"  saved {stored.created_at:%Y-%m-%d %H:%M:%S %Z}; signature: {signature}",
         f"  {len(requests)} request(s), {undecided} undecided",
+        *failure_lines(stored),
     ]
     if not requests:
         lines.append(f"  No pending calls: suspended by {cont.root.suspended_by!r}.")
@@ -218,44 +230,6 @@ def _cmd_audit(args: argparse.Namespace) -> None:
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def _cmd_worker(args: argparse.Namespace) -> None:
-    import asyncio
-    import logging
-
-    from ._durable import default_owner
-    from .worker import Worker, load_agents
-
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    url = args.store or os.environ.get(STORE_ENV)
-    if not url:
-        raise ConfigurationError(f"No store given: pass --store URL or set ${STORE_ENV}.")
-    if os.environ.get(KEYS_ENV):
-        keys: Keyring | None = Keyring.from_env(KEYS_ENV)
-    elif args.allow_unsigned:
-        keys = None
-    else:
-        raise ConfigurationError(
-            f"Set ${KEYS_ENV} to the keys the runs were signed with (or pass --allow-unsigned)."
-        )
-    agents = load_agents(args.agents)
-
-    async def work() -> int:
-        async with open_store(url) as store:
-            worker = Worker(
-                store,
-                agents,
-                keys=keys,
-                owner=args.owner or default_owner(),
-                lease_seconds=args.lease,
-                poll_seconds=args.poll,
-                concurrency=args.concurrency,
-            )
-            return await worker.run(idle_exit=args.idle_exit)
-
-    resumed = asyncio.run(work())
-    print(f"worker stopped after resuming {resumed} continuation(s)")
 
 
 def _cmd_inbox(args: argparse.Namespace) -> None:
@@ -442,16 +416,9 @@ def _parser() -> argparse.ArgumentParser:
     respond = add("respond", _cmd_decide, "answer an input request", decide)
     respond.add_argument("--value", required=True, help="the answer, as JSON")
     add("audit", _cmd_audit, "print a run's audit trail", with_store).add_argument("run_id")
-    worker = add("worker", _cmd_worker, "resume decided and abandoned continuations", with_store)
-    worker.add_argument("--agents", required=True, help="agent definitions, as module:attribute")
-    worker.add_argument("--owner", help="this worker's name (default: host:pid)")
-    worker.add_argument("--lease", type=float, default=30.0, help="claim lease in seconds")
-    worker.add_argument("--concurrency", type=int, default=1, help="resumes at once")
-    worker.add_argument("--poll", type=float, default=0.5, help="seconds between scans")
-    worker.add_argument(
-        "--idle-exit", type=float, default=None, help="exit after this many idle seconds"
-    )
-    worker.add_argument("--allow-unsigned", action="store_true", help=f"run without ${KEYS_ENV}")
+    from ._cli_ops import add_commands  # its handlers use this module's helpers
+
+    add_commands(add, with_store)
     inbox = add("inbox", _cmd_inbox, "serve the approval inbox (extra: inbox)", with_store)
     from .inbox._serve import add_arguments
 

@@ -27,12 +27,16 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     │   ├── AgentDrift                the agent's tools no longer match the frame (G10)
     │   ├── StaleContinuation         an older copy than the last one seen (G5)
     │   ├── ReplayMismatch            a re-entered tool body did not repeat what was recorded
-    │   └── StepInterrupted           a non-idempotent step started but recorded no result
+    │   ├── StepInterrupted           a non-idempotent step started but recorded no result
+    │   └── ApprovedCallFailed        an approved call raised; it is not re-run automatically
     ├── StoreError                    persistence
     │   ├── StoreUnavailable          the backend failed or cannot be reached
     │   ├── ContinuationNotFound      no such id in the store
+    │   ├── ContinuationFailed        it failed for good (G14); retry it to try again
     │   └── ConflictError             a compare-and-set lost (G5)
-    │       └── AlreadyClaimed        another resumer won, or it was already resumed
+    │       ├── AlreadyClaimed        another resumer won, or it was already resumed
+    │       │   └── ClaimSuperseded   a write under a superseded fencing token (G14)
+    │       └── BackingOff            it failed recently and waits before its next attempt
     ├── AccessError                   the approval inbox refused a person
     │   ├── AuthenticationFailed      no trustworthy identity came with the request
     │   └── NotAuthorized             the principal may not decide this request
@@ -52,11 +56,15 @@ __all__ = [
     "AgentDrift",
     "AlreadyClaimed",
     "AlreadyDecided",
+    "ApprovedCallFailed",
     "AuthenticationFailed",
+    "BackingOff",
+    "ClaimSuperseded",
     "ConfigurationError",
     "ConflictError",
     "ContinuationError",
     "ContinuationExpired",
+    "ContinuationFailed",
     "ContinuationNotFound",
     "ContinuationTampered",
     "DecisionError",
@@ -236,6 +244,15 @@ class StepInterrupted(ResumeError):
     """
 
 
+class ApprovedCallFailed(ResumeError):
+    """An approved call raised (or was cut off by its run failing) in an earlier attempt.
+
+    A person approved one execution; running it again is a new decision, so it is never
+    repeated automatically (G14). Check the call's effect, then retry the continuation
+    explicitly (``continuations retry ID`` or ``store.retry``) to run it again.
+    """
+
+
 class StoreError(ContinuationError):
     """A store operation failed."""
 
@@ -246,6 +263,14 @@ class StoreUnavailable(StoreError):
 
 class ContinuationNotFound(StoreError):
     """The store holds no continuation with this id."""
+
+
+class ContinuationFailed(StoreError):
+    """The continuation is ``failed``: a permanent error, or its attempts ran out (G14).
+
+    Nothing resumes it until someone retries it (``continuations retry ID`` or
+    ``store.retry``); its last error says why it failed.
+    """
 
 
 class ConflictError(StoreError):
@@ -274,6 +299,21 @@ class NotAuthorized(AccessError):
 
 class NotificationFailed(ContinuationError):
     """A webhook notification was not accepted by its receiver after the configured retries."""
+
+
+class ClaimSuperseded(AlreadyClaimed):
+    """A write under a claim whose fencing token is no longer the live one was refused (G14).
+
+    The claim's lease expired and another process took the run over, or the claim was
+    released, failed or completed. Nothing was written: stop this run and start no tool.
+    """
+
+
+class BackingOff(ConflictError):
+    """The continuation failed recently and waits before its next automatic attempt.
+
+    The message says when it becomes claimable again; retry it to claim it sooner.
+    """
 
 
 class ConfigurationError(ContinuationError):

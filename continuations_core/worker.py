@@ -4,11 +4,22 @@
 workers on any number of machines may share a store: each continuation is claimed with a
 compare-and-set, so it is resumed once; a worker that dies loses its lease and another takes the
 run over from its last checkpoint. On SIGTERM or SIGINT a worker stops claiming, cancels what it
-is running, releases its claims and exits 0.
+is running, releases its claims and exits 0. With ``--once`` it drains what is ready and exits.
 
 ``--agents`` names the agent definitions: an agent, a list of agents, a dict of name to agent,
 or a callable returning one of those. Continuations are matched to agents by the root frame's
 agent name, and resumed by the adapter named by the root frame's framework.
+
+A worker keeps serving whatever its continuations do (G14). A resume that fails is settled
+(:mod:`._attempts`): retried after a backoff, or ``failed`` at once for a permanent error (a
+bad signature, an unknown agent or one of another framework, drift, an expired approval, an
+approved call that raised), and the worker moves on. A transient store error is retried with
+backoff. Every claim, resume, suspension, completion, failure and retry is logged as one line
+on the ``continuations.*`` loggers.
+
+Give each worker process its own stable ``--owner`` (one per pod or service instance): a worker
+restarted under the same name takes its predecessor's claims back at once instead of waiting
+for their leases.
 """
 
 from __future__ import annotations
@@ -20,8 +31,17 @@ import logging
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from ._attempts import (
+    RETRY_POLICY,
+    RetryPolicy,
+    claim_with_retries,
+    is_permanent,
+    log_event,
+    settle,
+    with_retries,
+)
 from ._durable import default_owner
 from ._schema import Continuation
 from ._signing import Keyring
@@ -30,11 +50,14 @@ from .errors import (
     ConfigurationError,
     ConflictError,
     ContinuationError,
-    MissingDecisions,
+    ContinuationFailed,
+    ContinuationNotFound,
+    DecisionError,
+    SchemaError,
 )
 from .stores import Claim, Store
 
-__all__ = ["ADAPTERS", "Worker", "load_agents"]
+__all__ = ["ADAPTERS", "FRAMEWORK_PACKAGES", "Worker", "load_agents"]
 
 log = logging.getLogger("continuations.worker")
 
@@ -43,6 +66,10 @@ ADAPTERS: dict[str, str] = {
     "pydantic-ai": "continuations_pydantic_ai",
     "strands": "continuations_strands",
 }
+#: Framework name to the top-level package its agent classes come from.
+FRAMEWORK_PACKAGES: dict[str, str] = {"pydantic-ai": "pydantic_ai", "strands": "strands"}
+#: A worker that cannot reach its store waits this long at most before trying again.
+STORE_BACKOFF_MAX_SECONDS = 30.0
 
 
 def load_agents(spec: str) -> dict[str, Any]:
@@ -94,10 +121,17 @@ class Worker:
         store: The shared store.
         agents: Agent definitions by name.
         keys: Verifies and signs continuations.
-        owner: This worker's name in claims and the audit trail.
+        owner: This worker's name in claims and the audit trail; give each process its own
+            stable one (one per pod or service instance) so a restart takes its claims back.
         lease_seconds: Lease on claims; a dead worker's work is taken over after it.
         poll_seconds: How long to wait for new work between scans.
         concurrency: How many continuations this worker resumes at once.
+        allow_unsigned: Resume unsigned continuations (passed on to the adapter).
+        on_expired: ``"raise"`` fails a continuation whose approval expired; ``"deny"`` denies
+            the expired call and resumes.
+        retry: Attempts and backoff for failed resumes.
+        resumed: How many resumes finished (completed or suspended again) so far.
+        failed: How many attempts failed so far.
     """
 
     store: Store
@@ -107,15 +141,27 @@ class Worker:
     lease_seconds: float = 30.0
     poll_seconds: float = 0.5
     concurrency: int = 1
+    allow_unsigned: bool = False
+    on_expired: Literal["raise", "deny"] = "raise"
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
     resumed: int = 0
+    failed: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def stop(self) -> None:
         """Stop claiming; running resumes are cancelled and their claims released."""
         self._stop.set()
 
-    async def run(self, *, install_signals: bool = True, idle_exit: float | None = None) -> int:
-        """Work until stopped (or idle for ``idle_exit`` seconds); return how many were resumed."""
+    async def run(
+        self, *, install_signals: bool = True, idle_exit: float | None = None, once: bool = False
+    ) -> int:
+        """Work until stopped; return how many continuations were resumed.
+
+        Args:
+            install_signals: Stop on SIGTERM and SIGINT.
+            idle_exit: Also stop after this many seconds without work.
+            once: Drain what is claimable now, finish it, and stop (for cron-style use).
+        """
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -123,42 +169,76 @@ class Worker:
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         idle_since = loop.time()
+        first, store_errors = True, 0
+        log_event(log, "worker_started", owner=self.owner, concurrency=self.concurrency)
         try:
             while not self._stop.is_set():
-                ids = await self.store.claimable(limit=self.concurrency * 4)
-                started = False
-                for cid in ids:
-                    if self._stop.is_set():
-                        break
-                    await slots.acquire()
-                    claim = await self._claim(cid)
-                    if claim is None:
-                        slots.release()
-                        continue
-                    started = True
-                    task = asyncio.create_task(self._resume(claim))
-                    running.add(task)
-
-                    def done(finished: asyncio.Task[None]) -> None:
-                        running.discard(finished)
-                        slots.release()
-
-                    task.add_done_callback(done)
+                try:
+                    started = await self._claim_some(slots, running, recover=first)
+                    first, store_errors = False, 0
+                except ContinuationError as exc:  # a store outage, or a row it cannot parse
+                    store_errors += 1
+                    delay = min(STORE_BACKOFF_MAX_SECONDS, self.poll_seconds * 2**store_errors)
+                    log_event(
+                        log, "store_error", logging.WARNING, owner=self.owner,
+                        during="claiming", retry_in=delay, error=exc,
+                    )  # fmt: skip
+                    await self._sleep(delay)
+                    continue
                 if started or running:
                     idle_since = loop.time()
-                elif idle_exit is not None and loop.time() - idle_since >= idle_exit:
+                elif once or (idle_exit is not None and loop.time() - idle_since >= idle_exit):
                     break
                 if not started:
-                    await self._wait()
+                    await self._wait(running)
         finally:
             for task in running:
                 task.cancel()
             for task in list(running):
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+            log_event(
+                log, "worker_stopped", owner=self.owner, resumed=self.resumed, failed=self.failed
+            )
         return self.resumed
 
-    async def _wait(self) -> None:
+    async def _claim_some(
+        self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]], *, recover: bool
+    ) -> bool:
+        """Claim what is claimable now, one task each; True if anything started."""
+        # On the first scan, also claims held under this owner's name: a restarted worker
+        # takes back what its predecessor held (claim() checks the holder is gone).
+        owner = self.owner if recover else None
+        ids = await self.store.claimable(limit=self.concurrency * 4, owner=owner)
+        started = False
+        for cid in ids:
+            if self._stop.is_set():
+                break
+            await slots.acquire()
+            try:
+                claim = await self._claim(cid)
+            except BaseException:
+                slots.release()
+                raise
+            if claim is None:
+                slots.release()
+                continue
+            started = True
+            task = asyncio.create_task(self._resume(claim))
+            running.add(task)
+
+            def done(finished: asyncio.Task[None]) -> None:
+                running.discard(finished)
+                slots.release()
+
+            task.add_done_callback(done)
+        return started
+
+    async def _sleep(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), timeout=seconds)
+
+    async def _wait(self, running: set[asyncio.Task[None]]) -> None:
         waiter = asyncio.create_task(self.store.wait_ready(self.poll_seconds))
         stopper = asyncio.create_task(self._stop.wait())
         await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
@@ -169,40 +249,78 @@ class Worker:
 
     async def _claim(self, cid: str) -> Claim | None:
         try:
-            return await self.store.claim(cid, owner=self.owner, lease_seconds=self.lease_seconds)
-        except (AlreadyClaimed, MissingDecisions, ConflictError):
+            claim = await claim_with_retries(
+                self.store, cid, owner=self.owner, lease_seconds=self.lease_seconds,
+                max_attempts=self.retry.max_attempts,
+            )  # fmt: skip
+        except ContinuationFailed as exc:
+            # Its last allowed attempt died with its process: it is stored failed now.
+            self.failed += 1
+            log_event(log, "failed", logging.ERROR, continuation=cid, owner=self.owner, error=exc)
             return None
+        except SchemaError as exc:
+            # Written by a newer version, or edited: fail it without parsing, and go on.
+            self.failed += 1
+            error: SchemaError = exc
+            failed = await with_retries(
+                lambda: self.store.fail_unreadable(cid, error, actor=self.owner),
+                what="failing an unreadable continuation",
+            )
+            if failed:
+                log_event(
+                    log, "failed", logging.ERROR, continuation=cid, owner=self.owner,
+                    permanent=True, error=exc,
+                )  # fmt: skip
+            return None
+        except (ConflictError, DecisionError, ContinuationNotFound):
+            return None  # another worker got there first, or it is not claimable any more
+        return claim
 
     async def _resume(self, claim: Claim) -> None:
+        token = RETRY_POLICY.set(self.retry)
         try:
-            cont = await self.store.load(claim.id)
+            cont = await with_retries(lambda: self.store.load(claim.id), what="loading")
             await self._dispatch(cont, claim)
             self.resumed += 1
         except asyncio.CancelledError:
             with contextlib.suppress(ContinuationError):
-                await self.store.release(claim)
+                await asyncio.shield(self.store.release(claim))
             raise
-        except ContinuationError as exc:
-            log.error("continuation %s could not be resumed: %s", claim.id, exc)
-            with contextlib.suppress(ContinuationError):
-                await self.store.release(claim)
-        except Exception:
-            log.exception("continuation %s failed while resuming; releasing it", claim.id)
-            with contextlib.suppress(ContinuationError):
-                await self.store.release(claim)
+        except AlreadyClaimed:
+            return  # the run was taken over (its lease expired): the new holder goes on
+        except Exception as exc:
+            self.failed += 1
+            log.debug("resume of %s raised", claim.id, exc_info=True)
+            # A failure inside the run was settled by the run already (this is then a no-op);
+            # one before it started (signature, agent, expiry...) is settled here.
+            await settle(self.store, claim, exc, policy=self.retry, permanent=is_permanent(exc))
+        finally:
+            RETRY_POLICY.reset(token)
 
     async def _dispatch(self, cont: Continuation, claim: Claim) -> None:
-        adapter = _adapter(cont.root.framework)
+        framework = cont.root.framework
+        adapter = _adapter(framework)
         agent = self.agents.get(cont.root.agent)
         if agent is None:
             raise ConfigurationError(
                 f"No agent named {cont.root.agent!r} among {sorted(self.agents)}; "
-                "pass the same agent definitions that started the run."
+                "pass the same agent definitions that started the run.",
+                continuation_id=cont.id,
+            )
+        package = FRAMEWORK_PACKAGES[framework]
+        if not any(c.__module__.split(".")[0] == package for c in type(agent).__mro__):
+            raise ConfigurationError(
+                f"The agent named {cont.root.agent!r} is a {type(agent).__module__}."
+                f"{type(agent).__qualname__}, but the run was suspended by a {framework} agent. "
+                "Pass the agent definitions of the framework that started the run.",
+                continuation_id=cont.id,
             )
         await adapter.resume(
             agent,
             cont,
             keys=self.keys,
+            allow_unsigned=self.allow_unsigned,
+            on_expired=self.on_expired,
             store=self.store,
             claim=claim,
             owner=self.owner,

@@ -158,6 +158,8 @@ async def main() -> int:
     p.add_argument("--crash", default="none")
     p.add_argument("--result", required=True)
     p.add_argument("--framework", default="pydantic-ai")
+    p.add_argument("--owner", default=None, help="a stable owner name (default: host:pid)")
+    p.add_argument("--lease", type=float, default=1.0, help="the lease on claims, in seconds")
     a = p.parse_args()
     keys = Keyring.from_env()
     store = open_store(a.store)
@@ -173,22 +175,29 @@ async def main() -> int:
         start, take_over = run, resume_run
     if a.phase == "run":
         outcome = await start(
-            agent, "go", keys=keys, store=store, run_id=a.run_id, lease_seconds=1.0
-        )
+            agent, "go", keys=keys, store=store, run_id=a.run_id, lease_seconds=a.lease,
+            owner=a.owner,
+        )  # fmt: skip
     else:
-        deadline = time.monotonic() + 30
+        began, deadline = time.time(), time.monotonic() + 60
         while True:
             try:
                 outcome = await take_over(
-                    a.run_id, agent, store=store, keys=keys, lease_seconds=1.0
+                    a.run_id, agent, store=store, keys=keys, lease_seconds=a.lease, owner=a.owner
                 )
                 break
             except AlreadyClaimed:
                 if time.monotonic() > deadline:
                     raise
                 await asyncio.sleep(0.2)
+        # From the start of recovery to the claim (audited by the store's clock on this host).
+        claimed = [e for e in await store.audit(a.run_id) if e.kind == "claimed"][-1]
+        recovered = {"took_over_after": claimed.at.timestamp() - began}
     assert isinstance(outcome, Completed)
-    Path(a.result).write_text(json.dumps({"output": outcome.output, "usage": outcome.usage}))
+    result = {"output": outcome.output, "usage": outcome.usage}
+    if a.phase == "recover":
+        result.update(recovered)
+    Path(a.result).write_text(json.dumps(result))
     await store.close()
     return 0
 

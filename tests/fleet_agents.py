@@ -19,6 +19,7 @@ from pydantic_ai.models.function import AgentInfo, FunctionModel
 from continuations_core import (
     Continuation,
     Keyring,
+    Store,
     Suspended,
     idempotency_key,
     idempotent,
@@ -90,16 +91,18 @@ async def receipt(who: str) -> str:
 AGENTS = {"payer": payer}
 
 
-async def decided_runs(url: str, keys: Keyring, n: int) -> list[Continuation]:
-    """Start ``n`` payer runs in the store at ``url`` and approve each one's transfer."""
+async def decided_run(store: Store, keys: Keyring | None) -> Continuation:
+    """Start one payer run in ``store`` and approve its transfer there."""
     from continuations_pydantic_ai import run
 
-    decided = []
+    outcome = await run(payer, "pay bob", keys=keys, store=store)
+    assert isinstance(outcome, Suspended)
+    cont = outcome.continuation
+    await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
+    return cont
+
+
+async def decided_runs(url: str, keys: Keyring, n: int) -> list[Continuation]:
+    """Start ``n`` payer runs in the store at ``url`` and approve each one's transfer."""
     async with open_store(url) as store:
-        for _ in range(n):
-            outcome = await run(payer, "pay bob", keys=keys, store=store)
-            assert isinstance(outcome, Suspended)
-            cont = outcome.continuation
-            await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
-            decided.append(cont)
-    return decided
+        return [await decided_run(store, keys) for _ in range(n)]

@@ -1,4 +1,4 @@
-"""Durable-run internals: checkpoint writes and shutdown under cancellation."""
+"""Durable-run internals: checkpoint writes, shutdown under cancellation, fenced tool starts."""
 
 from __future__ import annotations
 
@@ -53,3 +53,25 @@ async def test_cancelling_a_durable_run_releases_its_checkpoint() -> None:
     [record] = await store.list(run_id="run-2")
     assert record.status == "ready"
     assert [e.kind for e in await store.audit("run-2")] == ["checkpoint", "released"]
+
+
+async def test_a_tool_start_under_a_superseded_claim_is_refused_and_nothing_is_journaled() -> None:
+    """Once another process took the run over, tool_started raises and writes no journal entry."""
+    from continuations_core import ClaimSuperseded
+
+    store = MemoryStore()
+    cp = Checkpointer(store, "run-3", "w1", None, lease_seconds=0.05)
+    await cp.step(Frame(framework="test", agent="a"))
+    await cp.tool_started(("lookup:c0",), "lookup")
+    assert cp.claim is not None
+    await asyncio.sleep(0.15)
+    taken = await store.claim(cp.claim.id, owner="w2")
+    assert taken.token == cp.claim.token + 1
+    with pytest.raises(ClaimSuperseded):
+        await cp.tool_started(("charge:c1",), "charge")
+    with pytest.raises(ClaimSuperseded):  # known lost now: refused without asking the store
+        await cp.tool_completed(("lookup:c0",), "lookup", {"ok": True})
+    journal = [e.detail["path"] for e in await store.audit("run-3") if e.kind.startswith("tool_")]
+    assert journal == ["lookup:c0"]
+    with pytest.raises(ClaimSuperseded):
+        cp.replay(("charge:c1",), idempotent=False)

@@ -1,7 +1,10 @@
-"""Fault injection: workers are SIGKILLed at random while draining decided continuations.
+"""Fault injection: workers are SIGKILLed or stalled at random while draining continuations.
 
-Every run must complete exactly once, no continuation may be lost, a non-idempotent tool runs
-at most once, and every extra execution of an idempotent tool is visible in the audit trail.
+Kills are SIGKILLs; stalls are SIGSTOP, then SIGCONT 1.5-3 s later, past the one-second
+lease, so the stalled worker wakes up as a zombie whose run was taken over (G14). Every run
+must complete exactly once, no continuation may be lost, a non-idempotent tool runs at most
+once, every extra execution of an idempotent tool is visible in the audit trail, and every
+stalled worker must serve on and stop cleanly.
 """
 
 from __future__ import annotations
@@ -41,6 +44,11 @@ def _spawn(url: str, env: dict[str, str], n: int, logs: Path) -> subprocess.Pope
     )  # fmt: skip
 
 
+def _serving(logs: Path, n: int) -> bool:
+    """Whether worker ``n`` has started serving (a stall before that tests nothing new)."""
+    return "event=worker_started" in (logs / f"w{n}.log").read_text(errors="replace")
+
+
 async def _stuck(url: str, run_ids: list[str]) -> list[str]:
     """What each unfinished run looks like: its records and its last audit events."""
     lines = []
@@ -75,10 +83,10 @@ def fleet(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[tuple[str,
 
 
 @pytest.mark.slow
-def test_workers_killed_at_random_lose_and_duplicate_nothing(
+def test_workers_killed_or_stalled_at_random_lose_and_duplicate_nothing(
     fleet: tuple[str, str], tmp_path: Path
 ) -> None:
-    """N=4 workers drain decided runs while one is SIGKILLed every few hundred ms."""
+    """N=4 workers drain decided runs while one is SIGKILLed or SIGSTOPped every few hundred ms."""
     backend, url = fleet
     run_ids = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, RUNS))]
     ledger_path = tmp_path / "ledger.jsonl"
@@ -90,24 +98,36 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
     }
     rng = random.Random(7)
     workers = {n: _spawn(url, env, n, tmp_path) for n in range(WORKERS)}
-    kills, next_name = 0, WORKERS
+    stalled: dict[int, float] = {}  # worker: when to SIGCONT it
+    were_stalled: set[int] = set()
+    kills, stalls, next_name = 0, 0, WORKERS
     begun = time.monotonic()
     deadline = begun + 240
     reported = False
     try:
         while time.monotonic() < deadline:
             time.sleep(rng.uniform(0.2, 0.5))
+            for n, wake in list(stalled.items()):
+                if time.monotonic() >= wake:
+                    workers[n].send_signal(signal.SIGCONT)
+                    del stalled[n]
             book = Ledger(path=ledger_path)
-            if (
-                book.count("receipt")
-                and kills < 40
-                and len({r["key"] for r in book.runs("receipt")}) < RUNS
-            ):
-                victim = rng.choice(sorted(workers))
+            busy = book.count("receipt") and len({r["key"] for r in book.runs("receipt")}) < RUNS
+            running = sorted(n for n in workers if n not in stalled)
+            if busy and running and kills < 40:
+                victim = rng.choice(running)
                 workers.pop(victim).send_signal(signal.SIGKILL)
+                running.remove(victim)
                 kills += 1
                 workers[next_name] = _spawn(url, env, next_name, tmp_path)
                 next_name += 1
+            serving = [n for n in running if _serving(tmp_path, n)]
+            if busy and serving and rng.random() < 0.35 and stalls < 20:
+                victim = rng.choice(serving)
+                workers[victim].send_signal(signal.SIGSTOP)
+                stalled[victim] = time.monotonic() + rng.uniform(1.5, 3.0)
+                were_stalled.add(victim)
+                stalls += 1
             audit = asyncio.run(_audit(url, run_ids))
             if all(any(e["kind"] == "completed" for e in events) for events in audit.values()):
                 break
@@ -120,9 +140,9 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
                 print(f"  live workers: {live}; logs in {tmp_path}")
     finally:
         for proc in workers.values():
+            proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
-        for proc in workers.values():
-            proc.wait(timeout=30)
+        codes = {n: proc.wait(timeout=30) for n, proc in workers.items()}
     audit = asyncio.run(_audit(url, run_ids))
     completed = {rid: sum(e["kind"] == "completed" for e in ev) for rid, ev in audit.items()}
     lost = [rid for rid, n in completed.items() if n == 0]
@@ -138,11 +158,14 @@ def test_workers_killed_at_random_lose_and_duplicate_nothing(
     )
     duplicates = sum(n - 1 for n in executions.values())
     print(
-        f"\n[{backend}] continuations={RUNS} workers={WORKERS} kills={kills} "
+        f"\n[{backend}] continuations={RUNS} workers={WORKERS} kills={kills} stalls={stalls} "
         f"lost={len(lost)} completed_twice={len(twice)} "
         f"transfer_max={max(transfers.values(), default=0)} idempotent_duplicates={duplicates}"
     )
     assert kills > 0, "the run finished before any worker was killed; nothing was tested"
+    assert stalls > 0, "the run finished before any worker was stalled; nothing was tested"
+    woken = {n: code for n, code in codes.items() if n in were_stalled}
+    assert set(woken.values()) <= {0}, f"stalled workers did not serve on: {woken}; see {tmp_path}"
     assert duplicates > 0, "no kill landed mid-step; the audit of extra executions was not tested"
     assert lost == [] and twice == []
     assert max(transfers.values()) == 1, "a non-idempotent tool ran twice"

@@ -30,7 +30,8 @@ from continuations_core import (
     open_store,
 )
 from continuations_core.stores import SyncStore
-from continuations_core.testing import store_scenarios
+from continuations_core.stores.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
+from continuations_core.testing import store_fencing, store_scenarios
 from continuations_core.testing.store_scenarios import (
     STORE_SCENARIOS,
     Scenario,
@@ -81,6 +82,14 @@ async def test_store_scenario(scenario: Scenario, store: Store) -> None:
 
 
 # -- claims across processes (G5) ------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_owner_takes_back_a_dead_holders_claims_but_never_a_live_ones(
+    shared_url: str,
+) -> None:
+    """Owner restart (G14): same explicit owner or a provably dead pid take over at once."""
+    await store_fencing.owner_restart(shared_url)
 
 
 @pytest.mark.asyncio
@@ -227,7 +236,8 @@ async def test_sqlite_opens_in_wal_mode_and_records_migrations_once(tmp_path: Pa
             pass
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert conn.execute("SELECT version FROM schema_migrations").fetchall() == [(1,)]
+        applied = conn.execute("SELECT version FROM schema_migrations").fetchall()
+        assert applied == [(v,) for v in range(1, len(SQLITE_MIGRATIONS) + 1)]
     conn.close()
 
 
@@ -333,8 +343,10 @@ async def test_postgres_stores_starting_together_migrate_once(postgres_url: str)
     await asyncio.gather(*(s.close() for s in stores))
     async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
         schema = _schema_of(postgres_url)
+        from continuations_core.stores.postgres import MIGRATIONS
+
         cur = await conn.execute(f'SELECT version FROM "{schema}".schema_migrations')
-        assert await cur.fetchall() == [(1,)]
+        assert await cur.fetchall() == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
         await conn.execute(f'INSERT INTO "{schema}".schema_migrations VALUES (99, now())')
         await conn.commit()
     async with open_store(postgres_url) as newer:

@@ -102,3 +102,82 @@ def test_load_agents_accepts_dicts_lists_and_single_agents() -> None:
         assert "module:attribute" in str(exc)
     else:
         raise AssertionError("a path without an attribute was accepted")
+
+
+def _completed(url: str, run_ids: list[str]) -> list[str]:
+    async def states() -> list[str]:
+        async with open_store(url) as store:
+            return [(await store.status(rid)).state for rid in run_ids]
+
+    return asyncio.run(states())
+
+
+def test_worker_once_drains_what_is_ready_and_exits(tmp_path: Path) -> None:
+    """``worker --once`` resumes every ready continuation, then exits 0 without idling."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_ids = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, 3))]
+    proc = _worker(url, _env(tmp_path), "--once")
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "resuming 3 continuation(s)" in out
+    assert _completed(url, run_ids) == ["completed"] * 3
+    assert err.count("event=completed") == 3 and err.count("event=claimed") == 3, err
+
+
+def test_worker_allow_unsigned_resumes_unsigned_continuations(tmp_path: Path) -> None:
+    """``--allow-unsigned`` is passed on: unsigned runs resume, with or without keys set."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+
+    async def unsigned(n: int) -> list[str]:
+        async with open_store(url) as store:
+            return [(await fleet_agents.decided_run(store, None)).run_id for _ in range(n)]
+
+    run_ids = asyncio.run(unsigned(2))
+    without_keys = {k: v for k, v in _env(tmp_path).items() if k != "CONTINUATIONS_SIGNING_KEYS"}
+    proc = _worker(url, without_keys, "--once", "--allow-unsigned")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _completed(url, run_ids) == ["completed"] * 2
+
+    more = asyncio.run(unsigned(1))
+    proc = _worker(url, _env(tmp_path), "--once", "--allow-unsigned")
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert _completed(url, more) == ["completed"]
+
+
+def test_a_worker_restarted_under_its_owner_takes_its_claims_back_at_once(tmp_path: Path) -> None:
+    """SIGKILLed mid-run under ``--owner``, a worker restarted under that name resumes at once."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    [run_id] = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, 1))]
+    first = _worker(url, _env(tmp_path, FLEET_SLOW="60"), "--owner", "svc-1")
+    book = Ledger(path=tmp_path / "ledger.jsonl")
+
+    async def held() -> bool:
+        async with open_store(url) as store:
+            records = await store.list(run_id=run_id, status="claimed")
+            return any(r.claimed_by == "svc-1" and r.seq > 1 for r in records)
+
+    deadline = time.monotonic() + 60
+    while not (book.count("transfer") and asyncio.run(held())):
+        assert time.monotonic() < deadline, "the first worker never reached the receipt step"
+        time.sleep(0.05)
+    first.send_signal(signal.SIGKILL)
+    first.wait(timeout=10)
+    started = time.monotonic()
+    second = _worker(url, _env(tmp_path), "--owner", "svc-1", "--once")  # default 30 s lease
+    _out, err = second.communicate(timeout=120)
+    elapsed = time.monotonic() - started
+    assert second.returncode == 0, err
+    assert _completed(url, [run_id]) == ["completed"]
+    assert elapsed < 15, f"the restarted worker waited {elapsed:.1f} s: the lease, not the owner"
+    assert "event=claimed" in err and "attempt=2" in err, err
+
+    async def takeover() -> str:
+        async with open_store(url) as store:
+            events = await store.audit(run_id)
+            return str(next(e for e in events if e.kind == "taken_over").detail["reason"])
+
+    assert "restarted" in asyncio.run(takeover())
+    assert book.count("transfer") == 1
+    print(f"\nworker restart under the same owner: completed {elapsed:.2f} s after the restart")

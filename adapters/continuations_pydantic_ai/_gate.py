@@ -90,7 +90,8 @@ class CallGate:
             if earlier.get("interrupted"):
                 return True, INTERRUPTED_MESSAGE
             return True, t.load_tool_result(earlier)
-        await journal(cp, lambda: cp.tool_started(self.path, self.tool))
+        approved = isinstance(self.decision, Approve)
+        await journal(cp, lambda: cp.tool_started(self.path, self.tool, approved=approved))
         return False, None
 
 

@@ -299,7 +299,8 @@ class Continuations(NestingHooks, Plugin):
             if earlier is not None:
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
-            await journal(cp, lambda: cp.tool_started(path, name))
+            approved = call_plan is not None and isinstance(call_plan.decision, Approve)
+            await journal(cp, lambda: cp.tool_started(path, name, approved=approved))
             scope.on_checkpoint = lambda: self._checkpoint_tree(ctx.agent, inv, cp)
         inv.inflight[tuid] = (scope, step, {"round": round_})
         token = CURRENT_CALL.set(scope)

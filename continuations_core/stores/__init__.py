@@ -33,16 +33,29 @@ from typing import Any, TypeVar
 
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, MissingExtra
-from ._base import STATUSES, AuditEvent, Claim, Status, Store, StoredContinuation
+from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
+    STATUSES,
+    AuditEvent,
+    Claim,
+    LastError,
+    RunStatus,
+    Status,
+    Store,
+    StoredContinuation,
+)
 from ._urls import redact, scrub
 from .memory import MemoryStore
 from .sqlite import SQLiteStore
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
     "STATUSES",
     "AuditEvent",
     "Claim",
+    "LastError",
     "MemoryStore",
+    "RunStatus",
     "SQLiteStore",
     "Status",
     "Store",
@@ -192,13 +205,15 @@ class SyncStore:
         owner: str,
         lease_seconds: float = 300.0,
         expected_version: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim:
         """See :meth:`Store.claim`."""
         return self._run(
             self.store.claim(
-                id, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version
+                id, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
+                max_attempts=max_attempts,
             )
-        )
+        )  # fmt: skip
 
     def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
         """See :meth:`Store.heartbeat`."""
@@ -211,6 +226,30 @@ class SyncStore:
     def complete(self, claim: Claim, *, next_id: str | None = None, output: Any = None) -> None:
         """See :meth:`Store.complete`."""
         self._run(self.store.complete(claim, next_id=next_id, output=output))
+
+    def fail(
+        self,
+        claim: Claim,
+        error: BaseException,
+        *,
+        permanent: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_in: float = 0.0,
+    ) -> StoredContinuation:
+        """See :meth:`Store.fail`."""
+        return self._run(
+            self.store.fail(
+                claim, error, permanent=permanent, max_attempts=max_attempts, retry_in=retry_in
+            )
+        )
+
+    def retry(self, id: str, *, by: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.retry`."""
+        return self._run(self.store.retry(id, by=by))
+
+    def status(self, run_id: str) -> RunStatus:
+        """See :meth:`Store.status`."""
+        return self._run(self.store.status(run_id))
 
     def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

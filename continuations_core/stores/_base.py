@@ -4,12 +4,17 @@ A store keeps each continuation's signed document, the decisions attached to it,
 and the audit trail of the run. Status moves one way::
 
     waiting --decide--> ready --claim--> claimed --complete--> done
-                          ^                 |
-                          +----release------+      (an expired lease may be claimed again)
+                         ^  ^               |
+                         |  +---release-----+      (an expired lease may be claimed again)
+                         |  +---fail--------+--fail (permanent, or out of attempts)--> failed
+                         +----------------------------------retry-------------------------+
 
 Every change bumps the record's ``version``; writers may pass ``expected_version`` to make
-the change a compare-and-set on ``(id, version)`` (G5). The rules (status, versions, leases,
-audit events) are pure functions in ``_rules``, so backends only move rows and cannot disagree.
+the change a compare-and-set on ``(id, version)`` (G5). Every claim carries a fencing token,
+one more than the last claim's, and every write made under a claim (heartbeat, checkpoint,
+journal, complete, release, fail) is refused atomically once a newer claim exists (G14). The
+rules (status, versions, tokens, leases, attempts, audit events) are pure functions in
+``_rules``, so backends only move rows and cannot disagree.
 """
 
 from __future__ import annotations
@@ -17,105 +22,41 @@ from __future__ import annotations
 import asyncio
 import builtins
 from abc import ABC, abstractmethod
-from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from .._schema import Continuation, DecisionRecord, Request
+from .._schema import Continuation, DecisionRecord
+from ._records import (
+    DEFAULT_MAX_ATTEMPTS,
+    ERROR_MESSAGE_LIMIT,
+    RUN_STATES,
+    STATUSES,
+    AuditEvent,
+    AuditKind,
+    Claim,
+    LastError,
+    RunState,
+    RunStatus,
+    Status,
+    StoredContinuation,
+    utcnow,
+)
 
 __all__ = [
+    "DEFAULT_MAX_ATTEMPTS",
+    "ERROR_MESSAGE_LIMIT",
+    "RUN_STATES",
     "STATUSES",
     "AuditEvent",
     "AuditKind",
     "Claim",
+    "LastError",
+    "RunState",
+    "RunStatus",
     "Status",
     "Store",
     "StoredContinuation",
+    "utcnow",
 ]
-
-Status = Literal["waiting", "ready", "claimed", "done"]
-AuditKind = Literal[
-    "suspended",
-    "decided",
-    "claimed",
-    "released",
-    "resumed",
-    "completed",
-    "expired",
-    "checkpoint",
-    "tool_started",
-    "tool_completed",
-    "tool_suspended",
-]
-STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done")
-
-
-class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
-
-
-class StoredContinuation(_Record):
-    """A continuation as the store holds it.
-
-    Attributes:
-        id: The continuation id.
-        run_id: The run it belongs to.
-        seq: How many times the run had suspended before this continuation.
-        version: Bumped on every change; the compare-and-set token.
-        status: ``waiting`` (some requests undecided), ``ready`` (all decided, or none at
-            all), ``claimed`` (a resumer holds a lease) or ``done`` (resumed; single use).
-        created_at: When it was saved.
-        updated_at: When it last changed.
-        claimed_by: The owner of the current or last claim.
-        lease_until: When the current claim's lease ends.
-        continuation: The signed document with the stored decisions attached.
-    """
-
-    id: str
-    run_id: str
-    seq: int
-    version: int
-    status: Status
-    created_at: datetime
-    updated_at: datetime
-    claimed_by: str | None = None
-    lease_until: datetime | None = None
-    continuation: Continuation
-
-    @property
-    def requests(self) -> list[Request]:
-        """The continuation's requests, flattened for a UI."""
-        return self.continuation.requests
-
-
-class Claim(_Record):
-    """A resumer's exclusive, leased hold on a ready continuation.
-
-    Attributes:
-        id: The continuation id.
-        version: The record's version after the claim.
-        owner: Who holds the claim (a worker name).
-        lease_until: When the lease ends unless extended with ``heartbeat``.
-        token: Random hex identifying this claim; it stops holding once taken over.
-    """
-
-    id: str
-    version: int
-    owner: str
-    lease_until: datetime
-    token: str
-
-
-class AuditEvent(_Record):
-    """One entry of a run's audit trail (G12): who did what, and when."""
-
-    run_id: str
-    continuation_id: str
-    kind: AuditKind
-    at: datetime
-    actor: str | None = None
-    detail: dict[str, Any] = Field(default_factory=dict)
 
 
 class Store(ABC):
@@ -179,22 +120,31 @@ class Store(ABC):
         owner: str,
         lease_seconds: float = 300.0,
         expected_version: int | None = None,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim:
         """Take a ready continuation (or one whose lease expired) for resuming.
+
+        The claim's fencing token is one more than the previous claim's, and the record's
+        attempt count goes up by one. A live claim is taken over at once only when its holder
+        is known to be gone: the same explicit ``owner`` restarted, or a process on this
+        machine that no longer runs (audited ``taken_over``; see ``stores._owners``).
 
         Raises:
             MissingDecisions: If some requests are undecided.
             AlreadyClaimed: If another owner holds a live lease, or it was resumed.
+            BackingOff: If it failed recently and its backoff has not elapsed.
+            ContinuationFailed: If it failed, or its last allowed attempt (``max_attempts``)
+                ended without a result; it is then stored ``failed``.
             ConflictError: If ``expected_version`` is given and is not the current version.
         """
 
     @abstractmethod
     async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """Extend the claim's lease. Raises ``AlreadyClaimed`` if the claim was lost."""
+        """Extend the claim's lease. Raises ``ClaimSuperseded`` if the claim was lost."""
 
     @abstractmethod
     async def release(self, claim: Claim) -> None:
-        """Give the continuation back (``ready``). Raises ``AlreadyClaimed`` if it was lost."""
+        """Give the continuation back (``ready``). Raises ``ClaimSuperseded`` if it was lost."""
 
     @abstractmethod
     async def complete(
@@ -205,10 +155,58 @@ class Store(ABC):
         Args:
             claim: The claim that resumed it.
             next_id: The continuation the run suspended into next, if it suspended again.
-            output: The run's final output when it completed (``next_id`` is None).
+            output: The run's final output when it completed (``next_id`` is None); kept on
+                the record (see :meth:`status`) and in the audit trail.
 
         Raises:
-            AlreadyClaimed: If the claim was lost (the lease expired and was taken over).
+            ClaimSuperseded: If the claim was lost (the lease expired and was taken over).
+        """
+
+    @abstractmethod
+    async def fail(
+        self,
+        claim: Claim,
+        error: BaseException,
+        *,
+        permanent: bool = False,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+        retry_in: float = 0.0,
+    ) -> StoredContinuation:
+        """Record that the attempt holding ``claim`` failed with ``error``, and end the claim.
+
+        The error's type and message are stored (``last_error``). A ``permanent`` error, or
+        a failure of attempt ``max_attempts`` or later, makes the continuation ``failed``
+        (audit ``failed``). Otherwise it is ``ready`` again but not claimable for
+        ``retry_in`` seconds (audit ``attempt_failed``).
+
+        Raises:
+            ClaimSuperseded: If the claim was lost; nothing is written.
+        """
+
+    @abstractmethod
+    async def retry(self, id: str, *, by: str | None = None) -> StoredContinuation:
+        """Put a ``failed`` (or backing-off) continuation back to ``ready`` now; audit ``retried``.
+
+        Its attempt count restarts, and its last error stays on record until the next
+        attempt. An approved call that failed in an earlier attempt may run again.
+
+        Raises:
+            ConflictError: If it is neither failed nor backing off.
+        """
+
+    @abstractmethod
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """Mark a continuation whose stored document or decisions cannot be read ``failed``.
+
+        For a record written by a newer version of this package, or edited by hand: it is
+        failed without being parsed (its last error says why, audit ``failed``), so workers
+        stop trying to claim it; ``retry`` it after upgrading. A done or failed record is left
+        as it is.
+
+        Returns:
+            Whether the record changed.
         """
 
     @abstractmethod
@@ -223,16 +221,27 @@ class Store(ABC):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """Store a run's next continuation and retire ``previous``, in one atomic step (G9).
 
         With ``owner`` the new continuation is stored already claimed by ``owner`` (a
         checkpoint its own process keeps running from; audit ``checkpoint``) and the claim is
-        returned. Without it, it is stored like :meth:`save` (a suspension waiting for
-        decisions). ``previous`` is marked done, audited ``resumed`` with ``next_id``.
+        returned; it keeps ``previous``'s fencing token. Without it, it is stored like
+        :meth:`save` (a suspension waiting for decisions). ``previous`` is marked done,
+        audited ``resumed`` with ``next_id``.
+
+        Args:
+            cont: The next continuation.
+            previous: The claim it follows on.
+            owner: Hold the new continuation (a checkpoint) rather than wait for decisions.
+            lease_seconds: The new claim's lease.
+            progress: Whether the run advanced since ``previous`` was claimed. False for the
+                first checkpoint after a claim, which records the step it started from, so a
+                step that keeps failing still runs out of attempts.
 
         Raises:
-            AlreadyClaimed: If ``previous`` no longer holds; nothing is written.
+            ClaimSuperseded: If ``previous`` no longer holds; nothing is written.
         """
 
     @abstractmethod
@@ -244,17 +253,72 @@ class Store(ABC):
         continuation_id: str = "",
         actor: str | None = None,
         detail: dict[str, Any] | None = None,
+        claim: Claim | None = None,
     ) -> None:
-        """Append an event to the run's audit trail (the tool journal uses it)."""
+        """Append an event to the run's audit trail (the tool journal uses it).
 
-    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
-        """Ids of continuations a worker may claim now: ready ones and expired leases, oldest first."""
+        With ``claim`` the event is written under that claim: atomically refused with
+        ``ClaimSuperseded`` once a newer claim exists, so a process that lost its run writes
+        nothing more to its journal.
+        """
+
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """Ids a worker may claim now, oldest change first.
+
+        Ready continuations whose backoff elapsed and expired leases; with ``owner``, also
+        live claims held under that name (a restarted owner takes its claims back at once,
+        if :meth:`claim` confirms the holder is gone). This only reads: :meth:`claim` is the
+        atomic step.
+        """
         now = utcnow()
         ready = await self.list(status="ready", limit=10_000)
         claimed = await self.list(status="claimed", limit=10_000)
-        stale = [r for r in claimed if r.lease_until is not None and r.lease_until <= now]
-        found = sorted([*ready, *stale], key=lambda r: r.updated_at)
-        return [r.id for r in found[:limit]]
+        found = [r for r in ready if r.not_before is None or r.not_before <= now]
+        found += [
+            r
+            for r in claimed
+            if (r.lease_until is not None and r.lease_until <= now)
+            or (owner is not None and r.claimed_by == owner)
+        ]
+        found.sort(key=lambda r: r.updated_at)
+        return [r.id for r in found[: max(limit, 0)]]
+
+    async def status(self, run_id: str) -> RunStatus:
+        """Where run ``run_id`` stands: its latest continuation's state, and its output."""
+        records = await self.list(run_id=run_id, limit=10_000)
+        if not records:
+            events = await self.audit(run_id)  # a run completed without checkpoints
+            done = [e for e in events if e.kind == "completed"]
+            if done:
+                output = done[-1].detail.get("output")
+                return RunStatus(run_id=run_id, state="completed", output=output)
+            return RunStatus(run_id=run_id, state="unknown")
+        latest = max(records, key=lambda r: (r.seq, r.created_at))
+        now = utcnow()
+        state: RunState
+        if latest.status == "done":
+            state = "completed"
+        elif latest.status == "claimed":
+            live = latest.lease_until is not None and latest.lease_until > now
+            state = "running" if live else "abandoned"
+        elif latest.status == "ready" and latest.not_before and latest.not_before > now:
+            state = "retrying"
+        else:
+            state = latest.status
+        return RunStatus(
+            run_id=run_id,
+            state=state,
+            continuation_id=latest.id,
+            seq=latest.seq,
+            attempts=latest.attempts,
+            claimed_by=latest.claimed_by,
+            lease_until=latest.lease_until if latest.status == "claimed" else None,
+            not_before=latest.not_before if latest.status == "ready" else None,
+            last_error=latest.last_error,
+            output=latest.output if state == "completed" else None,
+            updated_at=latest.updated_at,
+            pending=len(latest.continuation.undecided) if latest.status == "waiting" else 0,
+        )
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for work; backends with notifications return early."""
@@ -270,8 +334,3 @@ class Store(ABC):
 
     async def __aexit__(self, *exc_info: object) -> None:
         await self.close()
-
-
-def utcnow() -> datetime:
-    """The current time, timezone-aware UTC."""
-    return datetime.now(UTC)

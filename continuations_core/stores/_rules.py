@@ -1,126 +1,79 @@
 """The shared store rules: a backend reads a :class:`Row`, applies a transition, writes it.
 
 Every transition is a pure function of the row, its arguments and the time, returning the new
-row and the audit events to append. :class:`RowStore` builds the protocol's changes from them, so
-a backend only implements moving rows atomically (``_transact``) and cannot disagree with the
-others about status, versions, leases or the audit trail.
+row and the audit events to append. ``_rowstore.RowStore`` builds the protocol's changes from
+them, so a backend only implements moving rows atomically (``_transact``) and cannot disagree
+with the others about status, versions, fencing tokens, leases, attempts or the audit trail.
+
+Fencing (G14): a claim's token is one more than the row's last one, and a checkpoint carries its
+claim's token on to the run's next row. Every write under a claim first checks that the row is
+still ``claimed`` under that very token (:meth:`Row.check_claim`), inside the backend's atomic
+step, so a process whose lease was taken over writes nothing more.
 """
 
 from __future__ import annotations
 
 import builtins
-from abc import abstractmethod
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import datetime, timedelta
-from secrets import token_hex
-from typing import Any, TypeAlias, TypeVar
-
-from pydantic_core import to_jsonable_python
+from typing import Any, TypeAlias
 
 from .._decisions import already_decided
 from .._schema import Continuation, DecisionRecord
-from ..errors import AlreadyClaimed, ConflictError, ContinuationNotFound, MissingDecisions
-from ._base import AuditEvent, AuditKind, Claim, Status, Store, StoredContinuation, utcnow
+from ..errors import (
+    AlreadyClaimed,
+    BackingOff,
+    ConflictError,
+    ContinuationFailed,
+    MissingDecisions,
+)
+from ._records import (
+    DEFAULT_MAX_ATTEMPTS,
+    AuditEvent,
+    AuditKind,
+    Claim,
+    LastError,
+    Status,
+    utcnow,
+)
+from ._row import Row, already_saved, jsonable, not_found, readable
 
 __all__ = [
-    "Change",
     "Events",
     "Row",
-    "RowStore",
     "already_saved",
     "checkpoint_rows",
     "claim_row",
     "complete_row",
     "decide_row",
+    "fail_row",
     "heartbeat_row",
+    "journal_row",
+    "jsonable",
     "new_row",
     "not_found",
+    "readable",
     "recorded_event",
     "release_row",
+    "retry_row",
+    "unreadable_failure",
     "utcnow",
 ]
 
-
-def not_found(id: str) -> ContinuationNotFound:
-    """The error for an unknown id."""
-    return ContinuationNotFound(
-        f"No continuation with id {id!r} in this store. Check the id and the store URL.",
-        continuation_id=id,
-    )
+Takeover: TypeAlias = Callable[[str | None, str | None], str | None]
 
 
-def already_saved(id: str) -> ConflictError:
-    """The error for saving an id twice."""
-    return ConflictError(
-        "A continuation with this id is already stored; save each suspension once and change "
-        "it through decide, claim and complete.",
-        continuation_id=id,
-    )
-
-
-@dataclass(frozen=True)
-class Row:
-    """What a backend persists for one continuation (the claim token included)."""
-
-    document: Continuation  # as signed, without decisions
-    decisions: tuple[DecisionRecord, ...]
-    version: int
-    status: Status
-    created_at: datetime
-    updated_at: datetime
-    claimed_by: str | None = None
-    claim_token: str | None = None
-    lease_until: datetime | None = None
-
-    @property
-    def id(self) -> str:
-        """The continuation id."""
-        return self.document.id
-
-    def record(self) -> StoredContinuation:
-        """The public view of this row."""
-        doc = self.document
-        return StoredContinuation(
-            id=doc.id,
-            run_id=doc.run_id,
-            seq=doc.seq,
-            version=self.version,
-            status=self.status,
-            created_at=self.created_at,
-            updated_at=self.updated_at,
-            claimed_by=self.claimed_by,
-            lease_until=self.lease_until,
-            continuation=doc.with_decisions(self.decisions),
-        )
-
-    def event(self, kind: AuditKind, at: datetime, actor: str | None, **detail: Any) -> AuditEvent:
-        """An audit event about this row."""
-        # Values JSON cannot hold (a run's output, say) are kept as their repr.
-        detail = to_jsonable_python(detail, fallback=repr)
-        cid, run_id = self.id, self.document.run_id
-        return AuditEvent(
-            run_id=run_id, continuation_id=cid, kind=kind, at=at, actor=actor, detail=detail
-        )
-
-    def _changed(self, at: datetime, **changes: Any) -> Row:
-        return replace(self, version=self.version + 1, updated_at=at, **changes)
-
-    def _check_version(self, expected: int | None) -> None:
-        if expected is not None and expected != self.version:
-            raise ConflictError(
-                f"Expected version {expected} but the stored version is {self.version}: "
-                "someone else changed it. Reload it and try again.",
-                continuation_id=self.id,
-            )
-
-    def _check_claim(self, claim: Claim) -> None:
-        if self.status != "claimed" or self.claim_token != claim.token:
-            raise AlreadyClaimed(
-                f"The claim of {claim.owner!r} no longer holds: its lease expired and another "
-                "resumer took over, or it was released or resumed. Stop this resume.",
-                continuation_id=self.id,
-            )
+def unreadable_failure(
+    id: str, run_id: str, error: BaseException, *, attempts: int, actor: str | None, at: datetime
+) -> tuple[LastError, AuditEvent]:
+    """The last error and the ``failed`` event of a row that cannot be read."""
+    last = LastError.of(error, attempt=attempts, at=at)
+    event = AuditEvent(
+        run_id=run_id, continuation_id=id, kind="failed", at=at, actor=actor,
+        detail={"error": _error(last), "attempt": attempts, "permanent": True},
+    )  # fmt: skip
+    return last, event
 
 
 Events = builtins.list[AuditEvent]
@@ -142,7 +95,7 @@ def recorded_event(
         kind=kind,
         at=at,
         actor=actor,
-        detail=to_jsonable_python(detail or {}, fallback=repr),
+        detail=jsonable(detail or {}),
     )
 
 
@@ -205,54 +158,165 @@ def decide_row(
 
 
 def claim_row(
-    row: Row, *, owner: str, lease_seconds: float, expected_version: int | None, at: datetime
-) -> tuple[Row, Claim, Events]:
-    """Take a ready row, or one whose lease expired; audit ``claimed`` (after ``expired``)."""
+    row: Row,
+    *,
+    owner: str,
+    lease_seconds: float,
+    expected_version: int | None,
+    at: datetime,
+    max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    holder: str | None = None,
+    takeover: Takeover | None = None,
+) -> tuple[Row, Claim | ContinuationFailed, Events]:
+    """Take a ready row, an expired lease, or a live one whose holder is gone.
+
+    Audit ``claimed`` (after ``expired`` or ``taken_over``). The result is the claim, or, when
+    the claim being taken over was the last allowed attempt, the row turned ``failed`` and the
+    error to raise once that is written.
+    """
     if row.status == "done":
         raise AlreadyClaimed(
             "It was already resumed; a continuation can be resumed only once.",
             continuation_id=row.id,
         )
-    lease = row.lease_until
-    if row.status == "claimed" and (lease is None or lease > at):
-        raise AlreadyClaimed(
-            f"Claimed by {row.claimed_by!r} until {lease.isoformat() if lease else '?'}. "
-            "Another resumer holds it; it can be taken over once that lease expires.",
+    if row.status == "failed":
+        raise ContinuationFailed(
+            f"It failed ({row.last_error or 'no error recorded'}). Fix the cause, then retry "
+            "it (`continuations retry ID` or store.retry) to resume it again.",
             continuation_id=row.id,
         )
+    lease = row.lease_until
+    reason = None
+    if row.status == "claimed" and (lease is None or lease > at):
+        reason = takeover(row.claimed_by, row.holder) if takeover is not None else None
+        if reason is None:
+            raise AlreadyClaimed(
+                f"Claimed by {row.claimed_by!r} until {lease.isoformat() if lease else '?'}. "
+                "Another resumer holds it; it can be taken over once that lease expires.",
+                continuation_id=row.id,
+            )
     row._check_version(expected_version)
     if row.status == "waiting":
         raise MissingDecisions(
             row.document.with_decisions(row.decisions).undecided, continuation_id=row.id
         )
+    if row.status == "ready" and row.not_before is not None and row.not_before > at:
+        raise BackingOff(
+            f"Attempt {row.attempts} failed ({row.last_error}); the next one may start at "
+            f"{row.not_before.isoformat()}. Retry it to claim it sooner.",
+            continuation_id=row.id,
+        )
     events: Events = []
     if row.status == "claimed":
-        events.append(row.event("expired", at, owner, owner=row.claimed_by, lease_until=lease))
+        if reason is not None:
+            events.append(row.event("taken_over", at, owner, owner=row.claimed_by, reason=reason))
+        else:
+            events.append(row.event("expired", at, owner, owner=row.claimed_by, lease_until=lease))
+        if row.attempts >= max_attempts:
+            return _exhausted(row, at, owner, max_attempts, events)
     until = at + timedelta(seconds=lease_seconds)
     claim = Claim(
-        id=row.id, version=row.version + 1, owner=owner, lease_until=until, token=token_hex(16)
-    )
+        id=row.id, version=row.version + 1, owner=owner, lease_until=until,
+        token=row.fence + 1, attempt=row.attempts + 1,
+    )  # fmt: skip
     new = row._changed(
-        at, status="claimed", claimed_by=owner, claim_token=claim.token, lease_until=until
+        at, status="claimed", claimed_by=owner, lease_until=until, fence=claim.token,
+        attempts=claim.attempt, not_before=None, holder=holder,
+    )  # fmt: skip
+    events.append(
+        new.event("claimed", at, owner, lease_until=until, token=claim.token, attempt=claim.attempt)
     )
-    events.append(new.event("claimed", at, owner, lease_until=until))
     return new, claim, events
+
+
+def _exhausted(
+    row: Row, at: datetime, owner: str, max_attempts: int, events: Events
+) -> tuple[Row, ContinuationFailed, Events]:
+    error = LastError(
+        type="LeaseExpired",
+        message=f"attempt {row.attempts} of {max_attempts} ended without a result: the process "
+        f"holding it ({row.claimed_by}) stopped renewing its lease (crashed, hung or cut off)",
+        attempt=row.attempts,
+        at=at,
+    )
+    failed = row._changed(at, status="failed", lease_until=None, holder=None, last_error=error)
+    events.append(failed.event("failed", at, owner, error=_error(error), attempt=row.attempts))
+    refused = ContinuationFailed(
+        f"It failed: {error}. Fix the cause, then retry it (`continuations retry ID` or "
+        "store.retry) to resume it again.",
+        continuation_id=row.id,
+    )
+    return failed, refused, events
+
+
+def _error(error: LastError) -> dict[str, str]:
+    return {"type": error.type, "message": error.message}
 
 
 def heartbeat_row(
     row: Row, claim: Claim, *, lease_seconds: float, at: datetime
 ) -> tuple[Row, Claim]:
     """Extend the lease of a claim that still holds (the version does not change)."""
-    row._check_claim(claim)
+    row.check_claim(claim)
     until = at + timedelta(seconds=lease_seconds)
     return replace(row, lease_until=until), claim.model_copy(update={"lease_until": until})
 
 
 def release_row(row: Row, claim: Claim, *, at: datetime) -> tuple[Row, Events]:
-    """Give a claimed row back (``ready``); audit ``released``."""
-    row._check_claim(claim)
-    new = row._changed(at, status="ready", claim_token=None, lease_until=None)
+    """Give a claimed row back (``ready``); audit ``released``.
+
+    A release (a worker shutting down) is not a failure: the attempt does not count.
+    """
+    row.check_claim(claim)
+    new = row._changed(
+        at, status="ready", lease_until=None, holder=None, attempts=max(row.attempts - 1, 0)
+    )
     return new, [new.event("released", at, claim.owner)]
+
+
+def journal_row(row: Row, claim: Claim, event: AuditEvent) -> tuple[Row, Events]:
+    """Append ``event`` only while ``claim`` holds; the row itself does not change."""
+    row.check_claim(claim)
+    return row, [event]
+
+
+def fail_row(
+    row: Row,
+    claim: Claim,
+    error: BaseException,
+    *,
+    permanent: bool,
+    max_attempts: int,
+    retry_in: float,
+    at: datetime,
+) -> tuple[Row, Events]:
+    """End a failed attempt: ``failed`` for good, or ``ready`` after ``retry_in`` seconds."""
+    row.check_claim(claim)
+    last = LastError.of(error, attempt=row.attempts, at=at)
+    detail: dict[str, Any] = {"error": _error(last), "attempt": row.attempts}
+    if permanent or row.attempts >= max_attempts:
+        new = row._changed(
+            at, status="failed", lease_until=None, holder=None, not_before=None, last_error=last
+        )
+        return new, [new.event("failed", at, claim.owner, **detail, permanent=permanent)]
+    until = at + timedelta(seconds=retry_in) if retry_in > 0 else None
+    new = row._changed(
+        at, status="ready", lease_until=None, holder=None, not_before=until, last_error=last
+    )
+    return new, [new.event("attempt_failed", at, claim.owner, **detail, retry_at=until)]
+
+
+def retry_row(row: Row, *, by: str | None, at: datetime) -> tuple[Row, Events]:
+    """Put a failed or backing-off row back to ``ready`` now; audit ``retried`` with who."""
+    backing_off = row.status == "ready" and row.not_before is not None and row.not_before > at
+    if row.status != "failed" and not backing_off:
+        raise ConflictError(
+            f"Only a failed or backing-off continuation can be retried; this one is {row.status}.",
+            continuation_id=row.id,
+        )
+    new = row._changed(at, status="ready", attempts=0, not_before=None)
+    last = _error(row.last_error) if row.last_error is not None else None
+    return new, [new.event("retried", at, by, attempts=row.attempts, last_error=last)]
 
 
 def checkpoint_rows(
@@ -263,20 +327,34 @@ def checkpoint_rows(
     owner: str | None,
     lease_seconds: float,
     at: datetime,
+    progress: bool = True,
+    holder: str | None = None,
 ) -> tuple[Row, Row | None, Claim | None, Events]:
-    """A run's next continuation (held by ``owner``, or waiting/ready) and ``previous`` retired."""
+    """A run's next continuation (held by ``owner``, or waiting/ready) and ``previous`` retired.
+
+    The new row keeps the fencing token of ``previous`` (1 for a run's first checkpoint). A
+    held one counts as attempt 1 after ``progress``, else it keeps ``previous``'s attempts.
+    """
     events: Events = []
     retired: Row | None = None
+    fence, attempts = 0, 1
     if previous is not None:
         row, held = previous
         retired, done = complete_row(row, held, next_id=document.id, output=None, at=at)
         events.extend(done)
+        fence, attempts = held.token, (1 if progress else max(row.attempts, 1))
     if owner is None:
         new, saved = new_row(document, decisions, actor=None, at=at)
-        return new, retired, None, [*events, *saved]
+        return replace(new, fence=fence), retired, None, [*events, *saved]
     until = at + timedelta(seconds=lease_seconds)
-    claim = Claim(id=document.id, version=1, owner=owner, lease_until=until, token=token_hex(16))
-    new = Row(document, (), 1, "claimed", at, at, owner, claim.token, until)
+    claim = Claim(
+        id=document.id, version=1, owner=owner, lease_until=until, token=max(fence, 1),
+        attempt=attempts,
+    )  # fmt: skip
+    new = Row(
+        document, (), 1, "claimed", at, at, claimed_by=owner, lease_until=until,
+        fence=claim.token, attempts=attempts, holder=holder,
+    )  # fmt: skip
     events.append(
         new.event("checkpoint", at, owner, seq=document.seq, step=document.root.suspended_by)
     )
@@ -287,90 +365,10 @@ def complete_row(
     row: Row, claim: Claim, *, next_id: str | None, output: Any, at: datetime
 ) -> tuple[Row, Events]:
     """Mark a claimed row ``done``; audit ``resumed`` and, if the run ended, ``completed``."""
-    row._check_claim(claim)
-    new = row._changed(at, status="done", claim_token=None, lease_until=None)
+    row.check_claim(claim)
+    kept = jsonable(output) if next_id is None else None
+    new = row._changed(at, status="done", lease_until=None, holder=None, output=kept)
     events = [new.event("resumed", at, claim.owner, next_id=next_id)]
     if next_id is None:
         events.append(new.event("completed", at, claim.owner, output=output))
     return new, events
-
-
-T = TypeVar("T")
-Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
-
-
-class RowStore(Store):
-    """A backend whose every change reads one row, applies a rule and writes it back atomically.
-
-    The protocol's changes are defined once here; a backend implements :meth:`_transact` (and
-    the methods that create rows or read many), so every backend applies the same rules.
-    """
-
-    @abstractmethod
-    async def _transact(self, id: str, change: Change[T]) -> T:
-        """Read row ``id``, apply ``change`` at the backend's current time, write, audit."""
-
-    async def load(self, id: str) -> Continuation:
-        """See :meth:`Store.load`."""
-        return (await self.get(id)).continuation
-
-    async def decide(
-        self,
-        id: str,
-        record: DecisionRecord,
-        *,
-        expected_version: int | None = None,
-        replace: bool = False,
-    ) -> StoredContinuation:
-        """See :meth:`Store.decide`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
-            new, events = decide_row(
-                row, record, expected_version=expected_version, at=at, replace=replace
-            )
-            return new, events, new
-
-        return (await self._transact(id, change)).record()
-
-    async def claim(
-        self,
-        id: str,
-        *,
-        owner: str,
-        lease_seconds: float = 300.0,
-        expected_version: int | None = None,
-    ) -> Claim:
-        """See :meth:`Store.claim`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, claim, events = claim_row(
-                row, owner=owner, lease_seconds=lease_seconds, expected_version=expected_version,
-                at=at,
-            )  # fmt: skip
-            return new, events, claim
-
-        return await self._transact(id, change)
-
-    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
-        """See :meth:`Store.heartbeat`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Claim]:
-            new, renewed = heartbeat_row(row, claim, lease_seconds=lease_seconds, at=at)
-            return new, [], renewed
-
-        return await self._transact(claim.id, change)
-
-    async def release(self, claim: Claim) -> None:
-        """See :meth:`Store.release`."""
-        await self._transact(claim.id, lambda row, at: (*release_row(row, claim, at=at), None))
-
-    async def complete(
-        self, claim: Claim, *, next_id: str | None = None, output: Any = None
-    ) -> None:
-        """See :meth:`Store.complete`."""
-
-        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
-            new, events = complete_row(row, claim, next_id=next_id, output=output, at=at)
-            return new, events, None
-
-        await self._transact(claim.id, change)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import builtins
 import threading
+from dataclasses import replace
 from typing import Any, TypeVar
 
 from .._schema import Continuation
@@ -20,15 +21,16 @@ from ._base import (
     Status,
     StoredContinuation,
 )
+from ._owners import holder_id
+from ._rowstore import Change, RowStore
 from ._rules import (
-    Change,
     Row,
-    RowStore,
     already_saved,
     checkpoint_rows,
     new_row,
     not_found,
     recorded_event,
+    unreadable_failure,
     utcnow,
 )
 
@@ -115,22 +117,20 @@ class MemoryStore(RowStore):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """See :meth:`Store.checkpoint`."""
         document = Continuation.from_json(cont.model_copy(update={"decisions": ()}).to_json())
+        holder = holder_id()
         with self._lock:
             self._check_open()
             if cont.id in self._rows:
                 raise already_saved(cont.id)
             held = (self._row(previous.id), previous) if previous is not None else None
             new, retired, claim, events = checkpoint_rows(
-                document,
-                cont.decisions,
-                held,
-                owner=owner,
-                lease_seconds=lease_seconds,
-                at=utcnow(),
-            )
+                document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
+                at=utcnow(), progress=progress, holder=holder,
+            )  # fmt: skip
             if retired is not None:
                 self._rows[retired.id] = retired
             self._rows[new.id] = new
@@ -138,22 +138,40 @@ class MemoryStore(RowStore):
             self._events.extend(events)
         return claim
 
-    async def record(
+    async def _append(
         self,
         run_id: str,
         kind: AuditKind,
         *,
-        continuation_id: str = "",
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
+        continuation_id: str,
+        actor: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
-        """See :meth:`Store.record`."""
         event = recorded_event(
             run_id, kind, at=utcnow(), continuation_id=continuation_id, actor=actor, detail=detail
         )
         with self._lock:
             self._check_open()
             self._events.append(event)
+
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable` (rows here are always readable; kept for parity)."""
+        with self._lock:
+            row = self._row(id)
+            if row.status in ("done", "failed"):
+                return False
+            at = utcnow()
+            last, event = unreadable_failure(
+                id, row.document.run_id, error, attempts=row.attempts, actor=actor, at=at
+            )
+            self._rows[id] = replace(
+                row, status="failed", version=row.version + 1, updated_at=at, lease_until=None,
+                holder=None, not_before=None, last_error=last,
+            )  # fmt: skip
+            self._events.append(event)
+        return True
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

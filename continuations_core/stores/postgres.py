@@ -28,23 +28,28 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from . import _postgres_sql as q
 from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
+    LastError,
     Status,
     StoredContinuation,
 )
+from ._owners import holder_id
+from ._rowstore import Change, RowStore
 from ._rules import (
-    Change,
     Events,
     Row,
-    RowStore,
     already_saved,
     checkpoint_rows,
+    jsonable,
     new_row,
     not_found,
+    readable,
     recorded_event,
+    unreadable_failure,
 )
 from ._urls import redact, scrub
 
@@ -57,51 +62,20 @@ try:
 except ImportError as exc:
     raise MissingExtra(exc.name or "psycopg", "postgres") from exc
 
-__all__ = ["MIGRATIONS", "PostgresStore", "from_url"]
+__all__ = ["LOCK_TIMEOUT_SECONDS", "MIGRATIONS", "PostgresStore", "from_url"]
 
 T = TypeVar("T")
 Connection: TypeAlias = "psycopg.AsyncConnection[Any]"
 Pool: TypeAlias = "AsyncConnectionPool[Any]"
 
-# MIGRATIONS[n - 1] upgrades the schema to version n; ``{s}`` is the quoted schema name.
-# Append only; never edit a shipped one.
-MIGRATIONS: tuple[LiteralString, ...] = (
-    """CREATE TABLE {s}.continuations (
-        id TEXT PRIMARY KEY, pos BIGINT GENERATED ALWAYS AS IDENTITY,
-        run_id TEXT NOT NULL, seq INTEGER NOT NULL, version INTEGER NOT NULL,
-        status TEXT NOT NULL CHECK (status IN ('waiting', 'ready', 'claimed', 'done')),
-        created_at TIMESTAMPTZ NOT NULL, updated_at TIMESTAMPTZ NOT NULL,
-        claimed_by TEXT, claim_token TEXT, lease_until TIMESTAMPTZ,
-        document TEXT NOT NULL, decisions TEXT NOT NULL DEFAULT '[]');
-    CREATE INDEX continuations_status ON {s}.continuations (status, created_at);
-    CREATE INDEX continuations_run ON {s}.continuations (run_id, created_at);
-    CREATE INDEX continuations_claimable ON {s}.continuations (updated_at)
-        WHERE status IN ('ready', 'claimed');
-    CREATE TABLE {s}.audit (
-        seq BIGSERIAL PRIMARY KEY, run_id TEXT NOT NULL, continuation_id TEXT NOT NULL,
-        kind TEXT NOT NULL, at TIMESTAMPTZ NOT NULL, actor TEXT, detail TEXT NOT NULL);
-    CREATE INDEX audit_run ON {s}.audit (run_id, seq)""",
-)
+MIGRATIONS = q.MIGRATIONS  # the schema's history: see ``_postgres_sql``
 
-_BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
-    CREATE TABLE IF NOT EXISTS {s}.schema_migrations (
-        version INTEGER PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT clock_timestamp())"""
-_COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, updated_at,
-    claimed_by, claim_token, lease_until, document, decisions"""
-_READ: LiteralString = f"SELECT {_COLUMNS} FROM {{s}}.continuations WHERE id = %s"
-_INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({_COLUMNS})
-    VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (id) DO NOTHING"""
-_UPDATE: LiteralString = """UPDATE {s}.continuations SET version = %s, status = %s,
-    updated_at = %s, claimed_by = %s, claim_token = %s, lease_until = %s, decisions = %s
-    WHERE id = %s AND version = %s"""
-_AUDIT: LiteralString = """INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor,
-    detail) VALUES (%s, %s, %s, %s, %s, %s)"""
-_CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations WHERE status = 'ready'
-    OR (status = 'claimed' AND lease_until <= clock_timestamp())
-    ORDER BY updated_at, pos LIMIT %s FOR UPDATE SKIP LOCKED"""
 # The channel "<schema>_ready" must fit Postgres's 63-byte identifier limit too.
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,56}")
 _POOL_MAX = 10
+#: A statement waiting longer than this for a lock fails (as ``StoreUnavailable``, retried)
+#: rather than hang: the holder may be a process paused mid-transaction.
+LOCK_TIMEOUT_SECONDS = 5
 
 
 def from_url(url: str) -> PostgresStore:
@@ -189,12 +163,16 @@ class PostgresStore(RowStore):
                 if self._url is not None:
                     # Migrate on a direct connection first: an unreachable server then fails
                     # at once with the driver's reason, rather than as a pool timeout.
-                    conn = await psycopg.AsyncConnection.connect(self._url, autocommit=True)
+                    options = _bounded_lock_waits(self._url)
+                    conn = await psycopg.AsyncConnection.connect(
+                        self._url, autocommit=True, options=options
+                    )
                     async with conn:
                         await self._migrate(conn)
                     pool: Pool = AsyncConnectionPool(
                         self._url, min_size=1, max_size=_POOL_MAX, open=False,
-                        kwargs={"autocommit": True}, name=f"continuations-{self.schema}",
+                        kwargs={"autocommit": True, "options": options},
+                        name=f"continuations-{self.schema}",
                     )  # fmt: skip
                     await pool.open(wait=False)
                     self._pool = pool
@@ -226,11 +204,13 @@ class PostgresStore(RowStore):
             raise self._unavailable(exc) from self._cause(exc)
 
     async def _migrate(self, conn: Connection) -> None:
+        if await self._applied(conn) == len(MIGRATIONS):
+            return  # the usual case: no lock, so a process paused while starting blocks no one
         key = hashlib.blake2b(f"agent-continuations:{self.schema}".encode(), digest_size=8)
         async with conn.transaction():
             lock_id = int.from_bytes(key.digest(), "big", signed=True)
             await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock_id,))
-            await conn.execute(self._q(_BOOTSTRAP))
+            await conn.execute(self._q(q.BOOTSTRAP))
             cur = await conn.execute(self._q("SELECT MAX(version) FROM {s}.schema_migrations"))
             current = int((await cur.fetchone() or (0,))[0] or 0)
             if current > len(MIGRATIONS):
@@ -243,9 +223,19 @@ class PostgresStore(RowStore):
                 insert = "INSERT INTO {s}.schema_migrations (version) VALUES (%s)"
                 await conn.execute(self._q(insert), (version,))
 
+    async def _applied(self, conn: Connection) -> int:
+        """The schema's migration version, read without locking (0 if it does not exist)."""
+        async with conn.transaction():
+            table = f"{sql.Identifier(self.schema).as_string(conn)}.schema_migrations"
+            cur = await conn.execute("SELECT to_regclass(%s)", (table,))
+            if (await cur.fetchone() or (None,))[0] is None:
+                return 0
+            cur = await conn.execute(self._q("SELECT MAX(version) FROM {s}.schema_migrations"))
+            return int((await cur.fetchone() or (0,))[0] or 0)
+
     async def _read(self, conn: Connection, id: str, *, lock: bool) -> Row:
         async with conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(self._q(_READ + (" FOR UPDATE" if lock else "")), (id,))
+            await cur.execute(self._q(q.READ + (" FOR UPDATE" if lock else "")), (id,))
             found = await cur.fetchone()
         if found is None:
             raise not_found(id)
@@ -255,29 +245,26 @@ class PostgresStore(RowStore):
         """Append the audit events, and wake workers if the row is now ready."""
         async with conn.cursor() as cur:
             await cur.executemany(
-                self._q(_AUDIT),
+                self._q(q.AUDIT),
                 [(e.run_id, e.continuation_id, e.kind, e.at, e.actor, json.dumps(e.detail))
                  for e in events],
             )  # fmt: skip
-        if row is not None and row.status == "ready":
+        if row is not None and row.status == "ready" and row.not_before is None:
             await conn.execute("SELECT pg_notify(%s, %s)", (self.channel, row.id))
 
     async def _update(self, conn: Connection, new: Row, old_version: int) -> None:
-        cur = await conn.execute(
-            self._q(_UPDATE),
-            (new.version, new.status, new.updated_at, new.claimed_by, new.claim_token,
-             new.lease_until, _dump(new.decisions), new.id, old_version),
-        )  # fmt: skip
+        cur = await conn.execute(self._q(q.UPDATE), (*_values(new), new.id, old_version))
         if cur.rowcount != 1:  # cannot happen under the row lock; refuse rather than guess
             raise ConflictError("The record changed during the update.", continuation_id=new.id)
 
     async def _insert(self, conn: Connection, new: Row, text: str) -> None:
         doc = new.document
+        (version, status, updated, claimed_by, lease, decisions, fence, attempts, not_before,
+         error, holder, output) = _values(new)  # fmt: skip
         cur = await conn.execute(
-            self._q(_INSERT),
-            (doc.id, doc.run_id, doc.seq, new.version, new.status, new.created_at,
-             new.updated_at, new.claimed_by, new.claim_token, new.lease_until, text,
-             _dump(new.decisions)),
+            self._q(q.INSERT),
+            (doc.id, doc.run_id, doc.seq, version, status, new.created_at, updated, claimed_by,
+             lease, text, decisions, fence, attempts, not_before, error, holder, output),
         )  # fmt: skip
         if cur.rowcount != 1:
             raise already_saved(doc.id)
@@ -287,8 +274,9 @@ class PostgresStore(RowStore):
         async with self._tx() as conn:
             old = await self._read(conn, id, lock=True)
             new, events, result = change(old, await _clock(conn))
-            await self._update(conn, new, old.version)
-            await self._record(conn, new, events)
+            if new is not old:
+                await self._update(conn, new, old.version)
+            await self._record(conn, new if new is not old else None, events)
             return result
 
     # -- the protocol -----------------------------------------------------------------------
@@ -315,7 +303,7 @@ class PostgresStore(RowStore):
         filters = {k: v for k, v in (("status", status), ("run_id", run_id)) if v is not None}
         where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in filters)
         query = sql.SQL("SELECT {} FROM {}.continuations {} ").format(
-            sql.SQL(_COLUMNS),
+            sql.SQL(q.COLUMNS),
             self._ident,
             sql.SQL("WHERE {}").format(where) if filters else sql.SQL(""),
         )
@@ -331,10 +319,12 @@ class PostgresStore(RowStore):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """See :meth:`Store.checkpoint`. One transaction; the lease runs on the DB clock."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)
+        holder = holder_id()
         async with self._tx() as conn:
             exists = "SELECT 1 FROM {s}.continuations WHERE id = %s"
             if await (await conn.execute(self._q(exists), (cont.id,))).fetchone():
@@ -343,7 +333,7 @@ class PostgresStore(RowStore):
             held = None if old is None or previous is None else (old, previous)
             new, retired, claim, events = checkpoint_rows(
                 document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
-                at=await _clock(conn),
+                at=await _clock(conn), progress=progress, holder=holder,
             )  # fmt: skip
             if retired is not None and old is not None:
                 await self._update(conn, retired, old.version)
@@ -351,22 +341,42 @@ class PostgresStore(RowStore):
             await self._record(conn, new, events)
         return claim
 
-    async def record(
+    async def _append(
         self,
         run_id: str,
         kind: AuditKind,
         *,
-        continuation_id: str = "",
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
+        continuation_id: str,
+        actor: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
-        """See :meth:`Store.record`. Stamped with the database's clock."""
+        """Append one event outside any claim, stamped with the database's clock."""
         async with self._tx() as conn:
             event = recorded_event(
                 run_id, kind, at=await _clock(conn), continuation_id=continuation_id,
                 actor=actor, detail=detail,
             )  # fmt: skip
             await self._record(conn, None, [event])
+
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`."""
+        async with self._tx() as conn:
+            found = await (await conn.execute(self._q(q.READ_RAW), (id,))).fetchone()
+            if found is None:
+                raise not_found(id)
+            run_id, status, version, attempts = found
+            if status in ("done", "failed"):
+                return False
+            at = await _clock(conn)
+            last, event = unreadable_failure(
+                id, run_id, error, attempts=attempts, actor=actor, at=at
+            )
+            params = (version + 1, at, last.model_dump_json(), id, version)
+            await conn.execute(self._q(q.FAIL_UNREADABLE), params)
+            await self._record(conn, None, [event])
+        return True
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
@@ -382,15 +392,15 @@ class PostgresStore(RowStore):
 
     # -- for workers --------------------------------------------------------------------------
 
-    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
-        """Ids a worker may claim now: ``ready``, or ``claimed`` with an expired lease.
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """See :meth:`Store.claimable`; times are the database's.
 
         Longest unchanged first; rows another transaction holds locked (being claimed now) are
         skipped. This only reads: :meth:`claim` is the atomic step and may still raise
         ``AlreadyClaimed`` when another worker got there first.
         """
         async with self._tx() as conn:
-            cur = await conn.execute(self._q(_CLAIMABLE), (max(int(limit), 0),))
+            cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
@@ -468,6 +478,10 @@ def _utc(value: datetime) -> datetime:
 
 
 def _row(r: dict[str, Any]) -> Row:
+    return readable(r["id"], lambda: _parse(r))
+
+
+def _parse(r: dict[str, Any]) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
         decisions=load_records(r["decisions"], continuation_id=r["id"]),
@@ -476,13 +490,37 @@ def _row(r: dict[str, Any]) -> Row:
         created_at=_utc(r["created_at"]),
         updated_at=_utc(r["updated_at"]),
         claimed_by=r["claimed_by"],
-        claim_token=r["claim_token"],
         lease_until=_utc(r["lease_until"]) if r["lease_until"] else None,
+        fence=r["fence"],
+        attempts=r["attempts"],
+        not_before=_utc(r["not_before"]) if r["not_before"] else None,
+        last_error=LastError.model_validate_json(r["last_error"]) if r["last_error"] else None,
+        holder=r["holder"],
+        output=json.loads(r["output"]) if r["output"] is not None else None,
     )
+
+
+def _values(new: Row) -> tuple[Any, ...]:
+    """The mutable columns, in the order ``q.UPDATE`` names them."""
+    error = new.last_error.model_dump_json() if new.last_error is not None else None
+    output = json.dumps(jsonable(new.output)) if new.output is not None else None
+    return (new.version, new.status, new.updated_at, new.claimed_by, new.lease_until,
+            _dump(new.decisions), new.fence, new.attempts, new.not_before, error, new.holder,
+            output)  # fmt: skip
 
 
 def _dump(records: tuple[DecisionRecord, ...]) -> str:
     return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
+
+
+def _bounded_lock_waits(url: str) -> str:
+    """The libpq ``options`` that bound lock waits, keeping any the URL carries."""
+    try:
+        options = conninfo_to_dict(url).get("options") or ""
+    except psycopg.Error:
+        options = ""
+    timeout = f"-c lock_timeout={LOCK_TIMEOUT_SECONDS * 1000}"
+    return f"{options} {timeout}".strip()
 
 
 def _describe(conninfo: object) -> str:

@@ -7,10 +7,15 @@ Keys live under one prefix (``continuations`` by default)::
     <prefix>:status:<status>    the same, per status
     <prefix>:run:<run_id>       the same, per run
     <prefix>:queue              ready and claimed ids, by last change (for claimable)
-    <prefix>:leases             claimed ids, by lease end
+    <prefix>:leases             claimed ids by lease end, and backing-off ready ids by the
+                                time they may be claimed again
+    <prefix>:owner:<owner>      claimed ids held under that owner name (layout 2)
     <prefix>:audit:<run_id>     list of the run's audit events, in order
     <prefix>:layout             the key layout's version
     <prefix>:ready              pub/sub channel: ids that became ready
+
+Layout 2 added the owner index and the record fields ``fence``, ``attempts``, ``not_before``,
+``last_error``, ``holder`` and ``output``; opening layout-1 keys migrates them in place.
 
 Every change is an optimistic transaction: ``WATCH`` the records, read them, apply the shared
 rules of :mod:`._base` at the server's clock, and write records, indexes and audit in one
@@ -24,14 +29,14 @@ import asyncio
 import builtins
 import contextlib
 import json
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeVar, cast
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from .._decisions import load_records
-from .._schema import Continuation, DecisionRecord
+from .._schema import Continuation
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from . import _redis_codec as codec
 from ._base import (
     AuditEvent,
     AuditKind,
@@ -39,16 +44,18 @@ from ._base import (
     Status,
     StoredContinuation,
 )
+from ._owners import holder_id
+from ._rowstore import Change, RowStore
 from ._rules import (
-    Change,
     Events,
     Row,
-    RowStore,
     already_saved,
     checkpoint_rows,
+    jsonable,
     new_row,
     not_found,
     recorded_event,
+    unreadable_failure,
 )
 from ._urls import redact, scrub
 
@@ -65,8 +72,7 @@ T = TypeVar("T")
 Changes: TypeAlias = list[tuple[Row | None, Row]]  # (before, after); before None: a new record
 Plan: TypeAlias = Callable[[list[Row | None], datetime], tuple[Changes, Events, T]]
 
-LAYOUT_VERSION = 1  # bump with a migration when the key layout changes
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+LAYOUT_VERSION = 2  # bump with a migration in _LAYOUT_MIGRATIONS when the key layout changes
 _ATTEMPTS = 1000  # optimistic retries; each failed one means another writer succeeded
 _WAKE_UPS = 1000  # at most this many ids per wait_ready call
 
@@ -150,13 +156,33 @@ class RedisStore(RowStore):
             with self._guard():
                 await self._client.set(self._k("layout"), LAYOUT_VERSION, nx=True)
                 layout = int(await self._client.get(self._k("layout")) or 0)
-            if layout > LAYOUT_VERSION:
-                raise ConfigurationError(
-                    f"The keys under {self.prefix!r} use layout {layout}, newer than this "
-                    f"package knows ({LAYOUT_VERSION}). Upgrade agent-continuations."
-                )
+                if layout > LAYOUT_VERSION:
+                    raise ConfigurationError(
+                        f"The keys under {self.prefix!r} use layout {layout}, newer than this "
+                        f"package knows ({LAYOUT_VERSION}). Upgrade agent-continuations."
+                    )
+                for version in range(layout, LAYOUT_VERSION):
+                    await _LAYOUT_MIGRATIONS[version](self)
+                    await self._client.set(self._k("layout"), version + 1)
             self._checked = True
         return self._client
+
+    async def _layout_1_to_2(self) -> None:
+        """Index claims by owner; records without the new fields read them as defaults.
+
+        Idempotent, so processes opening the keys together may both run it.
+        """
+        claimed: builtins.list[Any] = await self._client.zrange(self._k("status", "claimed"), 0, -1)
+        ids = [codec.text(id) for id in claimed]
+        async with self._client.pipeline(transaction=False) as pipe:
+            for id in ids:
+                pipe.hget(self._k("c", id), "claimed_by")
+            owners = await pipe.execute()
+        async with self._client.pipeline(transaction=False) as pipe:
+            for id, owner in zip(ids, owners, strict=True):
+                if owner is not None:
+                    pipe.zadd(self._k("owner", codec.text(owner)), {id: 0})
+            await pipe.execute()
 
     async def _atomic(self, ids: Sequence[str], plan: Plan[T], *, text: str = "") -> T:
         """WATCH the records and read them, plan at server time, write it all in one MULTI."""
@@ -166,11 +192,14 @@ class RedisStore(RowStore):
             for _ in range(_ATTEMPTS):
                 async with client.pipeline(transaction=True) as pipe:
                     await pipe.watch(*keys)
-                    rows = [_row(data) if (data := await pipe.hgetall(k)) else None for k in keys]
-                    changes, events, result = plan(rows, _from_time(await pipe.time()))
+                    rows = [
+                        codec.row(data) if (data := await pipe.hgetall(k)) else None for k in keys
+                    ]
+                    changes, events, result = plan(rows, codec.from_time(await pipe.time()))
                     pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
                     for old, new in changes:
-                        self._write(pipe, old, new, text)
+                        if new is not old:  # a journal write leaves its row unchanged
+                            self._write(pipe, old, new, text)
                     for event in events:
                         pipe.rpush(self._k("audit", event.run_id), event.model_dump_json())
                     try:
@@ -192,15 +221,19 @@ class RedisStore(RowStore):
         return await self._atomic([id], plan)
 
     def _write(self, pipe: Pipeline, old: Row | None, new: Row, text: str) -> None:
-        id, run_id, score = new.id, new.document.run_id, _micros(new.created_at)
+        id, run_id, score = new.id, new.document.run_id, codec.micros(new.created_at)
+        error = new.last_error.model_dump_json() if new.last_error is not None else None
+        output = json.dumps(jsonable(new.output)) if new.output is not None else None
         values: dict[str, str | int | None] = {
-            "version": new.version, "status": new.status, "updated_at": _ts(new.updated_at),
-            "claimed_by": new.claimed_by, "claim_token": new.claim_token,
-            "lease_until": _ts(new.lease_until), "decisions": _dump(new.decisions),
+            "version": new.version, "status": new.status, "updated_at": codec.ts(new.updated_at),
+            "claimed_by": new.claimed_by, "claim_token": None,
+            "lease_until": codec.ts(new.lease_until), "decisions": codec.dump(new.decisions),
+            "fence": new.fence, "attempts": new.attempts, "not_before": codec.ts(new.not_before),
+            "last_error": error, "holder": new.holder, "output": output,
         }  # fmt: skip
         if old is None:
             values.update(id=id, run_id=run_id, seq=new.document.seq, document=text)
-            values["created_at"] = _ts(new.created_at)
+            values["created_at"] = codec.ts(new.created_at)
             pipe.zadd(self._k("all"), {id: score})
             pipe.zadd(self._k("run", run_id), {id: score})
         pipe.hset(self._k("c", id), mapping={k: v for k, v in values.items() if v is not None})
@@ -210,14 +243,20 @@ class RedisStore(RowStore):
             pipe.zrem(self._k("status", old.status), id)
         pipe.zadd(self._k("status", new.status), {id: score})
         if new.status in ("ready", "claimed"):
-            pipe.zadd(self._k("queue"), {id: _micros(new.updated_at)})
+            pipe.zadd(self._k("queue"), {id: codec.micros(new.updated_at)})
         else:
             pipe.zrem(self._k("queue"), id)
         if new.status == "claimed" and new.lease_until is not None:
-            pipe.zadd(self._k("leases"), {id: _micros(new.lease_until)})
+            pipe.zadd(self._k("leases"), {id: codec.micros(new.lease_until)})
+        elif new.status == "ready" and new.not_before is not None:
+            pipe.zadd(self._k("leases"), {id: codec.micros(new.not_before)})
         else:
             pipe.zrem(self._k("leases"), id)
-        if new.status == "ready":
+        if old is not None and old.status == "claimed" and old.claimed_by is not None:
+            pipe.zrem(self._k("owner", old.claimed_by), id)
+        if new.status == "claimed" and new.claimed_by is not None:
+            pipe.zadd(self._k("owner", new.claimed_by), {id: score})
+        if new.status == "ready" and new.not_before is None:
             pipe.publish(self.channel, id)
 
     # -- the protocol -----------------------------------------------------------------------
@@ -242,7 +281,7 @@ class RedisStore(RowStore):
             data = await client.hgetall(self._k("c", id))
         if not data:
             raise not_found(id)
-        return _row(data).record()
+        return codec.row(data).record()
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -262,8 +301,8 @@ class RedisStore(RowStore):
                     break
                 async with client.pipeline(transaction=False) as pipe:
                     for id in ids:
-                        pipe.hgetall(self._k("c", _text(id)))
-                    rows = [_row(data) for data in await pipe.execute() if data]
+                        pipe.hgetall(self._k("c", codec.text(id)))
+                    rows = [codec.row(data) for data in await pipe.execute() if data]
                 # The index and the records are read apart: filter on the records themselves.
                 found += [r for r in rows if status is None or r.status == status]
                 start += page
@@ -276,10 +315,12 @@ class RedisStore(RowStore):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """See :meth:`Store.checkpoint`. One transaction; the lease runs on the server clock."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)
+        holder = holder_id()
 
         def plan(rows: builtins.list[Row | None], at: datetime) -> tuple[Changes, Events, Any]:
             if rows[0] is not None:
@@ -289,8 +330,9 @@ class RedisStore(RowStore):
                 raise not_found(previous.id)
             held = (old, previous) if old is not None and previous is not None else None
             new, retired, claim, events = checkpoint_rows(
-                document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds, at=at
-            )
+                document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds, at=at,
+                progress=progress, holder=holder,
+            )  # fmt: skip
             changes: Changes = [(old, retired)] if retired is not None else []
             return [*changes, (None, new)], events, claim
 
@@ -298,23 +340,68 @@ class RedisStore(RowStore):
         claim: Claim | None = await self._atomic(ids, plan, text=text)
         return claim
 
-    async def record(
+    async def _append(
         self,
         run_id: str,
         kind: AuditKind,
         *,
-        continuation_id: str = "",
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
+        continuation_id: str,
+        actor: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
-        """See :meth:`Store.record`. Stamped with the server's clock."""
+        """Append one event outside any claim, stamped with the server's clock."""
         client = await self._open()
         with self._guard():
             event = recorded_event(
-                run_id, kind, at=_from_time(await client.time()),
+                run_id, kind, at=codec.from_time(await client.time()),
                 continuation_id=continuation_id, actor=actor, detail=detail,
             )  # fmt: skip
             await client.rpush(self._k("audit", run_id), event.model_dump_json())
+
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`. The record's fields are read raw, never parsed."""
+        client = await self._open()
+        key = self._k("c", id)
+        fields = ("run_id", "status", "version", "attempts", "created_at", "claimed_by")
+        with self._guard():
+            for _ in range(_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key)
+                    values = await pipe.hmget(key, list(fields))
+                    raw = dict(zip(fields, [codec.text(v) if v is not None else None for v in values],
+                                   strict=True))  # fmt: skip
+                    if raw["status"] is None or raw["run_id"] is None:
+                        raise not_found(id)
+                    if raw["status"] in ("done", "failed"):
+                        return False
+                    at = codec.from_time(await pipe.time())
+                    last, event = unreadable_failure(
+                        id, raw["run_id"], error, attempts=int(raw["attempts"] or 0), actor=actor,
+                        at=at,
+                    )  # fmt: skip
+                    created = raw["created_at"]
+                    score = codec.micros(datetime.fromisoformat(created) if created else at)
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    pipe.hset(key, mapping={
+                        "status": "failed", "version": int(raw["version"] or 0) + 1,
+                        "updated_at": codec.ts(at) or "", "last_error": last.model_dump_json(),
+                    })  # fmt: skip
+                    pipe.hdel(key, "lease_until", "holder", "not_before")
+                    pipe.zrem(self._k("status", raw["status"]), id)
+                    pipe.zadd(self._k("status", "failed"), {id: score})
+                    pipe.zrem(self._k("queue"), id)
+                    pipe.zrem(self._k("leases"), id)
+                    if raw["claimed_by"] is not None:
+                        pipe.zrem(self._k("owner", raw["claimed_by"]), id)
+                    pipe.rpush(self._k("audit", raw["run_id"]), event.model_dump_json())
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    return True
+        raise ConflictError(f"Gave up after {_ATTEMPTS} conflicting writes.", continuation_id=id)
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
@@ -325,26 +412,33 @@ class RedisStore(RowStore):
 
     # -- for workers --------------------------------------------------------------------------
 
-    async def claimable(self, *, limit: int = 10) -> builtins.list[str]:
-        """Ids a worker may claim now: ``ready``, or ``claimed`` with an expired lease.
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """See :meth:`Store.claimable`; times are the server's.
 
-        Longest unchanged first. This only reads: :meth:`claim` is the atomic step and may
-        still raise ``AlreadyClaimed`` when another worker got there first.
+        An owner's own claims first, then longest unchanged first. This only reads:
+        :meth:`claim` is the atomic step and may still raise ``AlreadyClaimed`` when another
+        worker got there first.
         """
         client = await self._open()
         found: builtins.list[str] = []
         start, page = 0, max(limit, 16)
         with self._guard():
-            now = _micros(_from_time(await client.time()))
+            if owner is not None:
+                held: builtins.list[Any] = await client.zrange(
+                    self._k("owner", owner), 0, limit - 1
+                )
+                found += [codec.text(id) for id in held]
+            now = codec.micros(codec.from_time(await client.time()))
             while len(found) < limit:
                 queue: builtins.list[Any] = await client.zrange(
                     self._k("queue"), start, start + page - 1
                 )
                 if not queue:
                     break
-                ids = [_text(id) for id in queue]
+                ids = [codec.text(id) for id in queue]
                 leases = await client.zmscore(self._k("leases"), ids)
                 found += [id for id, lease in zip(ids, leases, strict=True) if (lease or 0) <= now]
+                found = list(dict.fromkeys(found))  # an owner's expired claim is listed twice
                 start += page
         return found[: max(limit, 0)]
 
@@ -370,7 +464,7 @@ class RedisStore(RowStore):
                     # Once one id arrived, only take what is already there.
                     message = await self._pubsub.get_message(timeout=0.0 if ids else remaining)
                     if message is not None and message["type"] == "message":
-                        ids.append(_text(message["data"]))
+                        ids.append(codec.text(message["data"]))
                     elif ids or remaining <= 0:
                         break
         return list(dict.fromkeys(ids))
@@ -389,40 +483,6 @@ class RedisStore(RowStore):
                     await self._client.aclose()
 
 
-def _text(value: bytes | str) -> str:
-    # Works with clients made with or without decode_responses.
-    return value.decode() if isinstance(value, bytes) else value
-
-
-def _ts(value: datetime | None) -> str | None:
-    return value.isoformat(timespec="microseconds") if value is not None else None
-
-
-def _micros(value: datetime) -> int:
-    # Whole microseconds since the epoch are exact as Redis scores (doubles) until 2255.
-    return (value - _EPOCH) // timedelta(microseconds=1)
-
-
-def _from_time(value: tuple[int, int]) -> datetime:
-    seconds, micros = value
-    return _EPOCH + timedelta(seconds=int(seconds), microseconds=int(micros))
-
-
-def _row(data: Mapping[bytes | str, bytes | str]) -> Row:
-    r = {_text(k): _text(v) for k, v in data.items()}
-    lease = r.get("lease_until")
-    return Row(
-        document=Continuation.from_json(r["document"]),
-        decisions=load_records(r["decisions"], continuation_id=r.get("id")),
-        version=int(r["version"]),
-        status=cast(Status, r["status"]),
-        created_at=datetime.fromisoformat(r["created_at"]),
-        updated_at=datetime.fromisoformat(r["updated_at"]),
-        claimed_by=r.get("claimed_by"),
-        claim_token=r.get("claim_token"),
-        lease_until=datetime.fromisoformat(lease) if lease else None,
-    )
-
-
-def _dump(records: tuple[DecisionRecord, ...]) -> str:
-    return json.dumps([r.model_dump(mode="json") for r in records], ensure_ascii=False)
+_LAYOUT_MIGRATIONS: dict[int, Callable[[RedisStore], Awaitable[None]]] = {
+    1: RedisStore._layout_1_to_2,
+}

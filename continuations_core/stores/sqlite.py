@@ -8,6 +8,8 @@ worker thread on one connection guarded by a lock, so the event loop never block
 The signed document is stored as the exact text the continuation serializes to (without its
 decisions) and loaded from that text, so the signature covers exactly the stored bytes.
 Schema changes are an ordered list of migrations, recorded in ``schema_migrations``.
+Migration 2 (fencing tokens, attempts, the ``failed`` status, last errors, outputs) rebuilds
+the table, since SQLite cannot change a CHECK constraint in place; rows keep their order.
 """
 
 from __future__ import annotations
@@ -31,18 +33,22 @@ from ._base import (
     AuditEvent,
     AuditKind,
     Claim,
+    LastError,
     Status,
     StoredContinuation,
 )
+from ._owners import holder_id
+from ._rowstore import Change, RowStore
 from ._rules import (
-    Change,
     Row,
-    RowStore,
     already_saved,
     checkpoint_rows,
+    jsonable,
     new_row,
     not_found,
+    readable,
     recorded_event,
+    unreadable_failure,
     utcnow,
 )
 from ._urls import redact
@@ -69,12 +75,33 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             actor TEXT, detail TEXT NOT NULL)""",
         "CREATE INDEX audit_run ON audit (run_id, seq)",
     ),
+    (
+        """CREATE TABLE continuations_v2 (
+            id TEXT PRIMARY KEY, run_id TEXT NOT NULL, seq INTEGER NOT NULL,
+            version INTEGER NOT NULL,
+            status TEXT NOT NULL
+                CHECK (status IN ('waiting', 'ready', 'claimed', 'done', 'failed')),
+            created_at TEXT NOT NULL, updated_at TEXT NOT NULL,
+            claimed_by TEXT, claim_token TEXT, lease_until TEXT,
+            document TEXT NOT NULL, decisions TEXT NOT NULL DEFAULT '[]',
+            fence INTEGER NOT NULL DEFAULT 0, attempts INTEGER NOT NULL DEFAULT 0,
+            not_before TEXT, last_error TEXT, holder TEXT, output TEXT)""",
+        """INSERT INTO continuations_v2 (id, run_id, seq, version, status, created_at,
+            updated_at, claimed_by, claim_token, lease_until, document, decisions)
+            SELECT id, run_id, seq, version, status, created_at, updated_at, claimed_by,
+            claim_token, lease_until, document, decisions FROM continuations ORDER BY rowid""",
+        "DROP TABLE continuations",
+        "ALTER TABLE continuations_v2 RENAME TO continuations",
+        "CREATE INDEX continuations_status ON continuations (status, created_at)",
+        "CREATE INDEX continuations_run ON continuations (run_id, created_at)",
+    ),
 )
 
 _COLUMNS = (
-    "id, run_id, seq, version, status, created_at, updated_at, claimed_by, claim_token, "
-    "lease_until, document, decisions"
+    "id, run_id, seq, version, status, created_at, updated_at, claimed_by, lease_until, "
+    "document, decisions, fence, attempts, not_before, last_error, holder, output"
 )
+_MARKS = ", ".join("?" * len(_COLUMNS.split(",")))
 
 
 def _ts(value: datetime | None) -> str | None:
@@ -209,7 +236,8 @@ class SQLiteStore(RowStore):
             with _immediate(conn):
                 old = _read(conn, id)
                 new, events, result = change(old, utcnow())
-                _write(conn, new, old.version)
+                if new is not old:
+                    _write(conn, new, old.version)
                 _audit(conn, events)
                 return result
 
@@ -228,12 +256,7 @@ class SQLiteStore(RowStore):
                 if conn.execute("SELECT 1 FROM continuations WHERE id = ?", (cont.id,)).fetchone():
                     raise already_saved(cont.id)
                 row, events = new_row(document, cont.decisions, actor=actor, at=utcnow())
-                conn.execute(
-                    f"INSERT INTO continuations ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, NULL, NULL, NULL, ?, ?)",
-                    (cont.id, cont.run_id, cont.seq, row.version, row.status, _ts(row.created_at),
-                     _ts(row.updated_at), text, _dump(row.decisions)),
-                )  # fmt: skip
+                _insert(conn, row, text)
                 _audit(conn, events)
                 return row
 
@@ -264,10 +287,12 @@ class SQLiteStore(RowStore):
         previous: Claim | None = None,
         owner: str | None = None,
         lease_seconds: float = 30.0,
+        progress: bool = True,
     ) -> Claim | None:
         """See :meth:`Store.checkpoint`."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)
+        holder = holder_id()
 
         def run(conn: sqlite3.Connection) -> Claim | None:
             with _immediate(conn):
@@ -277,32 +302,25 @@ class SQLiteStore(RowStore):
                 held = (old, previous) if old is not None and previous is not None else None
                 new, retired, claim, events = checkpoint_rows(
                     document, cont.decisions, held, owner=owner, lease_seconds=lease_seconds,
-                    at=utcnow(),
+                    at=utcnow(), progress=progress, holder=holder,
                 )  # fmt: skip
                 if retired is not None and old is not None:
                     _write(conn, retired, old.version)
-                conn.execute(
-                    f"INSERT INTO continuations ({_COLUMNS}) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (cont.id, cont.run_id, cont.seq, new.version, new.status, _ts(new.created_at),
-                     _ts(new.updated_at), new.claimed_by, new.claim_token, _ts(new.lease_until),
-                     text, _dump(new.decisions)),
-                )  # fmt: skip
+                _insert(conn, new, text)
                 _audit(conn, events)
                 return claim
 
         return await self._call(run)
 
-    async def record(
+    async def _append(
         self,
         run_id: str,
         kind: AuditKind,
         *,
-        continuation_id: str = "",
-        actor: str | None = None,
-        detail: dict[str, Any] | None = None,
+        continuation_id: str,
+        actor: str | None,
+        detail: dict[str, Any] | None,
     ) -> None:
-        """See :meth:`Store.record`."""
         event = recorded_event(
             run_id, kind, at=utcnow(), continuation_id=continuation_id, actor=actor, detail=detail
         )
@@ -312,6 +330,50 @@ class SQLiteStore(RowStore):
                 _audit(conn, [event])
 
         await self._call(run)
+
+    async def fail_unreadable(
+        self, id: str, error: BaseException, *, actor: str | None = None
+    ) -> bool:
+        """See :meth:`Store.fail_unreadable`."""
+
+        def run(conn: sqlite3.Connection) -> bool:
+            with _immediate(conn):
+                sql = "SELECT run_id, status, version, attempts FROM continuations WHERE id = ?"
+                found = conn.execute(sql, (id,)).fetchone()
+                if found is None:
+                    raise not_found(id)
+                run_id, status, version, attempts = found
+                if status in ("done", "failed"):
+                    return False
+                at = utcnow()
+                last, event = unreadable_failure(
+                    id, run_id, error, attempts=attempts, actor=actor, at=at
+                )
+                conn.execute(
+                    "UPDATE continuations SET status = 'failed', version = ?, updated_at = ?, "
+                    "lease_until = NULL, holder = NULL, not_before = NULL, last_error = ? "
+                    "WHERE id = ? AND version = ?",
+                    (version + 1, _ts(at), last.model_dump_json(), id, version),
+                )
+                _audit(conn, [event])
+                return True
+
+        return await self._call(run)
+
+    async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
+        """See :meth:`Store.claimable`. Reads ids only, so one unreadable row blocks nothing."""
+        sql = (
+            "SELECT id FROM continuations WHERE (status = 'ready' AND (not_before IS NULL "
+            "OR not_before <= ?)) OR (status = 'claimed' AND (lease_until <= ? OR claimed_by = ?)) "
+            "ORDER BY updated_at, rowid LIMIT ?"
+        )
+
+        def run(conn: sqlite3.Connection) -> builtins.list[str]:
+            now = _ts(utcnow())
+            rows = conn.execute(sql, (now, now, owner, max(int(limit), 0))).fetchall()
+            return [str(r[0]) for r in rows]
+
+        return await self._call(run)
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
@@ -356,6 +418,10 @@ def _read(conn: sqlite3.Connection, id: str) -> Row:
 
 
 def _row(r: sqlite3.Row) -> Row:
+    return readable(r["id"], lambda: _parse(r))
+
+
+def _parse(r: sqlite3.Row) -> Row:
     return Row(
         document=Continuation.from_json(r["document"]),
         decisions=load_records(r["decisions"], continuation_id=r["id"]),
@@ -364,18 +430,46 @@ def _row(r: sqlite3.Row) -> Row:
         created_at=datetime.fromisoformat(r["created_at"]),
         updated_at=datetime.fromisoformat(r["updated_at"]),
         claimed_by=r["claimed_by"],
-        claim_token=r["claim_token"],
-        lease_until=datetime.fromisoformat(r["lease_until"]) if r["lease_until"] else None,
+        lease_until=_time(r["lease_until"]),
+        fence=r["fence"],
+        attempts=r["attempts"],
+        not_before=_time(r["not_before"]),
+        last_error=LastError.model_validate_json(r["last_error"]) if r["last_error"] else None,
+        holder=r["holder"],
+        output=json.loads(r["output"]) if r["output"] is not None else None,
     )
+
+
+def _time(text: str | None) -> datetime | None:
+    return datetime.fromisoformat(text) if text else None
+
+
+def _values(new: Row) -> tuple[Any, ...]:
+    """The mutable columns, in the order ``_write`` and ``_insert`` name them."""
+    error = new.last_error.model_dump_json() if new.last_error is not None else None
+    output = json.dumps(jsonable(new.output)) if new.output is not None else None
+    return (new.version, new.status, _ts(new.updated_at), new.claimed_by, _ts(new.lease_until),
+            _dump(new.decisions), new.fence, new.attempts, _ts(new.not_before), error,
+            new.holder, output)  # fmt: skip
 
 
 def _write(conn: sqlite3.Connection, new: Row, old_version: int) -> None:
     conn.execute(
-        "UPDATE continuations SET version = ?, status = ?, updated_at = ?, "
-        "claimed_by = ?, claim_token = ?, lease_until = ?, decisions = ? "
-        "WHERE id = ? AND version = ?",
-        (new.version, new.status, _ts(new.updated_at), new.claimed_by,
-         new.claim_token, _ts(new.lease_until), _dump(new.decisions), new.id, old_version),
+        "UPDATE continuations SET version = ?, status = ?, updated_at = ?, claimed_by = ?, "
+        "lease_until = ?, decisions = ?, fence = ?, attempts = ?, not_before = ?, "
+        "last_error = ?, holder = ?, output = ? WHERE id = ? AND version = ?",
+        (*_values(new), new.id, old_version),
+    )
+
+
+def _insert(conn: sqlite3.Connection, new: Row, text: str) -> None:
+    doc = new.document
+    (version, status, updated, claimed_by, lease, decisions, fence, attempts, not_before, error,
+     holder, output) = _values(new)  # fmt: skip
+    conn.execute(
+        f"INSERT INTO continuations ({_COLUMNS}) VALUES ({_MARKS})",
+        (doc.id, doc.run_id, doc.seq, version, status, _ts(new.created_at), updated, claimed_by,
+         lease, text, decisions, fence, attempts, not_before, error, holder, output),
     )  # fmt: skip
 
 

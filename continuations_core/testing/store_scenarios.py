@@ -1,7 +1,8 @@
 """The store conformance suite: plain async scenarios that any :class:`Store` must pass.
 
 Each scenario takes a fresh, empty store and a continuation factory, and raises
-``AssertionError`` on failure. They need no test framework, so authors of third-party
+``AssertionError`` on failure. The G14 scenarios (fencing, attempts, failure, retry) live in
+:mod:`.store_fencing` and are part of ``STORE_SCENARIOS``. They need no test framework, so authors of third-party
 backends can run them::
 
     for scenario in STORE_SCENARIOS:
@@ -14,21 +15,11 @@ from __future__ import annotations
 import asyncio
 import itertools
 import uuid
-from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
 from .._protocol import new_run_id
-from .._schema import (
-    Approve,
-    ChildRun,
-    Continuation,
-    DecisionRecord,
-    Frame,
-    PendingCall,
-    Respond,
-)
-from .._signing import Keyring, digest
+from .._schema import Approve, Continuation, DecisionRecord, Frame, Respond
+from .._signing import Keyring
 from ..errors import (
     AlreadyClaimed,
     AlreadyDecided,
@@ -39,6 +30,16 @@ from ..errors import (
     UnknownPath,
 )
 from ..stores import Store, open_store
+from ._store_kit import (
+    ContinuationFactory,
+    Scenario,
+    check,
+    decision,
+    make_continuation,
+    raises,
+    ready,
+)
+from .store_fencing import FENCING_SCENARIOS
 
 __all__ = [
     "STORE_SCENARIOS",
@@ -59,132 +60,10 @@ __all__ = [
     "waiting_cannot_claim",
 ]
 
-_TRANSFER_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"amount": {"type": "integer", "minimum": 1}, "to": {"type": "string"}},
-    "required": ["amount", "to"],
-    "additionalProperties": False,
-}
-_ASK_SCHEMA: dict[str, Any] = {
-    "type": "object",
-    "properties": {"question": {"type": "string"}},
-    "required": ["question"],
-}
-
-
-class ContinuationFactory(Protocol):
-    """Builds a continuation with ``leaves`` approval requests plus one input request."""
-
-    def __call__(
-        self, keys: Keyring | None = None, *, leaves: int = 2, run_id: str | None = None
-    ) -> Continuation: ...
-
-
-Scenario = Callable[[Store, ContinuationFactory], Awaitable[None]]
-
-
-def make_continuation(
-    keys: Keyring | None = None, *, leaves: int = 2, run_id: str | None = None
-) -> Continuation:
-    """Build a realistic nested continuation (framework ``"test"``), signed when ``keys`` is given.
-
-    The root agent ``orchestrator`` waits on a ``delegate_payments`` call whose sub-agent
-    ``payments`` waits for approval of ``leaves`` ``transfer`` calls (the first with a
-    deadline), and on an ``ask_user`` input call of its own. With ``leaves=0`` only the input
-    call is pending.
-    """
-    transfers = tuple(
-        PendingCall(
-            call_id=f"call_{i + 1}",
-            tool="transfer",
-            args={"amount": 100 * (i + 1), "to": f"acct-{i + 1:03d}"},
-            kind="approval",
-            reason="Transfers move money out of the company account.",
-            expires_at=datetime.now(UTC) + timedelta(days=7) if i == 0 else None,
-            args_schema=_TRANSFER_SCHEMA,
-        )
-        for i in range(leaves)
-    )
-    child = Frame(
-        framework="test",
-        agent="payments",
-        fingerprint={"transfer": digest(_TRANSFER_SCHEMA)},
-        state={"messages": [{"role": "user", "content": "Pay the open invoices."}]},
-        pending=transfers,
-    )
-    pending: list[PendingCall] = []
-    if leaves:
-        pending.append(
-            PendingCall(
-                call_id="call_1",
-                tool="delegate_payments",
-                args={"task": "Pay the open invoices."},
-                kind="child",
-                children=(ChildRun(agent="payments", prompt="0" * 64, frame=child),),
-                metadata={"runs": [], "steps": {}},
-            )
-        )
-    pending.append(
-        PendingCall(
-            call_id="call_2",
-            tool="ask_user",
-            args={"question": "Which cost centre should be charged?"},
-            kind="input",
-            args_schema=_ASK_SCHEMA,
-        )
-    )
-    root = Frame(
-        framework="test",
-        agent="orchestrator",
-        fingerprint={"delegate_payments": digest({}), "ask_user": digest(_ASK_SCHEMA)},
-        state={"messages": [{"role": "user", "content": "Settle this month's invoices."}]},
-        pending=tuple(pending),
-        policy_state={"turns": 2},
-    )
-    cont = Continuation(run_id=run_id or new_run_id(), root=root)
-    return cont.sign(keys) if keys is not None else cont
-
 
 def _policy_suspension() -> Continuation:
     frame = Frame(framework="test", agent="orchestrator", suspended_by="every_n_turns")
     return Continuation(run_id=new_run_id(), root=frame)
-
-
-def _check(condition: bool, message: str) -> None:
-    if not condition:
-        raise AssertionError(message)
-
-
-async def _raises(
-    expected: type[BaseException], awaitable: Awaitable[Any], what: str
-) -> BaseException:
-    try:
-        await awaitable
-    except expected as exc:
-        return exc
-    raise AssertionError(f"{what}: expected {expected.__name__}, nothing was raised")
-
-
-def _decision(cont: Continuation, index: int, by: str = "alice") -> DecisionRecord:
-    """A valid decision for request ``index``: approve approvals, answer inputs."""
-    request = cont.requests[index]
-    if request.kind == "input":
-        decided = cont.respond(request, "CC-42", by=by)
-    else:
-        decided = cont.approve(request, by=by, comment="looks right")
-    record = decided.decision_for(request.path)
-    assert record is not None
-    return record
-
-
-async def _ready(store: Store, make: ContinuationFactory, **kwargs: Any) -> Continuation:
-    cont = make(**kwargs)
-    await store.save(cont)
-    for i in range(len(cont.requests)):
-        await store.decide(cont.id, _decision(cont, i))
-    stored = await store.get(cont.id)
-    _check(stored.status == "ready", f"all decided should be ready, got {stored.status}")
-    return cont
 
 
 async def save_load(store: Store, make: ContinuationFactory) -> None:
@@ -192,52 +71,52 @@ async def save_load(store: Store, make: ContinuationFactory) -> None:
     keys = Keyring.generate()
     cont = make(keys)
     stored = await store.save(cont, actor="agent")
-    _check(stored.version == 1 and stored.status == "waiting", f"bad new record {stored}")
-    _check(stored.requests == cont.requests, "requests changed on save")
+    check(stored.version == 1 and stored.status == "waiting", f"bad new record {stored}")
+    check(stored.requests == cont.requests, "requests changed on save")
     loaded = await store.load(cont.id)
     loaded.verify(keys)
-    _check(loaded.to_dict() == cont.to_dict(), "loaded document differs from the saved one")
-    _check(loaded.signed_payload() == cont.signed_payload(), "signed bytes changed")
-    await _raises(ConflictError, store.save(cont), "saving an id twice")
+    check(loaded.to_dict() == cont.to_dict(), "loaded document differs from the saved one")
+    check(loaded.signed_payload() == cont.signed_payload(), "signed bytes changed")
+    await raises(ConflictError, store.save(cont), "saving an id twice")
 
     predecided = make(keys).approve(cont.requests[0].path, by="bob")
     await store.save(predecided)
     again = await store.load(predecided.id)
     again.verify(keys)
-    _check(again.decisions == predecided.decisions, "decisions given to save were lost")
+    check(again.decisions == predecided.decisions, "decisions given to save were lost")
 
-    exc = await _raises(ContinuationNotFound, store.load("no-such-id"), "loading a missing id")
-    _check("no-such-id" in str(exc), f"the error should name the id: {exc}")
+    exc = await raises(ContinuationNotFound, store.load("no-such-id"), "loading a missing id")
+    check("no-such-id" in str(exc), f"the error should name the id: {exc}")
 
 
 async def list_by_status(store: Store, make: ContinuationFactory) -> None:
     """``list`` filters by status and run, newest first, and honours ``limit``."""
     waiting = make()
     await store.save(waiting)
-    ready = await _ready(store, make)
+    decided = await ready(store, make)
     policy = _policy_suspension()
     stored = await store.save(policy)
-    _check(stored.status == "ready", "a continuation without requests is ready")
+    check(stored.status == "ready", "a continuation without requests is ready")
 
     def ids(records: list[Any]) -> list[str]:
         return [r.id for r in records]
 
-    _check(ids(await store.list(status="waiting")) == [waiting.id], "waiting list")
-    _check(ids(await store.list(status="ready")) == [policy.id, ready.id], "ready list")
-    _check(ids(await store.list()) == [policy.id, ready.id, waiting.id], "newest first")
-    _check(ids(await store.list(run_id=ready.run_id)) == [ready.id], "filter by run")
-    _check(ids(await store.list(limit=1)) == [policy.id], "limit")
-    _check(await store.list(status="done") == [], "nothing is done yet")
+    check(ids(await store.list(status="waiting")) == [waiting.id], "waiting list")
+    check(ids(await store.list(status="ready")) == [policy.id, decided.id], "ready list")
+    check(ids(await store.list()) == [policy.id, decided.id, waiting.id], "newest first")
+    check(ids(await store.list(run_id=decided.run_id)) == [decided.id], "filter by run")
+    check(ids(await store.list(limit=1)) == [policy.id], "limit")
+    check(await store.list(status="done") == [], "nothing is done yet")
 
 
 async def decide_cas(store: Store, make: ContinuationFactory) -> None:
     """Decisions are compare-and-set, and invalid ones change nothing."""
     cont = make(leaves=2)
     await store.save(cont)
-    first = await store.decide(cont.id, _decision(cont, 0), expected_version=1)
-    _check(first.version == 2 and first.status == "waiting", f"after one decision: {first}")
-    stale = store.decide(cont.id, _decision(cont, 1), expected_version=1)
-    await _raises(ConflictError, stale, "a stale expected_version")
+    first = await store.decide(cont.id, decision(cont, 0), expected_version=1)
+    check(first.version == 2 and first.status == "waiting", f"after one decision: {first}")
+    stale = store.decide(cont.id, decision(cont, 1), expected_version=1)
+    await raises(ConflictError, stale, "a stale expected_version")
 
     call = cont.pending_call(cont.requests[1].path)
     bad_args = DecisionRecord(
@@ -246,18 +125,18 @@ async def decide_cas(store: Store, make: ContinuationFactory) -> None:
         args_digest=call.args_digest,
         decision=Approve(args={"amount": "lots"}),
     )
-    await _raises(InvalidDecision, store.decide(cont.id, bad_args), "args against the schema")
+    await raises(InvalidDecision, store.decide(cont.id, bad_args), "args against the schema")
     wrong_kind = bad_args.model_copy(update={"decision": Respond(value=1)})
-    await _raises(InvalidDecision, store.decide(cont.id, wrong_kind), "respond to an approval")
+    await raises(InvalidDecision, store.decide(cont.id, wrong_kind), "respond to an approval")
     unknown = bad_args.model_copy(update={"path": ("nope:call_0",), "decision": Approve()})
-    await _raises(UnknownPath, store.decide(cont.id, unknown), "an unknown path")
+    await raises(UnknownPath, store.decide(cont.id, unknown), "an unknown path")
     after = await store.get(cont.id)
-    _check(after.version == 2, f"failed decisions changed the version to {after.version}")
-    _check(after.continuation.decisions == first.continuation.decisions, "decisions changed")
+    check(after.version == 2, f"failed decisions changed the version to {after.version}")
+    check(after.continuation.decisions == first.continuation.decisions, "decisions changed")
 
     for i in (1, 2):
-        last = await store.decide(cont.id, _decision(cont, i))
-    _check(last.status == "ready" and last.version == 4, f"after all decisions: {last}")
+        last = await store.decide(cont.id, decision(cont, i))
+    check(last.status == "ready" and last.version == 4, f"after all decisions: {last}")
 
 
 async def one_decision_per_path(store: Store, make: ContinuationFactory) -> None:
@@ -268,22 +147,22 @@ async def one_decision_per_path(store: Store, make: ContinuationFactory) -> None
     denied = cont.deny(path, "over budget", by="alice").decisions[0]
     first = await store.decide(cont.id, denied)
     approve = cont.approve(path, by="mallory").decisions[0]
-    exc = await _raises(AlreadyDecided, store.decide(cont.id, approve), "a second decision")
-    _check("alice" in str(exc) and getattr(exc, "by", None) == "alice", f"names the decider: {exc}")
+    exc = await raises(AlreadyDecided, store.decide(cont.id, approve), "a second decision")
+    check("alice" in str(exc) and getattr(exc, "by", None) == "alice", f"names the decider: {exc}")
     after = await store.get(cont.id)
-    _check(after.version == first.version, "a refused decision changed the version")
-    _check(after.continuation.decision_for(path) == denied, "a refused decision replaced one")
+    check(after.version == first.version, "a refused decision changed the version")
+    check(after.continuation.decision_for(path) == denied, "a refused decision replaced one")
 
     replaced = await store.decide(cont.id, approve, replace=True)
-    _check(replaced.continuation.decision_for(path) == approve, "replace=True did not replace")
+    check(replaced.continuation.decision_for(path) == approve, "replace=True did not replace")
     events = [e for e in await store.audit(cont.run_id) if e.kind == "decided"]
-    _check(
+    check(
         events[-1].actor == "mallory" and events[-1].detail["replaced"]["by"] == "alice",
         f"the replacement is not audited with what it replaced: {events[-1].detail}",
     )
     twice = make(leaves=1)
     doubled = twice.model_copy(update={"decisions": (*twice.deny(path, "no").decisions, approve)})
-    await _raises(AlreadyDecided, store.save(doubled), "saving two decisions for one path")
+    await raises(AlreadyDecided, store.save(doubled), "saving two decisions for one path")
 
 
 async def decide_concurrent(store: Store, make: ContinuationFactory) -> None:
@@ -291,43 +170,43 @@ async def decide_concurrent(store: Store, make: ContinuationFactory) -> None:
     cont = make(leaves=3)
     await store.save(cont)
     n = len(cont.requests)
-    await asyncio.gather(*(store.decide(cont.id, _decision(cont, i)) for i in range(n)))
+    await asyncio.gather(*(store.decide(cont.id, decision(cont, i)) for i in range(n)))
     stored = await store.get(cont.id)
-    _check(len(stored.continuation.decisions) == n, "a concurrent decision was lost")
-    _check(stored.version == 1 + n and stored.status == "ready", f"final record {stored}")
+    check(len(stored.continuation.decisions) == n, "a concurrent decision was lost")
+    check(stored.version == 1 + n and stored.status == "ready", f"final record {stored}")
 
 
 async def single_use_claim(store: Store, make: ContinuationFactory) -> None:
     """Only one claim wins, and a completed continuation can never be claimed again."""
-    cont = await _ready(store, make)
+    cont = await ready(store, make)
     version = (await store.get(cont.id)).version
-    await _raises(
+    await raises(
         ConflictError,
         store.claim(cont.id, owner="w0", expected_version=version - 1),
         "a claim with a stale version",
     )
     claim = await store.claim(cont.id, owner="w1", expected_version=version)
-    _check(claim.version == version + 1 and claim.owner == "w1", f"bad claim {claim}")
-    await _raises(AlreadyClaimed, store.claim(cont.id, owner="w2"), "a second claim")
-    await _raises(AlreadyClaimed, store.decide(cont.id, _decision(cont, 0)), "decide when claimed")
+    check(claim.version == version + 1 and claim.owner == "w1", f"bad claim {claim}")
+    await raises(AlreadyClaimed, store.claim(cont.id, owner="w2"), "a second claim")
+    await raises(AlreadyClaimed, store.decide(cont.id, decision(cont, 0)), "decide when claimed")
     renewed = await store.heartbeat(claim, lease_seconds=600)
-    _check(renewed.lease_until > claim.lease_until, "heartbeat did not extend the lease")
+    check(renewed.lease_until > claim.lease_until, "heartbeat did not extend the lease")
     await store.complete(renewed, output={"paid": 2})
     stored = await store.get(cont.id)
-    _check(stored.status == "done", f"completed should be done, got {stored.status}")
-    await _raises(AlreadyClaimed, store.claim(cont.id, owner="w2"), "a claim after complete")
-    await _raises(AlreadyClaimed, store.complete(renewed), "completing twice")
+    check(stored.status == "done", f"completed should be done, got {stored.status}")
+    await raises(AlreadyClaimed, store.claim(cont.id, owner="w2"), "a claim after complete")
+    await raises(AlreadyClaimed, store.complete(renewed), "completing twice")
 
 
 async def release_and_reclaim(store: Store, make: ContinuationFactory) -> None:
     """A released continuation is ready again, and the released claim stops holding."""
-    cont = await _ready(store, make)
+    cont = await ready(store, make)
     first = await store.claim(cont.id, owner="w1")
     await store.release(first)
-    _check((await store.get(cont.id)).status == "ready", "release should make it ready")
+    check((await store.get(cont.id)).status == "ready", "release should make it ready")
     second = await store.claim(cont.id, owner="w2")
-    await _raises(AlreadyClaimed, store.release(first), "releasing a lost claim")
-    await _raises(AlreadyClaimed, store.complete(first), "completing a lost claim")
+    await raises(AlreadyClaimed, store.release(first), "releasing a lost claim")
+    await raises(AlreadyClaimed, store.complete(first), "completing a lost claim")
     await store.complete(second, next_id="next-continuation")
 
 
@@ -335,30 +214,30 @@ async def waiting_cannot_claim(store: Store, make: ContinuationFactory) -> None:
     """Claiming a continuation with undecided requests names them and changes nothing."""
     cont = make()
     await store.save(cont)
-    await store.decide(cont.id, _decision(cont, 0))
+    await store.decide(cont.id, decision(cont, 0))
     before = await store.get(cont.id)
-    exc = await _raises(MissingDecisions, store.claim(cont.id, owner="w1"), "claim waiting")
+    exc = await raises(MissingDecisions, store.claim(cont.id, owner="w1"), "claim waiting")
     assert isinstance(exc, MissingDecisions)
-    _check(
+    check(
         exc.paths == before.continuation.undecided,
         f"named {exc.paths}, undecided {before.continuation.undecided}",
     )
     after = await store.get(cont.id)
-    _check(after.status == "waiting" and after.version == before.version, "claim changed it")
+    check(after.status == "waiting" and after.version == before.version, "claim changed it")
 
 
 async def lease_expiry(store: Store, make: ContinuationFactory) -> None:
     """An expired lease is taken over, and the dead worker's claim no longer holds."""
-    cont = await _ready(store, make)
+    cont = await ready(store, make)
     dead = await store.claim(cont.id, owner="dead-worker", lease_seconds=0.05)
     await asyncio.sleep(0.15)
     live = await store.claim(cont.id, owner="live-worker")
-    await _raises(AlreadyClaimed, store.complete(dead), "completing an expired claim")
-    await _raises(AlreadyClaimed, store.heartbeat(dead), "heartbeat of an expired claim")
+    await raises(AlreadyClaimed, store.complete(dead), "completing an expired claim")
+    await raises(AlreadyClaimed, store.heartbeat(dead), "heartbeat of an expired claim")
     await store.complete(live)
     kinds = [e.kind for e in await store.audit(cont.run_id)]
-    _check("expired" in kinds, f"the takeover was not audited: {kinds}")
-    _check(kinds[-2:] == ["resumed", "completed"], f"bad ending {kinds}")
+    check("expired" in kinds, f"the takeover was not audited: {kinds}")
+    check(kinds[-2:] == ["resumed", "completed"], f"bad ending {kinds}")
 
 
 async def audit_order(store: Store, make: ContinuationFactory) -> None:
@@ -369,49 +248,49 @@ async def audit_order(store: Store, make: ContinuationFactory) -> None:
     await store.save(other)
     n = len(cont.requests)
     for i in range(n):
-        await store.decide(cont.id, _decision(cont, i, by=f"person-{i}"))
+        await store.decide(cont.id, decision(cont, i, by=f"person-{i}"))
     claim = await store.claim(cont.id, owner="worker-1")
     await store.complete(claim, output={"paid": [100, 200]})
     events = await store.audit(cont.run_id)
     kinds = [e.kind for e in events]
     expected = ["suspended", *["decided"] * n, "claimed", "resumed", "completed"]
-    _check(kinds == expected, f"audit kinds {kinds}, expected {expected}")
-    _check({e.continuation_id for e in events} == {cont.id}, "another run's events leaked in")
-    _check(events[0].actor == "agent", "suspended actor")
+    check(kinds == expected, f"audit kinds {kinds}, expected {expected}")
+    check({e.continuation_id for e in events} == {cont.id}, "another run's events leaked in")
+    check(events[0].actor == "agent", "suspended actor")
     paths = [r.path for r in cont.requests]
-    _check(events[0].detail["requests"] == [list(p) for p in paths], "suspended detail")
+    check(events[0].detail["requests"] == [list(p) for p in paths], "suspended detail")
     for i, event in enumerate(events[1 : n + 1]):
-        _check(event.actor == f"person-{i}", f"decided actor {event.actor}")
-        _check(event.detail["path"] == list(paths[i]), f"decided path {event.detail}")
-        _check("kind" in event.detail["decision"], f"decided decision {event.detail}")
-    _check(events[-3].actor == "worker-1", "claimed actor")
-    _check(events[-1].detail["output"] == {"paid": [100, 200]}, f"output {events[-1].detail}")
-    _check(all(a.at <= b.at for a, b in itertools.pairwise(events)), "time order")
+        check(event.actor == f"person-{i}", f"decided actor {event.actor}")
+        check(event.detail["path"] == list(paths[i]), f"decided path {event.detail}")
+        check("kind" in event.detail["decision"], f"decided decision {event.detail}")
+    check(events[-3].actor == "worker-1", "claimed actor")
+    check(events[-1].detail["output"] == {"paid": [100, 200]}, f"output {events[-1].detail}")
+    check(all(a.at <= b.at for a, b in itertools.pairwise(events)), "time order")
 
 
 async def isolation(store: Store, make: ContinuationFactory) -> None:
     """A fresh store holds nothing of another store or of earlier tests."""
-    _check(await store.list() == [], "a fresh store is not empty")
-    _check(await store.audit("run-isolation") == [], "a fresh store has audit events")
+    check(await store.list() == [], "a fresh store is not empty")
+    check(await store.audit("run-isolation") == [], "a fresh store has audit events")
     cont = make(run_id="run-isolation")
     await store.save(cont)
-    _check([r.id for r in await store.list()] == [cont.id], "saved one, listed another")
+    check([r.id for r in await store.list()] == [cont.id], "saved one, listed another")
 
 
 async def claimable_order(store: Store, make: ContinuationFactory) -> None:
     """claimable() lists ready continuations and expired leases by last change, never live claims."""
     conts = [make(leaves=0) for _ in range(3)]
     for cont in conts:
-        await store.save(cont.with_decisions([_decision(cont, 0)]))
+        await store.save(cont.with_decisions([decision(cont, 0)]))
     await store.save(make())  # waiting: never claimable
     ids = [c.id for c in conts]
-    _check(await store.claimable() == ids, "ready continuations, oldest change first")
-    _check(await store.claimable(limit=2) == ids[:2], "limit is respected")
+    check(await store.claimable() == ids, "ready continuations, oldest change first")
+    check(await store.claimable(limit=2) == ids[:2], "limit is respected")
     live = await store.claim(ids[1], owner="live")
     await store.claim(ids[0], owner="dying", lease_seconds=0.3)
-    _check(await store.claimable() == [ids[2]], "live claims are not claimable")
+    check(await store.claimable() == [ids[2]], "live claims are not claimable")
     await asyncio.sleep(0.4)
-    _check(await store.claimable() == [ids[2], ids[0]], "an expired lease is claimable again")
+    check(await store.claimable() == [ids[2], ids[0]], "an expired lease is claimable again")
     await store.complete(live)
 
 
@@ -420,10 +299,10 @@ async def checkpoint_chain(store: Store, make: ContinuationFactory) -> None:
     run_id = f"run-{uuid.uuid4().hex[:8]}"
     first, second, third = (make(leaves=0, run_id=run_id) for _ in range(3))
     claim1 = await store.checkpoint(first, owner="w1", lease_seconds=60)
-    _check(claim1 is not None and claim1.owner == "w1", "a held checkpoint returns its claim")
+    check(claim1 is not None and claim1.owner == "w1", "a held checkpoint returns its claim")
     assert claim1 is not None
     held = await store.get(first.id)
-    _check(
+    check(
         held.status == "claimed" and held.claimed_by == "w1" and held.version == 1,
         "the checkpoint is held, at version 1",
     )
@@ -432,20 +311,20 @@ async def checkpoint_chain(store: Store, make: ContinuationFactory) -> None:
         detail={"path": "a/b", "ids": (1, 2)},
     )  # fmt: skip
     claim2 = await store.checkpoint(second, previous=claim1, owner="w1")
-    _check(claim2 is not None, "the next checkpoint is held")
+    check(claim2 is not None, "the next checkpoint is held")
     assert claim2 is not None
-    _check((await store.get(first.id)).status == "done", "the previous checkpoint is retired")
-    await _raises(AlreadyClaimed, store.checkpoint(third, previous=claim1), "retired claim")
-    await _raises(ContinuationNotFound, store.get(third.id), "nothing written on a lost claim")
-    _check(await store.checkpoint(third, previous=claim2) is None, "a suspension is not held")
-    _check((await store.get(third.id)).status == "waiting", "a suspension waits for decisions")
-    await _raises(ConflictError, store.checkpoint(third), "an id is stored once")
+    check((await store.get(first.id)).status == "done", "the previous checkpoint is retired")
+    await raises(AlreadyClaimed, store.checkpoint(third, previous=claim1), "retired claim")
+    await raises(ContinuationNotFound, store.get(third.id), "nothing written on a lost claim")
+    check(await store.checkpoint(third, previous=claim2) is None, "a suspension is not held")
+    check((await store.get(third.id)).status == "waiting", "a suspension waits for decisions")
+    await raises(ConflictError, store.checkpoint(third), "an id is stored once")
     events = await store.audit(run_id)
     kinds = ["checkpoint", "tool_started", "resumed", "checkpoint", "resumed", "suspended"]
-    _check([e.kind for e in events] == kinds, f"audit order: {[e.kind for e in events]}")
-    _check(events[1].detail == {"path": "a/b", "ids": [1, 2]}, "recorded detail is JSON")
-    _check(events[1].actor == "w1", "recorded actor")
-    _check(events[2].detail == {"next_id": second.id}, "a retired checkpoint names its successor")
+    check([e.kind for e in events] == kinds, f"audit order: {[e.kind for e in events]}")
+    check(events[1].detail == {"path": "a/b", "ids": [1, 2]}, "recorded detail is JSON")
+    check(events[1].actor == "w1", "recorded actor")
+    check(events[2].detail == {"next_id": second.id}, "a retired checkpoint names its successor")
 
 
 STORE_SCENARIOS: list[Scenario] = [
@@ -462,6 +341,7 @@ STORE_SCENARIOS: list[Scenario] = [
     isolation,
     claimable_order,
     checkpoint_chain,
+    *FENCING_SCENARIOS,
 ]
 
 

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import jsonschema
-
 from ._schema import (
     Approve,
     Continuation,
@@ -60,6 +58,8 @@ def check_args(call: PendingCall, args: dict[str, Any], *, continuation_id: str 
         )
     if call.args_schema is None:
         return
+    import jsonschema  # lazy: costs more to import than the rest of the package
+
     validator = jsonschema.Draft202012Validator(call.args_schema)
     errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
     if errors:

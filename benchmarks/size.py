@@ -1,0 +1,216 @@
+"""Continuation size and envelope cost by history length (DESIGN section 7, "Size", "Envelope").
+
+A run of ``k`` plain tool steps and then one gated call suspends with a history of about
+``2k + 2`` messages. Per framework and history length, one repetition measures:
+
+- the native state: the frame's history serialized by the framework's own code
+  (``ModelMessagesTypeAdapter`` for Pydantic AI, ``take_snapshot(preset="session")`` for
+  Strands), its size, and its round trip (serialize, parse, restore);
+- the continuation: its JSON size (and gzip-compressed), and suspend + resume (approval
+  included, without a store) minus the plain framework running the same script ungated.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from typing import Any
+
+from continuations_core import Continuation
+from continuations_core.testing.spec import Ledger, ungated
+
+from ._agents import (
+    KEYS,
+    PROMPT,
+    approve_all,
+    bare,
+    build,
+    check,
+    harness,
+    loop_spec,
+    native_run,
+    run_kwargs,
+    suspended,
+)
+from ._config import Config
+from ._report import Figure, fmt_bytes, fmt_ms, fmt_ratio, summarize
+
+__all__ = ["measure", "steps_for"]
+
+
+def steps_for(messages: int) -> int:
+    """Tool steps before the gated call that give a history of about ``messages`` messages."""
+    return max(0, (messages - 2) // 2)
+
+
+def _native(framework: str, cont: Continuation) -> tuple[int, int, float]:
+    """Messages, bytes and round-trip milliseconds of the frame's native state."""
+    state = cont.root.state
+    if framework == "pydantic-ai":
+        from pydantic_ai import ModelMessagesTypeAdapter
+
+        messages = ModelMessagesTypeAdapter.validate_python(state["messages"])
+        start = time.perf_counter()
+        data = ModelMessagesTypeAdapter.dump_json(messages)
+        ModelMessagesTypeAdapter.validate_json(data)
+        return len(messages), len(data), (time.perf_counter() - start) * 1000
+    from strands import Agent
+    from strands.agent.conversation_manager import NullConversationManager
+    from strands.types import Snapshot
+
+    agent = Agent(callback_handler=None, conversation_manager=NullConversationManager())
+    agent.load_snapshot(Snapshot.from_dict(state["snapshot"]))
+    start = time.perf_counter()
+    text = json.dumps(agent.take_snapshot(preset="session").to_dict(), separators=(",", ":"))
+    agent.load_snapshot(Snapshot.from_dict(json.loads(text)))
+    elapsed = (time.perf_counter() - start) * 1000
+    return len(agent.messages), len(text.encode()), elapsed
+
+
+async def _once(framework: str, k: int) -> dict[str, float]:
+    h = harness(framework)
+    spec = loop_spec(k, gated_last=True)
+    ledger = Ledger()
+    plain_agent = build(framework, bare(spec), ledger)
+    start = time.perf_counter()
+    await native_run(framework, plain_agent)
+    plain = (time.perf_counter() - start) * 1000
+    check(ledger, "transfer", 1)
+    check(ledger, "lookup", k)
+
+    ledger = Ledger()
+    unpaused = build(framework, ungated(spec), ledger)
+    start = time.perf_counter()
+    finished = await h.run(unpaused, PROMPT, keys=KEYS, **run_kwargs(framework))
+    capability = (time.perf_counter() - start) * 1000
+    check(ledger, "transfer", 1, finished)
+
+    ledger = Ledger()
+    agent = build(framework, spec, ledger)
+    start = time.perf_counter()
+    text = suspended(await h.run(agent, PROMPT, keys=KEYS, **run_kwargs(framework))).to_json()
+    suspend = (time.perf_counter() - start) * 1000
+
+    resumer = build(framework, spec, ledger)
+    start = time.perf_counter()
+    cont = approve_all(Continuation.from_json(text))
+    done = await h.resume(
+        resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework)
+    )
+    resume = (time.perf_counter() - start) * 1000
+    check(ledger, "transfer", 1, done)
+    check(ledger, "lookup", k)
+
+    messages, native_bytes, round_trip = _native(framework, cont)
+    raw = text.encode()
+    return {
+        "plain_ms": plain,
+        "capability_ms": capability,
+        "suspend_ms": suspend,
+        "resume_ms": resume,
+        "native_round_trip_ms": round_trip,
+        "messages": float(messages),
+        "native_bytes": float(native_bytes),
+        "continuation_bytes": float(len(raw)),
+        "gzip_bytes": float(len(gzip.compress(raw))),
+    }
+
+
+async def measure(cfg: Config) -> list[Figure]:
+    """Measure size and envelope cost at every history length, for every framework."""
+    samples: dict[str, dict[int, dict[str, list[float]]]] = {}
+    for framework in cfg.frameworks:
+        by_history = samples.setdefault(framework, {})
+        for rep in range(cfg.warmup + cfg.reps):
+            for history in cfg.histories:
+                one = await _once(framework, steps_for(history))
+                if rep >= cfg.warmup:
+                    cell = by_history.setdefault(history, {})
+                    for key, value in one.items():
+                        cell.setdefault(key, []).append(value)
+    return [_size_figure(samples), _envelope_figure(samples)]
+
+
+def _median(cell: dict[str, list[float]], key: str) -> float:
+    return summarize(cell[key]).median
+
+
+def _size_figure(samples: dict[str, dict[int, dict[str, list[float]]]]) -> Figure:
+    fig = Figure(
+        key="size",
+        title="Continuation size vs the raw native state",
+        columns=[
+            "framework",
+            "messages",
+            "native state",
+            "continuation",
+            "÷ native",
+            "gzip ÷ native",
+        ],
+        raw={"samples": samples},
+    )
+    for framework, by_history in samples.items():
+        for _, cell in sorted(by_history.items()):
+            native, ours = _median(cell, "native_bytes"), _median(cell, "continuation_bytes")
+            fig.rows.append(
+                [
+                    framework,
+                    f"{_median(cell, 'messages'):.0f}",
+                    fmt_bytes(native),
+                    fmt_bytes(ours),
+                    fmt_ratio(ours / native),
+                    fmt_ratio(_median(cell, "gzip_bytes") / native),
+                ]
+            )
+    fig.notes.append(
+        "Native state: the suspended frame's history as the framework serializes it (compact "
+        "JSON). The continuation is the whole signed document (every frame, pending call, "
+        "fingerprint and signature). Budget: ≤1.1×; gzip below 0.5×."
+    )
+    return fig
+
+
+def _envelope_figure(samples: dict[str, dict[int, dict[str, list[float]]]]) -> Figure:
+    fig = Figure(
+        key="envelope",
+        title="Envelope cost: suspend + resume overhead vs the native history round trip",
+        columns=[
+            "framework",
+            "messages",
+            "plain run (ms)",
+            "no pause (ms)",
+            "suspend (ms)",
+            "resume (ms)",
+            "envelope (ms)",
+            "native round trip (ms)",
+            "envelope ÷ round trip",
+        ],
+    )
+    for framework, by_history in samples.items():
+        for _, cell in sorted(by_history.items()):
+            s: Any = {k: summarize(cell[k]) for k in cell}
+            pause = s["suspend_ms"].median + s["resume_ms"].median
+            overhead = pause - s["capability_ms"].median
+            trip = s["native_round_trip_ms"]
+            fig.rows.append(
+                [
+                    framework,
+                    f"{s['messages'].median:.0f}",
+                    fmt_ms(s["plain_ms"]),
+                    fmt_ms(s["capability_ms"]),
+                    fmt_ms(s["suspend_ms"]),
+                    fmt_ms(s["resume_ms"]),
+                    fmt_ms(overhead),
+                    fmt_ms(trip),
+                    fmt_ratio(overhead / trip.median),
+                ]
+            )
+    fig.notes.append(
+        "Plain: the framework alone runs the script ungated. No pause: the adapter runs it "
+        "ungated (the capability's own cost). Envelope: suspend + resume (approval included, "
+        "no store) minus no pause, i.e. what stopping and resuming adds. Native round trip: "
+        "serialize, parse and restore the same history with the framework's own code. "
+        "Budget: envelope ≤1.2× the round trip."
+    )
+    return fig

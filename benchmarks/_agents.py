@@ -9,6 +9,7 @@ broken code path cannot show up as a fast one.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -78,8 +79,8 @@ def build(framework: str, spec: AgentSpec, ledger: Ledger) -> Any:
         ledger.tool(spec.name, "transfer", {"to": to, "amount": amount})
         return f"transfer(amount={amount}, to={to}) ok"
 
-    functions = {"lookup": lookup, "transfer": transfer}
-    tools = []
+    functions: dict[str, Callable[..., str]] = {"lookup": lookup, "transfer": transfer}
+    tools: list[Any] = []
     for t in spec.tools:
         fn = functions[t.name]
         tools.append(tool(requires_approval(reason=t.reason)(fn) if t.kind == "gated" else fn))

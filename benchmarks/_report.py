@@ -54,7 +54,13 @@ def summarize(samples: Sequence[float]) -> Summary:
 def fmt_ms(s: Summary | float, *, spread: bool = True) -> str:
     """Milliseconds with a sensible number of digits, and the spread when it is a summary."""
     value = s.median if isinstance(s, Summary) else s
-    text = f"{value:,.0f}" if abs(value) >= 100 else f"{value:.1f}" if abs(value) >= 1 else f"{value:.2f}"
+    text = (
+        f"{value:,.0f}"
+        if abs(value) >= 100
+        else f"{value:.1f}"
+        if abs(value) >= 1
+        else f"{value:.2f}"
+    )
     if isinstance(s, Summary) and spread and s.n > 1:
         text += f" ±{s.spread * 100:.0f}%"
     return text

@@ -57,9 +57,7 @@ async def _once(framework: str, depth: int) -> dict[str, float]:
     resumer = h.build(spec, ledger)
     start = time.perf_counter()
     cont = approve_all(Continuation.from_json(text))
-    done = await h.resume(
-        resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework)
-    )
+    done = await h.resume(resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework))
     resume = time.perf_counter() - start
     check(ledger, "transfer", 1, done)
     return {"plain": plain * 1000, "suspend": suspend * 1000, "resume": resume * 1000}

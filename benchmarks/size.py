@@ -95,9 +95,7 @@ async def _once(framework: str, k: int) -> dict[str, float]:
     resumer = build(framework, spec, ledger)
     start = time.perf_counter()
     cont = approve_all(Continuation.from_json(text))
-    done = await h.resume(
-        resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework)
-    )
+    done = await h.resume(resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework))
     resume = (time.perf_counter() - start) * 1000
     check(ledger, "transfer", 1, done)
     check(ledger, "lookup", k)

@@ -160,7 +160,7 @@ def _oai_agent(k: int, *, gated: bool, executed: list[str]) -> Any:
 
 
 async def _oai_once(k: int) -> dict[str, float]:
-    from agents import RunState, Runner
+    from agents import Runner, RunState
 
     executed: list[str] = []
     plain = _oai_agent(k, gated=False, executed=executed)

@@ -1,0 +1,190 @@
+"""Peers in the same run: LangGraph's checkpointers and the OpenAI Agents SDK's ``RunState``.
+
+The peers are installed from PyPI at the exact versions of ``benchmarks/peers/requirements.txt``
+into their own virtualenv, ``benchmarks/.peers-venv`` (created on first use with the project's
+``uv``; nothing goes into the project's dependencies or lock file), and measured by
+``benchmarks/peers/peer_bench.py`` run with that virtualenv's Python. Our side of each
+comparison comes from the same run's step, size and envelope figures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from ._backends import POSTGRES_URL
+from ._config import Config
+from ._report import Figure, fmt_bytes, fmt_ms, fmt_ratio, summarize
+from .size import steps_for
+from .steps import per_step
+
+__all__ = ["measure", "peer_python"]
+
+HERE = Path(__file__).resolve().parent
+REQUIREMENTS = HERE / "peers" / "requirements.txt"
+SCRIPT = HERE / "peers" / "peer_bench.py"
+VENV = HERE / ".peers-venv"
+PEER_TIMEOUT_SECONDS = 3600
+
+
+def _uv() -> str:
+    for candidate in (os.environ.get("UV"), shutil.which("uv"), HERE.parent / ".tools/bin/uv"):
+        if candidate and Path(candidate).exists():
+            return str(candidate)
+    raise RuntimeError("uv not found: run the benchmarks with `scripts/dev bench`")
+
+
+def peer_python() -> Path:
+    """The peers' interpreter, installing them first if the pinned list changed."""
+    python = VENV / "bin" / "python"
+    stamp = VENV / "requirements.sha256"
+    wanted = hashlib.sha256(REQUIREMENTS.read_bytes()).hexdigest()
+    if python.exists() and stamp.exists() and stamp.read_text() == wanted:
+        return python
+    uv = _uv()
+    base = getattr(sys, "_base_executable", "") or sys.executable
+    env = {**os.environ, "UV_PYTHON_DOWNLOADS": "never"}
+    env.pop("VIRTUAL_ENV", None)
+    print(f"==> installing the peers into {VENV} (pinned, from PyPI)", file=sys.stderr)
+    subprocess.run([uv, "venv", "--clear", "--python", base, str(VENV)], check=True, env=env)
+    subprocess.run(
+        [uv, "pip", "install", "--python", str(python), "-r", str(REQUIREMENTS)],
+        check=True,
+        env=env,
+    )
+    stamp.write_text(wanted)
+    return python
+
+
+def _run_peers(cfg: Config) -> dict[str, Any]:
+    histories = ",".join(str(steps_for(h)) for h in cfg.histories)
+    argv = [
+        str(peer_python()),
+        str(SCRIPT),
+        "--steps",
+        str(cfg.peer_steps),
+        "--reps",
+        str(cfg.reps),
+        "--warmup",
+        str(cfg.warmup),
+        "--history-steps",
+        histories,
+    ]
+    if "postgres" in cfg.backends:
+        argv += ["--postgres", POSTGRES_URL]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    done = subprocess.run(
+        argv, env=env, capture_output=True, text=True, timeout=PEER_TIMEOUT_SECONDS, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"the peer benchmark failed:\n{done.stderr[-4000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def measure(cfg: Config, figures: dict[str, Figure]) -> list[Figure]:
+    """Run the peers and compare them with this run's ``steps`` and ``envelope`` figures."""
+    peers = _run_peers(cfg)
+    versions = ", ".join(f"{k} {v}" for k, v in peers["versions"].items())
+    return [_langgraph(cfg, peers, figures["steps"], versions), _runstate(peers, figures, versions)]
+
+
+def _langgraph(cfg: Config, peers: dict[str, Any], steps: Figure, versions: str) -> Figure:
+    n = cfg.peer_steps
+    lg: dict[str, list[float]] = peers["langgraph"]["samples"]
+    base = summarize(lg["plain"]).median
+    fig = Figure(
+        key="peers_langgraph",
+        title=f"Per-step checkpoint overhead vs LangGraph, {n} sequential tool steps",
+        columns=[
+            "backend",
+            "LangGraph (ms/step)",
+            "pydantic-ai (ms/step)",
+            "strands (ms/step)",
+            "pydantic-ai ÷ LangGraph",
+            "strands ÷ LangGraph",
+        ],
+        raw={"langgraph": peers["langgraph"], "versions": peers["versions"]},
+    )
+    ours: dict[str, dict[str, dict[int, list[float]]]] = steps.raw["samples_ms"]
+    for backend in ("memory", "sqlite", "postgres"):
+        if backend not in lg:
+            continue
+        theirs = (summarize(lg[backend]).median - base) / n
+        row = [backend, f"{theirs:.2f}"]
+        mine = {fw: per_step(t, backend, n) if backend in t else None for fw, t in ours.items()}
+        row += [f"{v:.2f}" if v is not None else "—" for v in (mine.get(f) for f in _FWS)]
+        row += [
+            fmt_ratio(v / theirs) if v is not None else "—" for v in (mine.get(f) for f in _FWS)
+        ]
+        fig.rows.append(row)
+    fig.notes.append(
+        f"LangGraph: a scripted model node and the prebuilt `ToolNode`, plain (no checkpointer, "
+        f"{fmt_ms(summarize(lg['plain']))} ms/run) vs `InMemorySaver`, `SqliteSaver`, "
+        "`PostgresSaver`; per step = (with − plain) ÷ steps, as for ours. Target: ours ≤0.33× "
+        f"LangGraph's SqliteSaver. Peers: {versions}."
+    )
+    for backend, reason in peers["langgraph"].get("errors", {}).items():
+        fig.notes.append(f"LangGraph {backend} not measured: {reason}")
+    return fig
+
+
+_FWS = ("pydantic-ai", "strands")
+
+
+def _runstate(peers: dict[str, Any], figures: dict[str, Figure], versions: str) -> Figure:
+    fig = Figure(
+        key="peers_runstate",
+        title="Paused-run document and suspend + resume vs the OpenAI Agents SDK RunState",
+        columns=[
+            "who",
+            "messages",
+            "document",
+            "suspend (ms)",
+            "resume (ms)",
+            "suspend+resume ÷ plain run",
+        ],
+        raw={"openai_agents": peers["openai_agents"]},
+    )
+    for k, cell in peers["openai_agents"].items():
+        s = {key: summarize(values) for key, values in cell.items()}
+        pause = s["suspend_ms"].median + s["resume_ms"].median
+        fig.rows.append(
+            [
+                "OpenAI Agents SDK",
+                f"{s['messages'].median:.0f}",
+                fmt_bytes(s["compact_bytes"].median),
+                fmt_ms(s["suspend_ms"]),
+                fmt_ms(s["resume_ms"]),
+                fmt_ratio(pause / s["plain_ms"].median),
+            ]
+        )
+        for framework, by_history in figures["size"].raw["samples"].items():
+            mine = next((c for h, c in by_history.items() if steps_for(h) == int(k)), None)
+            if mine is None:
+                continue
+            m = {key: summarize(values) for key, values in mine.items()}
+            ours = m["suspend_ms"].median + m["resume_ms"].median
+            fig.rows.append(
+                [
+                    framework,
+                    f"{m['messages'].median:.0f}",
+                    fmt_bytes(m["continuation_bytes"].median),
+                    fmt_ms(m["suspend_ms"]),
+                    fmt_ms(m["resume_ms"]),
+                    fmt_ratio(ours / m["plain_ms"].median),
+                ]
+            )
+    fig.notes.append(
+        "The same script on each: k plain tool calls, then one call needing approval; suspend "
+        "= run to the pause and serialize (`RunState.to_string`, compact size shown; "
+        "`Continuation.to_json`), resume = load, approve, run to completion. The RunState is "
+        f"not signed; ours is. Peers: {versions}."
+    )
+    return fig

@@ -191,6 +191,10 @@ def _envelope_figure(samples: dict[str, dict[int, dict[str, list[float]]]]) -> F
             pause = s["suspend_ms"].median + s["resume_ms"].median
             overhead = pause - s["capability_ms"].median
             trip = s["native_round_trip_ms"]
+            fig.raw.setdefault(framework, {})[int(s["messages"].median)] = {
+                "envelope_ms": overhead,
+                "native_round_trip_ms": trip.median,
+            }
             fig.rows.append(
                 [
                     framework,

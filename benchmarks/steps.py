@@ -138,7 +138,9 @@ def _growth_figure(cfg: Config, samples: dict[str, dict[str, dict[int, list[floa
             if name == "plain":
                 continue
             a, b = per_step(table, name, small), per_step(table, name, large)
+            fig.raw.setdefault(framework, {})[name] = {small: a, large: b}
             growth = fmt_ratio(b / a) if a > 0 else "—"
             fig.rows.append([framework, name, f"{a:.2f}", f"{b:.2f}", growth])
+    fig.raw["unit"] = "median overhead per step, ms"
     fig.notes.append("Flat is 1.0×: a step then costs the same however long the run already is.")
     return fig

@@ -97,40 +97,47 @@ def measure(cfg: Config, figures: dict[str, Figure]) -> list[Figure]:
 
 def _langgraph(cfg: Config, peers: dict[str, Any], steps: Figure, versions: str) -> Figure:
     n = cfg.peer_steps
-    lg: dict[str, list[float]] = peers["langgraph"]["samples"]
-    base = summarize(lg["plain"]).median
+    lg = peers["langgraph"]
     fig = Figure(
         key="peers_langgraph",
         title=f"Per-step checkpoint overhead vs LangGraph, {n} sequential tool steps",
         columns=[
             "backend",
+            "measure",
             "LangGraph (ms/step)",
             "pydantic-ai (ms/step)",
             "strands (ms/step)",
             "pydantic-ai ÷ LangGraph",
             "strands ÷ LangGraph",
         ],
-        raw={"langgraph": peers["langgraph"], "versions": peers["versions"]},
+        raw={"langgraph": lg, "versions": peers["versions"]},
     )
-    ours: dict[str, dict[str, dict[int, list[float]]]] = steps.raw["samples_ms"]
+    measures = (
+        ("wall", lg["samples"], steps.raw["samples_ms"]),
+        ("CPU", lg["cpu_samples"], steps.raw["cpu_ms"]),
+    )
     for backend in ("memory", "sqlite", "postgres"):
-        if backend not in lg:
-            continue
-        theirs = (summarize(lg[backend]).median - base) / n
-        row = [backend, f"{theirs:.2f}"]
-        mine = {fw: per_step(t, backend, n) if backend in t else None for fw, t in ours.items()}
-        row += [f"{v:.2f}" if v is not None else "—" for v in (mine.get(f) for f in _FWS)]
-        row += [
-            fmt_ratio(v / theirs) if v is not None else "—" for v in (mine.get(f) for f in _FWS)
-        ]
-        fig.rows.append(row)
+        for measure_name, theirs_by, ours_by in measures:
+            if backend not in theirs_by:
+                continue
+            base = summarize(theirs_by["plain"]).median
+            theirs = (summarize(theirs_by[backend]).median - base) / n
+            mine = [
+                per_step(ours_by[fw], backend, n) if backend in ours_by.get(fw, {}) else None
+                for fw in _FWS
+            ]
+            row = [backend, measure_name, f"{theirs:.2f}"]
+            row += [f"{v:.2f}" if v is not None else "—" for v in mine]
+            row += [fmt_ratio(v / theirs) if v is not None and theirs > 0 else "—" for v in mine]
+            fig.rows.append(row)
     fig.notes.append(
-        f"LangGraph: a scripted model node and the prebuilt `ToolNode`, plain (no checkpointer, "
-        f"{fmt_ms(summarize(lg['plain']))} ms/run) vs `InMemorySaver`, `SqliteSaver`, "
-        "`PostgresSaver`; per step = (with − plain) ÷ steps, as for ours. Target: ours ≤0.33× "
-        f"LangGraph's SqliteSaver. Peers: {versions}."
+        "LangGraph: a scripted model node and the prebuilt `ToolNode`, plain (no checkpointer, "
+        f"{fmt_ms(summarize(lg['samples']['plain']))} ms/run) vs `InMemorySaver`, `SqliteSaver`, "
+        "`PostgresSaver`; per step = (with − plain) ÷ steps, as for ours; CPU is each "
+        "process's own CPU time. Target: ours ≤0.33× LangGraph's SqliteSaver. "
+        f"Peers: {versions}."
     )
-    for backend, reason in peers["langgraph"].get("errors", {}).items():
+    for backend, reason in lg.get("errors", {}).items():
         fig.notes.append(f"LangGraph {backend} not measured: {reason}")
     return fig
 

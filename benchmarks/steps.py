@@ -28,31 +28,41 @@ from ._report import Figure, fmt_ms, fmt_ratio, summarize
 
 __all__ = ["measure"]
 
-Variant = Callable[[int], Awaitable[float]]
+Variant = Callable[[int], Awaitable[tuple[float, float]]]
+
+
+class _Timer:
+    """Wall-clock and process CPU milliseconds of a block (CPU is less distorted by load)."""
+
+    def __enter__(self) -> _Timer:
+        self.wall, self.cpu = time.perf_counter(), time.process_time()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.wall = (time.perf_counter() - self.wall) * 1000
+        self.cpu = (time.process_time() - self.cpu) * 1000
 
 
 def _variants(framework: str, stores: dict[str, Any]) -> dict[str, Variant]:
     h = harness(framework)
 
-    async def plain(steps: int) -> float:
+    async def plain(steps: int) -> tuple[float, float]:
         ledger = Ledger()
         agent = build(framework, bare(loop_spec(steps)), ledger)
-        start = time.perf_counter()
-        await native_run(framework, agent)
-        elapsed = time.perf_counter() - start
+        with _Timer() as timer:
+            await native_run(framework, agent)
         check(ledger, "lookup", steps)
-        return elapsed * 1000
+        return timer.wall, timer.cpu
 
     def adapter(store: Any) -> Variant:
-        async def go(steps: int) -> float:
+        async def go(steps: int) -> tuple[float, float]:
             ledger = Ledger()
             agent = build(framework, loop_spec(steps), ledger)
             kwargs = run_kwargs(framework) | ({} if store is None else {"store": store})
-            start = time.perf_counter()
-            outcome = await h.run(agent, PROMPT, keys=KEYS, **kwargs)
-            elapsed = time.perf_counter() - start
+            with _Timer() as timer:
+                outcome = await h.run(agent, PROMPT, keys=KEYS, **kwargs)
             check(ledger, "lookup", steps, outcome)
-            return elapsed * 1000
+            return timer.wall, timer.cpu
 
         return go
 
@@ -64,6 +74,7 @@ def _variants(framework: str, stores: dict[str, Any]) -> dict[str, Variant]:
 async def measure(cfg: Config) -> list[Figure]:
     """Measure every framework, variant and N; return the overhead and growth tables."""
     samples: dict[str, dict[str, dict[int, list[float]]]] = {}
+    cpu: dict[str, dict[str, dict[int, list[float]]]] = {}
     unavailable: dict[str, str] = {}
     async with AsyncExitStack() as stack:
         stores: dict[str, Any] = {}
@@ -77,13 +88,15 @@ async def measure(cfg: Config) -> list[Figure]:
         for framework in cfg.frameworks:
             variants = _variants(framework, stores)
             table = samples.setdefault(framework, {name: {} for name in variants})
+            cpu_table = cpu.setdefault(framework, {name: {} for name in variants})
             for steps in cfg.steps:
                 for rep in range(cfg.warmup + cfg.reps):
                     for name, variant in variants.items():
-                        elapsed = await variant(steps)
+                        wall, spent = await variant(steps)
                         if rep >= cfg.warmup:
-                            table[name].setdefault(steps, []).append(elapsed)
-    return [_overhead_figure(cfg, samples, unavailable), _growth_figure(cfg, samples)]
+                            table[name].setdefault(steps, []).append(wall)
+                            cpu_table[name].setdefault(steps, []).append(spent)
+    return [_overhead_figure(cfg, samples, cpu, unavailable), _growth_figure(cfg, samples, cpu)]
 
 
 def per_step(samples: dict[str, dict[int, list[float]]], variant: str, steps: int) -> float:
@@ -92,35 +105,62 @@ def per_step(samples: dict[str, dict[int, list[float]]], variant: str, steps: in
     return (summarize(samples[variant][steps]).median - base) / steps
 
 
+Samples = dict[str, dict[str, dict[int, list[float]]]]
+
+
 def _overhead_figure(
-    cfg: Config, samples: dict[str, dict[str, dict[int, list[float]]]], unavailable: dict[str, str]
+    cfg: Config, samples: Samples, cpu: Samples, unavailable: dict[str, str]
 ) -> Figure:
     fig = Figure(
         key="steps",
         title="Run cost: plain framework vs capability vs each store",
-        columns=["framework", "steps", "variant", "ms/run", "overhead/step (ms)", "vs plain"],
-        raw={"samples_ms": samples, "unavailable": unavailable},
+        columns=[
+            "framework",
+            "steps",
+            "variant",
+            "ms/run",
+            "overhead/step (ms)",
+            "vs plain",
+            "CPU overhead/step (ms)",
+            "CPU vs plain",
+        ],
+        raw={"samples_ms": samples, "cpu_ms": cpu, "unavailable": unavailable},
     )
     for framework, table in samples.items():
         for steps in cfg.steps:
             base = summarize(table["plain"][steps]).median
+            cpu_base = summarize(cpu[framework]["plain"][steps]).median
             for name, by_steps in table.items():
                 s = summarize(by_steps[steps])
-                over = "—" if name == "plain" else f"{per_step(table, name, steps):.2f}"
+                c = summarize(cpu[framework][name][steps])
+                plain = name == "plain"
+                over = "—" if plain else f"{per_step(table, name, steps):.2f}"
+                cpu_over = "—" if plain else f"{per_step(cpu[framework], name, steps):.2f}"
                 fig.rows.append(
-                    [framework, str(steps), name, fmt_ms(s), over, fmt_ratio(s.median / base)]
+                    [
+                        framework,
+                        str(steps),
+                        name,
+                        fmt_ms(s),
+                        over,
+                        fmt_ratio(s.median / base),
+                        cpu_over,
+                        fmt_ratio(c.median / cpu_base),
+                    ]
                 )
     fig.notes.append(
         "Scripted model, one tool call per model turn; `capability` is the adapter's `run` "
         "without a store, each store variant is a durable run (checkpoints and tool journal). "
-        "Every run's tool executions are checked against its ledger."
+        "Every run's tool executions are checked against its ledger. CPU is this process's "
+        "CPU time (it leaves out the Postgres and Redis servers' own work, and is less "
+        "distorted by other load on the machine than the wall clock)."
     )
     for backend, reason in unavailable.items():
         fig.notes.append(f"Not measured: {backend} ({reason}).")
     return fig
 
 
-def _growth_figure(cfg: Config, samples: dict[str, dict[str, dict[int, list[float]]]]) -> Figure:
+def _growth_figure(cfg: Config, samples: Samples, cpu: Samples) -> Figure:
     small, large = min(cfg.steps), max(cfg.steps)
     fig = Figure(
         key="growth",
@@ -131,6 +171,7 @@ def _growth_figure(cfg: Config, samples: dict[str, dict[str, dict[int, list[floa
             f"overhead/step @{small} (ms)",
             f"overhead/step @{large} (ms)",
             "growth",
+            "CPU growth",
         ],
     )
     for framework, table in samples.items():
@@ -138,9 +179,14 @@ def _growth_figure(cfg: Config, samples: dict[str, dict[str, dict[int, list[floa
             if name == "plain":
                 continue
             a, b = per_step(table, name, small), per_step(table, name, large)
-            fig.raw.setdefault(framework, {})[name] = {small: a, large: b}
+            ca, cb = per_step(cpu[framework], name, small), per_step(cpu[framework], name, large)
+            fig.raw.setdefault(framework, {})[name] = {small: a, large: b, "cpu": [ca, cb]}
             growth = fmt_ratio(b / a) if a > 0 else "—"
-            fig.rows.append([framework, name, f"{a:.2f}", f"{b:.2f}", growth])
+            cpu_growth = fmt_ratio(cb / ca) if ca > 0 else "—"
+            fig.rows.append([framework, name, f"{a:.2f}", f"{b:.2f}", growth, cpu_growth])
     fig.raw["unit"] = "median overhead per step, ms"
-    fig.notes.append("Flat is 1.0×: a step then costs the same however long the run already is.")
+    fig.notes.append(
+        "Flat is 1.0×: a step then costs the same however long the run already is. A "
+        "variant within noise of plain at the small size shows —."
+    )
     return fig

@@ -69,4 +69,7 @@ def test_peer_figures_run_at_smoke_size(tmp_path: Path) -> None:
                                     "peers_runstate"})  # fmt: skip
     who = {row[0] for row in report["figures"]["peers_runstate"]["rows"]}
     assert who == {"OpenAI Agents SDK", "pydantic-ai", "strands"}
-    assert [row[0] for row in report["figures"]["peers_langgraph"]["rows"]] == ["memory", "sqlite"]
+    rows = report["figures"]["peers_langgraph"]["rows"]
+    assert {(row[0], row[1]) for row in rows} == {
+        (backend, measure) for backend in ("memory", "sqlite") for measure in ("wall", "CPU")
+    }

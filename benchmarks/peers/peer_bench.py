@@ -68,15 +68,16 @@ def _langgraph_app(steps: int, checkpointer: Any, executed: list[str]) -> Any:
     return graph.compile(checkpointer=checkpointer)
 
 
-def _langgraph_run(app: Any, steps: int, executed: list[str]) -> float:
+def _langgraph_run(app: Any, steps: int, executed: list[str]) -> tuple[float, float]:
+    """Wall and process CPU milliseconds of one run."""
     executed.clear()
     config = {"configurable": {"thread_id": uuid.uuid4().hex}, "recursion_limit": 4 * steps + 10}
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     app.invoke({"messages": [("user", "go")]}, config)
-    elapsed = _ms(start)
+    elapsed, spent = _ms(start), (time.process_time() - cpu) * 1000.0
     if len(executed) != steps:
         raise RuntimeError(f"LangGraph ran {len(executed)} tools, expected {steps}")
-    return elapsed
+    return elapsed, spent
 
 
 def langgraph(steps: int, reps: int, warmup: int, postgres_url: str | None) -> dict[str, Any]:
@@ -115,13 +116,15 @@ def langgraph(steps: int, reps: int, warmup: int, postgres_url: str | None) -> d
         except psycopg.Error as exc:
             errors["postgres"] = str(exc)
     samples: dict[str, list[float]] = {name: [] for name in savers}
+    cpu_samples: dict[str, list[float]] = {name: [] for name in savers}
     apps = {name: _langgraph_app(steps, s, executed) for name, s in savers.items()}
     try:
         for rep in range(warmup + reps):
             for name, app in apps.items():  # interleaved, so drift hits every variant alike
-                elapsed = _langgraph_run(app, steps, executed)
+                elapsed, spent = _langgraph_run(app, steps, executed)
                 if rep >= warmup:
                     samples[name].append(elapsed)
+                    cpu_samples[name].append(spent)
     finally:
         sqlite_conn.close()
         if pg_conn is not None:
@@ -129,7 +132,7 @@ def langgraph(steps: int, reps: int, warmup: int, postgres_url: str | None) -> d
         if admin is not None:
             admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
             admin.close()
-    return {"steps": steps, "samples": samples, "errors": errors}
+    return {"steps": steps, "samples": samples, "cpu_samples": cpu_samples, "errors": errors}
 
 
 # -- OpenAI Agents SDK ------------------------------------------------------------------------

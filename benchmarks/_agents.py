@@ -9,6 +9,7 @@ broken code path cannot show up as a fast one.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
@@ -19,6 +20,9 @@ from continuations_core.testing.spec import AgentSpec, Call, Harness, Ledger, To
 __all__ = [
     "FRAMEWORKS",
     "KEYS",
+    "LOOKUP",
+    "PAY",
+    "TRANSFER",
     "approve_all",
     "bare",
     "build",
@@ -35,9 +39,9 @@ FRAMEWORKS = ("pydantic-ai", "strands")
 KEYS = Keyring.generate("bench")
 PROMPT = "go"
 
-_LOOKUP = ToolSpec("lookup")
-_TRANSFER = ToolSpec("transfer", kind="gated", params="payment", reason="Moves money")
-_PAY = Call("transfer", {"to": "bob", "amount": 5000})
+LOOKUP = ToolSpec("lookup")
+TRANSFER = ToolSpec("transfer", kind="gated", params="payment", reason="Moves money")
+PAY = Call("transfer", {"to": "bob", "amount": 5000})
 
 
 def harness(framework: str) -> Harness:
@@ -53,12 +57,14 @@ def harness(framework: str) -> Harness:
     raise ValueError(f"unknown framework {framework!r}")
 
 
-def build(framework: str, spec: AgentSpec, ledger: Ledger) -> Any:
+def build(framework: str, spec: AgentSpec, ledger: Ledger, *, history: Any = None) -> Any:
     """Build the agent of a :func:`loop_spec` (or :func:`bare` of one).
 
     Strands agents get a ``NullConversationManager``: the default sliding window drops old
     messages once a run passes 40 of them, and a model that no longer sees its earlier turns
-    is not running the same loop (the ledger check would catch it).
+    is not running the same loop (the ledger check would catch it). ``history`` (Strands
+    messages) starts the agent with an earlier conversation; on Pydantic AI pass it to the
+    run as ``message_history`` instead.
     """
     if framework != "strands":
         return harness(framework).build(spec, ledger)
@@ -96,6 +102,7 @@ def build(framework: str, spec: AgentSpec, ledger: Ledger) -> Any:
         callback_handler=None,
         plugins=[] if spec.bare else [Continuations()],
         conversation_manager=NullConversationManager(),
+        messages=copy.deepcopy(history) if history is not None else None,
     )
 
 
@@ -105,10 +112,10 @@ def loop_spec(steps: int, *, gated_last: bool = False) -> AgentSpec:
     With ``gated_last`` it then calls the gated ``transfer`` (the run suspends there).
     """
     turns = tuple((Call("lookup", {"who": f"p{i}"}),) for i in range(steps))
-    tools: tuple[ToolSpec, ...] = (_LOOKUP,)
+    tools: tuple[ToolSpec, ...] = (LOOKUP,)
     if gated_last:
-        turns += ((_PAY,),)
-        tools += (_TRANSFER,)
+        turns += ((PAY,),)
+        tools += (TRANSFER,)
     return AgentSpec(name="loop", turns=turns, tools=tools)
 
 
@@ -117,7 +124,7 @@ def chain_spec(depth: int) -> AgentSpec:
 
     Depth 0 is the root calling the gated tool itself.
     """
-    spec = AgentSpec(name=f"a{depth}", turns=((_PAY,),), tools=(_TRANSFER,))
+    spec = AgentSpec(name=f"a{depth}", turns=((PAY,),), tools=(TRANSFER,))
     for level in range(depth - 1, -1, -1):
         delegate = ToolSpec("delegate", kind="delegate", params="task", children=(spec,))
         spec = AgentSpec(
@@ -146,11 +153,16 @@ def run_kwargs(framework: str) -> dict[str, Any]:
     return {}
 
 
-async def native_run(framework: str, agent: Any) -> Any:
-    """Run ``agent`` with the framework's own entry point, to completion."""
+async def native_run(framework: str, agent: Any, *, history: Any = None) -> Any:
+    """Run ``agent`` with the framework's own entry point, to completion.
+
+    Returns the conversation afterwards (Pydantic AI ``all_messages()``, Strands ``messages``).
+    """
     if framework == "pydantic-ai":
-        return (await agent.run(PROMPT, **run_kwargs(framework))).output
-    return str(await agent.invoke_async(PROMPT))
+        kwargs = run_kwargs(framework) | {"message_history": history}
+        return (await agent.run(PROMPT, **kwargs)).all_messages()
+    await agent.invoke_async(PROMPT)
+    return agent.messages
 
 
 def check(ledger: Ledger, tool: str, expected: int, outcome: object = None) -> None:

@@ -189,9 +189,10 @@ def _runstate(peers: dict[str, Any], figures: dict[str, Figure], versions: str) 
                 ]
             )
     fig.notes.append(
-        "The same script on each: k plain tool calls, then one call needing approval; suspend "
-        "= run to the pause and serialize (`RunState.to_string`, compact size shown; "
-        "`Continuation.to_json`), resume = load, approve, run to completion. The RunState is "
-        f"not signed; ours is. Peers: {versions}."
+        "The same script on each: a conversation of k plain tool calls continued by one call "
+        "needing approval; suspend = run to the pause and serialize (`RunState.to_string`, "
+        "compact size shown; `Continuation.to_json`), resume = load, approve, run to "
+        "completion; plain = the same step without approval. The RunState is not signed; "
+        f"ours is. Peers: {versions}."
     )
     return fig

@@ -1,13 +1,16 @@
 """Continuation size and envelope cost by history length (DESIGN section 7, "Size", "Envelope").
 
-A run of ``k`` plain tool steps and then one gated call suspends with a history of about
-``2k + 2`` messages. Per framework and history length, one repetition measures:
+For each framework and history length the plain framework first builds a real conversation
+of ``k`` sequential tool steps (untimed, once), about ``2k + 2`` messages. Each repetition
+then continues that conversation by one step, a call of the ``transfer`` tool, and measures:
 
-- the native state: the frame's history serialized by the framework's own code
+- plain: the framework alone, ungated; no pause: the adapter, ungated (what the capability
+  costs on its own); suspend: the adapter until it suspends at the gated call, plus
+  ``to_json``; resume: ``from_json``, the approval and ``resume`` (no store) to completion;
+- the native state: the suspended frame's history serialized by the framework's own code
   (``ModelMessagesTypeAdapter`` for Pydantic AI, ``take_snapshot(preset="session")`` for
-  Strands), its size, and its round trip (serialize, parse, restore);
-- the continuation: its JSON size (and gzip-compressed), and suspend + resume (approval
-  included, without a store) minus the plain framework running the same script ungated.
+  Strands), its size and its round trip (serialize, parse, restore);
+- the continuation's JSON size, and gzip-compressed.
 """
 
 from __future__ import annotations
@@ -18,17 +21,19 @@ import time
 from typing import Any
 
 from continuations_core import Continuation
-from continuations_core.testing.spec import Ledger, ungated
+from continuations_core.testing.spec import AgentSpec, Call, Ledger, ungated
 
 from ._agents import (
     KEYS,
+    LOOKUP,
+    PAY,
     PROMPT,
+    TRANSFER,
     approve_all,
     bare,
     build,
     check,
     harness,
-    loop_spec,
     native_run,
     run_kwargs,
     suspended,
@@ -36,7 +41,11 @@ from ._agents import (
 from ._config import Config
 from ._report import Figure, fmt_bytes, fmt_ms, fmt_ratio, summarize
 
-__all__ = ["measure", "steps_for"]
+__all__ = ["history_of", "measure", "steps_for"]
+
+#: Tool steps per run while building a history: Strands' event loop recurses once per tool
+#: cycle, and a few hundred steps in one invocation exceed Python's recursion limit.
+CHUNK_STEPS = 100
 
 
 def steps_for(messages: int) -> int:
@@ -68,37 +77,62 @@ def _native(framework: str, cont: Continuation) -> tuple[int, int, float]:
     return len(agent.messages), len(text.encode()), elapsed
 
 
-async def _once(framework: str, k: int) -> dict[str, float]:
-    h = harness(framework)
-    spec = loop_spec(k, gated_last=True)
-    ledger = Ledger()
-    plain_agent = build(framework, bare(spec), ledger)
-    start = time.perf_counter()
-    await native_run(framework, plain_agent)
-    plain = (time.perf_counter() - start) * 1000
-    check(ledger, "transfer", 1)
+async def history_of(framework: str, k: int) -> tuple[Any, int]:
+    """A real conversation of ``k`` sequential ``lookup`` steps, and its model response count.
+
+    The plain framework builds it, at most :data:`CHUNK_STEPS` steps per run, each run
+    continuing the conversation of the one before.
+    """
+    ledger, history, responses, done = Ledger(), None, 0, 0
+    while done < k:
+        m = min(CHUNK_STEPS, k - done)
+        chunk = tuple((Call("lookup", {"who": f"p{done + i}"}),) for i in range(m))
+        spec = bare(AgentSpec(name="loop", turns=_skip(responses) + chunk, tools=(LOOKUP,)))
+        agent = build(framework, spec, ledger, history=history)
+        history = await native_run(framework, agent, history=history)
+        responses, done = responses + m + 1, done + m  # the chunk's calls and its answer
     check(ledger, "lookup", k)
+    return history, responses
+
+
+def _skip(responses: int) -> tuple[tuple[Call, ...], ...]:
+    # Scripted models play turn n when the conversation holds n responses: earlier turns of
+    # the script were played by the runs that built the history.
+    return ((),) * responses
+
+
+async def _once(framework: str, history: Any, responses: int) -> dict[str, float]:
+    h = harness(framework)
+    tail = AgentSpec(name="loop", turns=(*_skip(responses), (PAY,)), tools=(LOOKUP, TRANSFER))
+    pai = {"message_history": history} if framework == "pydantic-ai" else {}
+    kwargs = run_kwargs(framework) | pai
 
     ledger = Ledger()
-    unpaused = build(framework, ungated(spec), ledger)
+    plain_agent = build(framework, bare(tail), ledger, history=history)
     start = time.perf_counter()
-    finished = await h.run(unpaused, PROMPT, keys=KEYS, **run_kwargs(framework))
+    await native_run(framework, plain_agent, history=history)
+    plain = (time.perf_counter() - start) * 1000
+    check(ledger, "transfer", 1)
+
+    ledger = Ledger()
+    unpaused = build(framework, ungated(tail), ledger, history=history)
+    start = time.perf_counter()
+    finished = await h.run(unpaused, PROMPT, keys=KEYS, **kwargs)
     capability = (time.perf_counter() - start) * 1000
     check(ledger, "transfer", 1, finished)
 
     ledger = Ledger()
-    agent = build(framework, spec, ledger)
+    agent = build(framework, tail, ledger, history=history)
     start = time.perf_counter()
-    text = suspended(await h.run(agent, PROMPT, keys=KEYS, **run_kwargs(framework))).to_json()
+    text = suspended(await h.run(agent, PROMPT, keys=KEYS, **kwargs)).to_json()
     suspend = (time.perf_counter() - start) * 1000
 
-    resumer = build(framework, spec, ledger)
+    resumer = build(framework, tail, ledger)
     start = time.perf_counter()
     cont = approve_all(Continuation.from_json(text))
     done = await h.resume(resumer, cont, keys=KEYS, single_use=False, **run_kwargs(framework))
     resume = (time.perf_counter() - start) * 1000
     check(ledger, "transfer", 1, done)
-    check(ledger, "lookup", k)
 
     messages, native_bytes, round_trip = _native(framework, cont)
     raw = text.encode()
@@ -120,11 +154,12 @@ async def measure(cfg: Config) -> list[Figure]:
     samples: dict[str, dict[int, dict[str, list[float]]]] = {}
     for framework in cfg.frameworks:
         by_history = samples.setdefault(framework, {})
+        built = {n: await history_of(framework, steps_for(n)) for n in cfg.histories}
         for rep in range(cfg.warmup + cfg.reps):
-            for history in cfg.histories:
-                one = await _once(framework, steps_for(history))
+            for n, (history, responses) in built.items():
+                one = await _once(framework, history, responses)
                 if rep >= cfg.warmup:
-                    cell = by_history.setdefault(history, {})
+                    cell = by_history.setdefault(n, {})
                     for key, value in one.items():
                         cell.setdefault(key, []).append(value)
     return [_size_figure(samples), _envelope_figure(samples)]
@@ -209,10 +244,10 @@ def _envelope_figure(samples: dict[str, dict[int, dict[str, list[float]]]]) -> F
                 ]
             )
     fig.notes.append(
-        "Plain: the framework alone runs the script ungated. No pause: the adapter runs it "
-        "ungated (the capability's own cost). Envelope: suspend + resume (approval included, "
-        "no store) minus no pause, i.e. what stopping and resuming adds. Native round trip: "
-        "serialize, parse and restore the same history with the framework's own code. "
-        "Budget: envelope ≤1.2× the round trip."
+        "Each run continues a conversation of that many messages by one tool call. Plain: the "
+        "framework alone, ungated. No pause: the adapter, ungated (the capability's own "
+        "cost). Envelope: suspend + resume (approval included, no store) minus no pause, i.e. "
+        "what stopping and resuming adds. Native round trip: serialize, parse and restore the "
+        "same history with the framework's own code. Budget: envelope ≤1.2× the round trip."
     )
     return fig

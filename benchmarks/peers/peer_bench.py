@@ -5,9 +5,10 @@ Prints one JSON object of raw samples (milliseconds and bytes) on stdout:
 - LangGraph: the same sequential tool loop as ours (a scripted model node and the prebuilt
   ``ToolNode``), run plain (no checkpointer) and with ``InMemorySaver``, ``SqliteSaver`` and
   ``PostgresSaver``; per-step checkpoint overhead is derived by the caller.
-- OpenAI Agents SDK: a run of ``k`` plain tool calls and then one ``needs_approval`` call,
-  suspended into a ``RunState``, serialized (``to_string``), loaded (``from_string``),
-  approved and resumed to completion; versus the same script with no approval (plain).
+- OpenAI Agents SDK: a conversation of ``k`` plain tool calls (built once, untimed) continued
+  by one ``needs_approval`` call, suspended into a ``RunState``, serialized (``to_string``),
+  loaded (``from_string``), approved and resumed to completion; versus the same continuation
+  with no approval (plain).
 
 No model is called: both peers are driven by scripted models on loopback services only. This
 file imports nothing from agent-continuations; the caller computes medians and ratios.
@@ -138,9 +139,9 @@ def langgraph(steps: int, reps: int, warmup: int, postgres_url: str | None) -> d
 # -- OpenAI Agents SDK ------------------------------------------------------------------------
 
 
-def _oai_agent(k: int, *, gated: bool, executed: list[str]) -> Any:
+def _oai_agent(script: list[Any], *, gated: bool, executed: list[str]) -> Any:
     from agents import Agent, function_tool
-    from agents.testing import ScriptedModel, assistant_message, function_call
+    from agents.testing import ScriptedModel
 
     @function_tool
     def lookup(who: str) -> str:
@@ -154,30 +155,51 @@ def _oai_agent(k: int, *, gated: bool, executed: list[str]) -> Any:
         executed.append("transfer")
         return f"transfer(amount={amount}, to={to}) ok"
 
-    steps: list[Any] = [
-        [function_call("lookup", {"who": f"p{i}"}, call_id=f"root-t{i}-c0")] for i in range(k)
-    ]
-    steps.append([function_call("transfer", {"to": "bob", "amount": 5000}, call_id="root-pay")])
-    steps.append([assistant_message("root done")])
-    return Agent(name="root", model=ScriptedModel(steps), tools=[lookup, transfer])
+    return Agent(name="root", model=ScriptedModel(script), tools=[lookup, transfer])
 
 
-async def _oai_once(k: int) -> dict[str, float]:
-    from agents import Runner, RunState
+async def _oai_history(k: int) -> list[Any]:
+    """A real conversation of ``k`` sequential lookup calls (untimed, built once)."""
+    from agents import Runner
+    from agents.testing import assistant_message, function_call
 
     executed: list[str] = []
-    plain = _oai_agent(k, gated=False, executed=executed)
+    script: list[Any] = [
+        [function_call("lookup", {"who": f"p{i}"}, call_id=f"root-t{i}-c0")] for i in range(k)
+    ]
+    script.append([assistant_message("root done")])
+    result = await Runner.run(
+        _oai_agent(script, gated=False, executed=executed), "go", max_turns=k + 10
+    )
+    if executed.count("lookup") != k:
+        raise RuntimeError(f"the OpenAI Agents history ran {executed.count('lookup')} lookups")
+    return list(result.to_input_list())
+
+
+def _tail() -> list[Any]:
+    from agents.testing import assistant_message, function_call
+
+    pay = function_call("transfer", {"to": "bob", "amount": 5000}, call_id="root-pay")
+    return [[pay], [assistant_message("root done")]]
+
+
+async def _oai_once(history: list[Any]) -> dict[str, float]:
+    from agents import Runner, RunState
+
+    conversation = [*history, {"role": "user", "content": "go"}]
+    executed: list[str] = []
+    plain = _oai_agent(_tail(), gated=False, executed=executed)
     start = time.perf_counter()
-    await Runner.run(plain, "go", max_turns=k + 10)
+    await Runner.run(plain, conversation)
     plain_ms = _ms(start)
-    if executed.count("lookup") != k or executed.count("transfer") != 1:
-        raise RuntimeError(f"plain OpenAI Agents run executed {executed[-3:]}")
+    if executed != ["transfer"]:
+        raise RuntimeError(f"plain OpenAI Agents run executed {executed}")
 
     executed.clear()
-    agent = _oai_agent(k, gated=True, executed=executed)
+    agent = _oai_agent(_tail(), gated=True, executed=executed)
     start = time.perf_counter()
-    first = await Runner.run(agent, "go", max_turns=k + 10)
-    if not first.interruptions or "transfer" in executed:
+    first = await Runner.run(agent, conversation)
+    if not first.interruptions or executed:
         raise RuntimeError("the OpenAI Agents run did not stop at the approval")
     text = first.to_state().to_string()
     suspend_ms = _ms(start)
@@ -185,11 +207,10 @@ async def _oai_once(k: int) -> dict[str, float]:
     state = await RunState.from_string(agent, text)
     for item in state.get_interruptions():
         state.approve(item)
-    await Runner.run(agent, state, max_turns=k + 10)
+    await Runner.run(agent, state)
     resume_ms = _ms(start)
-    if executed.count("transfer") != 1 or executed.count("lookup") != k:
+    if executed != ["transfer"]:
         raise RuntimeError(f"resumed OpenAI Agents run executed {executed}")
-    history = len(first.to_input_list())
     compact = json.dumps(json.loads(text), separators=(",", ":"))
     return {
         "plain_ms": plain_ms,
@@ -197,20 +218,21 @@ async def _oai_once(k: int) -> dict[str, float]:
         "resume_ms": resume_ms,
         "bytes": float(len(text.encode())),
         "compact_bytes": float(len(compact.encode())),
-        "messages": float(history),
+        "messages": float(len(first.to_input_list())),
     }
 
 
 def openai_agents(ks: list[int], reps: int, warmup: int) -> dict[str, Any]:
-    """RunState size and suspend/resume latency after ``k`` tool calls, for each ``k``."""
+    """RunState size and suspend/resume latency one step after ``k`` tool calls, per ``k``."""
     from agents import set_tracing_disabled
 
     set_tracing_disabled(True)
     out: dict[str, Any] = {}
     for k in ks:
+        history = asyncio.run(_oai_history(k))
         runs: list[dict[str, float]] = []
         for rep in range(warmup + reps):
-            sample = asyncio.run(_oai_once(k))
+            sample = asyncio.run(_oai_once(history))
             if rep >= warmup:
                 runs.append(sample)
         out[str(k)] = {key: [r[key] for r in runs] for key in runs[0]}

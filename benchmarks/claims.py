@@ -223,7 +223,11 @@ async def measure(cfg: Config) -> list[Figure]:
         fig.rows.append(row)
     fig.notes.append(
         f"{cfg.claims} ready continuations per repetition, claimed one after another by one "
-        "client. Budget: ≥0.6× the floor. The memory store has no database floor."
+        "client: by id (`claim`), and the way the worker finds work today "
+        "(`claimable(limit=1)`, then `claim`, the rest of the batch still ready). Claimed "
+        "continuations are completed between repetitions, so the store grows by "
+        f"{2 * cfg.claims} done records per repetition. Budget: ≥0.6× the floor. The memory "
+        "store has no database floor."
     )
     for backend, reason in unavailable.items():
         fig.notes.append(f"Not measured: {backend} ({reason}).")

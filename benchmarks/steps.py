@@ -26,9 +26,10 @@ from ._backends import Unavailable, namespace
 from ._config import Config
 from ._report import Figure, fmt_ms, fmt_ratio, summarize
 
-__all__ = ["measure"]
+__all__ = ["measure", "per_step", "sample"]
 
 Variant = Callable[[int], Awaitable[tuple[float, float]]]
+Samples = dict[str, dict[str, dict[int, list[float]]]]
 
 
 class _Timer:
@@ -71,14 +72,16 @@ def _variants(framework: str, stores: dict[str, Any]) -> dict[str, Variant]:
     return out
 
 
-async def measure(cfg: Config) -> list[Figure]:
-    """Measure every framework, variant and N; return the overhead and growth tables."""
-    samples: dict[str, dict[str, dict[int, list[float]]]] = {}
-    cpu: dict[str, dict[str, dict[int, list[float]]]] = {}
+async def sample(
+    cfg: Config, steps_list: tuple[int, ...], backends: tuple[str, ...]
+) -> tuple[Samples, Samples, dict[str, str]]:
+    """Wall and CPU samples of every framework and variant at each N, and what was unavailable."""
+    samples: Samples = {}
+    cpu: Samples = {}
     unavailable: dict[str, str] = {}
     async with AsyncExitStack() as stack:
         stores: dict[str, Any] = {}
-        for backend in cfg.backends:
+        for backend in backends:
             try:
                 url = await stack.enter_async_context(namespace(backend, cfg.tmp))
             except Unavailable as exc:
@@ -89,13 +92,19 @@ async def measure(cfg: Config) -> list[Figure]:
             variants = _variants(framework, stores)
             table = samples.setdefault(framework, {name: {} for name in variants})
             cpu_table = cpu.setdefault(framework, {name: {} for name in variants})
-            for steps in cfg.steps:
+            for steps in steps_list:
                 for rep in range(cfg.warmup + cfg.reps):
                     for name, variant in variants.items():
                         wall, spent = await variant(steps)
                         if rep >= cfg.warmup:
                             table[name].setdefault(steps, []).append(wall)
                             cpu_table[name].setdefault(steps, []).append(spent)
+    return samples, cpu, unavailable
+
+
+async def measure(cfg: Config) -> list[Figure]:
+    """Measure every framework, variant and N; return the overhead and growth tables."""
+    samples, cpu, unavailable = await sample(cfg, cfg.steps, cfg.backends)
     return [_overhead_figure(cfg, samples, cpu, unavailable), _growth_figure(cfg, samples, cpu)]
 
 
@@ -103,9 +112,6 @@ def per_step(samples: dict[str, dict[int, list[float]]], variant: str, steps: in
     """Median per-step overhead of ``variant`` over plain, in milliseconds."""
     base = summarize(samples["plain"][steps]).median
     return (summarize(samples[variant][steps]).median - base) / steps
-
-
-Samples = dict[str, dict[str, dict[int, list[float]]]]
 
 
 def _overhead_figure(
@@ -181,12 +187,12 @@ def _growth_figure(cfg: Config, samples: Samples, cpu: Samples) -> Figure:
             a, b = per_step(table, name, small), per_step(table, name, large)
             ca, cb = per_step(cpu[framework], name, small), per_step(cpu[framework], name, large)
             fig.raw.setdefault(framework, {})[name] = {small: a, large: b, "cpu": [ca, cb]}
-            growth = fmt_ratio(b / a) if a > 0 else "—"
-            cpu_growth = fmt_ratio(cb / ca) if ca > 0 else "—"
+            growth = fmt_ratio(b / a) if a > 0 and b > 0 else "—"
+            cpu_growth = fmt_ratio(cb / ca) if ca > 0 and cb > 0 else "—"
             fig.rows.append([framework, name, f"{a:.2f}", f"{b:.2f}", growth, cpu_growth])
     fig.raw["unit"] = "median overhead per step, ms"
     fig.notes.append(
         "Flat is 1.0×: a step then costs the same however long the run already is. A "
-        "variant within noise of plain at the small size shows —."
+        "variant within noise of plain (an overhead at or below zero) shows —."
     )
     return fig

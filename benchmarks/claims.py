@@ -2,11 +2,12 @@
 
 One repetition, per backend, stores ``n`` ready continuations (untimed) and then times:
 
-- ``claim``: ``store.claim(id)`` on each, one after another;
-- ``scan+claim``: the worker's path, ``store.claimable(limit=1)`` then ``store.claim``;
-- ``floor``: a bare transactional conditional update of ``n`` rows of a one-table schema in
-  the same database with the same driver: ``BEGIN IMMEDIATE; UPDATE ... WHERE status='ready';
-  COMMIT`` on SQLite, one autocommitted ``UPDATE`` on Postgres, one Lua check-and-set on Redis.
+- ``claim``: ``store.claim(id)`` on each, one after another, each followed by
+- ``floor``: a bare transactional conditional update of one row of a one-table schema in the
+  same database with the same driver: ``BEGIN IMMEDIATE; UPDATE ... WHERE status='ready';
+  COMMIT`` on SQLite, one autocommitted ``UPDATE`` on Postgres, one Lua check-and-set on
+  Redis (alternating the two keeps disk and CPU contention alike for both);
+- ``scan+claim``: the worker's path, ``store.claimable(limit=1)`` then ``store.claim``.
 """
 
 from __future__ import annotations
@@ -43,14 +44,23 @@ async def ready_continuations(store: Store, n: int, *, agent: str = "bench") -> 
     return ids
 
 
-async def _claim_each(store: Store, ids: list[str]) -> float:
-    claims = []
-    start = time.perf_counter()
-    for cid in ids:
+async def _claim_each(store: Store, ids: list[str], floor: _Floor | None) -> dict[str, float]:
+    """Claim ``ids`` one by one, each followed by one floor update: both see the same load."""
+    claims, spent, floor_spent = [], 0.0, 0.0
+    rows = await floor.rows(len(ids)) if floor is not None else []
+    for i, cid in enumerate(ids):
+        start = time.perf_counter()
         claims.append(await store.claim(cid, owner=OWNER, lease_seconds=LEASE_SECONDS))
-    rate = len(ids) / (time.perf_counter() - start)
+        spent += time.perf_counter() - start
+        if floor is not None:
+            start = time.perf_counter()
+            await floor.claim(rows[i])
+            floor_spent += time.perf_counter() - start
     await _finish(store, claims)
-    return rate
+    rates = {"claim": len(ids) / spent}
+    if floor is not None:
+        rates["floor"] = len(ids) / floor_spent
+    return rates
 
 
 async def _scan_and_claim(store: Store, ids: list[str]) -> float:
@@ -130,30 +140,22 @@ class _Floor:
                 await self.conn.hset(f"{self.table}:{i}", mapping={"status": "ready", "version": 1})
         return ids
 
-    async def claim_all(self, ids: list[str]) -> float:
+    async def claim(self, row: str) -> None:
+        """One bare conditional update of ``row`` in its own transaction."""
         update = (
             f"UPDATE {self.table} SET status = 'claimed', owner = {{p}}, version = version + 1 "
             "WHERE id = {p} AND status = 'ready'"
         )
-        won = 0
-        start = time.perf_counter()
         if self.backend == "sqlite":
-            sql = update.format(p="?")
-            for i in ids:
-                self.conn.execute("BEGIN IMMEDIATE")
-                won += self.conn.execute(sql, (OWNER, i)).rowcount
-                self.conn.execute("COMMIT")
+            self.conn.execute("BEGIN IMMEDIATE")
+            won = self.conn.execute(update.format(p="?"), (OWNER, row)).rowcount
+            self.conn.execute("COMMIT")
         elif self.backend == "postgres":
-            sql = update.format(p="%s")
-            for i in ids:
-                won += (await self.conn.execute(sql, (OWNER, i))).rowcount
+            won = (await self.conn.execute(update.format(p="%s"), (OWNER, row))).rowcount
         else:
-            for i in ids:
-                won += int(await self.script(keys=[f"{self.table}:{i}"], args=[OWNER]))
-        rate = len(ids) / (time.perf_counter() - start)
-        if won != len(ids):
-            raise RuntimeError(f"the floor claimed {won} of {len(ids)} rows")
-        return rate
+            won = int(await self.script(keys=[f"{self.table}:{row}"], args=[OWNER]))
+        if won != 1:
+            raise RuntimeError(f"the floor did not claim row {row}")
 
     async def close(self) -> None:
         if self.backend == "sqlite":
@@ -177,16 +179,10 @@ async def measure(cfg: Config) -> list[Figure]:
                 try:
                     cell = samples.setdefault(backend, {})
                     for rep in range(cfg.warmup + cfg.reps):
-                        rates = {
-                            "claim": await _claim_each(
-                                store, await ready_continuations(store, cfg.claims)
-                            ),
-                            "scan+claim": await _scan_and_claim(
-                                store, await ready_continuations(store, cfg.claims)
-                            ),
-                        }
-                        if floor is not None:
-                            rates["floor"] = await floor.claim_all(await floor.rows(cfg.claims))
+                        ids = await ready_continuations(store, cfg.claims)
+                        rates = await _claim_each(store, ids, floor)
+                        ids = await ready_continuations(store, cfg.claims)
+                        rates["scan+claim"] = await _scan_and_claim(store, ids)
                         if rep >= cfg.warmup:
                             for key, value in rates.items():
                                 cell.setdefault(key, []).append(value)
@@ -223,7 +219,8 @@ async def measure(cfg: Config) -> list[Figure]:
         fig.rows.append(row)
     fig.notes.append(
         f"{cfg.claims} ready continuations per repetition, claimed one after another by one "
-        "client: by id (`claim`), and the way the worker finds work today "
+        "client: by id (`claim`, each followed by one floor update), and the way the worker "
+        "finds work today "
         "(`claimable(limit=1)`, then `claim`, the rest of the batch still ready). Claimed "
         "continuations are completed between repetitions, so the store grows by "
         f"{2 * cfg.claims} done records per repetition. Budget: ≥0.6× the floor. The memory "

@@ -166,6 +166,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first access (PEP 562)."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
@@ -175,4 +176,5 @@ def __getattr__(name: str) -> Any:
 
 
 def __dir__() -> list[str]:
+    """Every public name, the lazily exported ones included."""
     return sorted({*globals(), *__all__})

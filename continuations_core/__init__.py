@@ -3,12 +3,18 @@
 Mark tools with :func:`requires_approval`; an adapter (``continuations_pydantic_ai``,
 ``continuations_strands``) suspends runs into a signed :class:`Continuation` document that any
 process with the same agent definitions can resume after a person decided.
+
+The stores and the durable-run helpers are imported on first use (``from continuations_core
+import open_store`` works as usual): they bring in ``asyncio`` and ``sqlite3``, which a process
+that only defines tools or reads a continuation does not need.
 """
 
 from __future__ import annotations
 
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from ._decisions import CallPlan, FramePlan
-from ._durable import idempotency_key, idempotent
 from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, MAX_VALUE_BYTES, MAX_VALUE_DEPTH
 from ._markers import ApprovalSpec, approval_spec, requires_approval
 from ._policies import (
@@ -36,7 +42,6 @@ from ._schema import (
     json_schema,
 )
 from ._signing import Keyring
-from ._steps import step
 from .errors import (
     AccessError,
     AgentDrift,
@@ -77,15 +82,33 @@ from .errors import (
     UnsupportedNesting,
     UnsupportedSchemaVersion,
 )
-from .stores import (
-    AuditEvent,
-    Claim,
-    MemoryStore,
-    SQLiteStore,
-    Store,
-    StoredContinuation,
-    open_store,
-)
+
+if TYPE_CHECKING:
+    from ._durable import idempotency_key, idempotent
+    from ._steps import step
+    from .stores import (
+        AuditEvent,
+        Claim,
+        MemoryStore,
+        SQLiteStore,
+        Store,
+        StoredContinuation,
+        open_store,
+    )
+
+# Public names imported on first access (PEP 562), by the module that defines them.
+_LAZY: dict[str, str] = {
+    "idempotency_key": "._durable",
+    "idempotent": "._durable",
+    "step": "._steps",
+    "AuditEvent": ".stores",
+    "Claim": ".stores",
+    "MemoryStore": ".stores",
+    "SQLiteStore": ".stores",
+    "Store": ".stores",
+    "StoredContinuation": ".stores",
+    "open_store": ".stores",
+}
 
 __version__ = "0.1.0"
 
@@ -174,3 +197,18 @@ __all__ = [
     "requires_approval",
     "step",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported name on first access (PEP 562)."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    """Every public name, the lazily exported ones included."""
+    return sorted({*globals(), *__all__})

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import jsonschema
 from pydantic import ValidationError
 
 from ._limits import MAX_DEPTH, MAX_DOCUMENT_BYTES, check_value, loads
@@ -69,6 +68,8 @@ def check_args(call: PendingCall, args: dict[str, Any], *, continuation_id: str 
         )
     if call.args_schema is None:
         return
+    import jsonschema  # lazy: costs more to import than the rest of the package
+
     validator = jsonschema.Draft202012Validator(call.args_schema)
     errors = sorted(validator.iter_errors(args), key=lambda e: list(e.absolute_path))
     if errors:

@@ -15,7 +15,6 @@ do. Three pieces here are shared by every adapter, so a tree of frames can mix f
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Sequence
 from contextvars import ContextVar
@@ -111,6 +110,8 @@ def is_suspension(error: BaseException) -> bool:
         return True
     if isinstance(error, BaseExceptionGroup):
         leaves = error.exceptions
+        import asyncio  # lazy: a process that only reads continuations needs no event loop
+
         return any(not isinstance(e, asyncio.CancelledError) for e in leaves) and all(
             isinstance(e, asyncio.CancelledError) or is_suspension(e) for e in leaves
         )

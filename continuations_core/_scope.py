@@ -24,19 +24,21 @@ thread with its own loop), so the scope is guarded by a lock and wakes waiters o
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 import contextlib
 import threading
 from collections import Counter
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ._decisions import CallPlan, FramePlan
 from ._schema import ChildRun, Frame, PendingCall, RunKey
 from ._signing import digest
 from .errors import ReplayMismatch, UnsupportedNesting
+
+if TYPE_CHECKING:
+    import asyncio
 
 __all__ = [
     "LATE_START_WINDOW",
@@ -92,6 +94,8 @@ async def on_loop(
     Raises:
         UnsupportedNesting: If ``loop`` did not respond in time.
     """
+    import asyncio  # lazy: importing the package needs no event loop
+
     here = asyncio.get_running_loop()
     if loop is None or loop is here or loop.is_closed():
         return await make()
@@ -262,6 +266,8 @@ class CallScope:
                 loop.call_soon_threadsafe(_resolve, future)
 
     async def _wait(self, ready: Callable[[], bool]) -> None:
+        import asyncio  # lazy: importing the package needs no event loop
+
         loop = asyncio.get_running_loop()
         while True:
             with self._lock:
@@ -279,6 +285,8 @@ class CallScope:
     async def settle(self) -> None:
         """Wait until every run started in this call completed, suspended or failed, and every
         journal write it handed over landed; then close the call, so no run can start in it."""
+        import asyncio  # lazy: importing the package needs no event loop
+
         try:
             await self._runs_settled()
         finally:
@@ -297,6 +305,8 @@ class CallScope:
                     self._closed = True
                     return
             # A sibling's thread may not have started its run yet: give it a moment.
+            import asyncio  # lazy: importing the package needs no event loop
+
             await asyncio.sleep(LATE_START_WINDOW)
             with self._lock:
                 if not self._active and self._starts == starts:

@@ -2,6 +2,9 @@
 
 import subprocess
 import sys
+from pathlib import Path
+
+import pytest
 
 _PROBE = (
     "import continuations_core, sys; "
@@ -66,3 +69,82 @@ def test_no_source_file_crosses_the_layers() -> None:
             if pattern.search(path.read_text()):
                 offenders.append(str(path.relative_to(root)))
     assert offenders == []
+
+
+# Loaded on first use only: jsonschema (edited-args validation), and the stores and durable
+# runs with what they bring in (asyncio, sqlite3).
+_DEFERRED = (
+    "jsonschema",
+    "asyncio",
+    "sqlite3",
+    "continuations_core.stores",
+    "continuations_core._durable",
+)
+
+
+def _deferred_loaded(code: str) -> list[str]:
+    probe = f"{code}\nimport sys; print(' '.join(m for m in {_DEFERRED!r} if m in sys.modules))"
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout.split()
+
+
+def test_importing_core_defers_jsonschema_and_the_stores() -> None:
+    """`import continuations_core` loads neither jsonschema nor the stores, asyncio or sqlite3."""
+    assert _deferred_loaded("import continuations_core") == []
+
+
+def test_deferred_public_names_load_on_first_use() -> None:
+    """The lazily exported names resolve to the objects their modules define, and are listed."""
+    import continuations_core
+    import continuations_core._durable as durable
+    import continuations_core.stores as stores
+
+    for name in ("AuditEvent", "Claim", "MemoryStore", "SQLiteStore", "Store"):
+        assert getattr(continuations_core, name) is getattr(stores, name)
+    assert continuations_core.StoredContinuation is stores.StoredContinuation
+    assert continuations_core.open_store is stores.open_store
+    assert continuations_core.idempotent is durable.idempotent
+    assert continuations_core.idempotency_key is durable.idempotency_key
+    assert set(continuations_core.__all__) <= set(dir(continuations_core))
+    loaded = _deferred_loaded("from continuations_core import open_store, idempotent")
+    assert {"continuations_core.stores", "continuations_core._durable"} <= set(loaded)
+    assert "jsonschema" not in loaded
+
+
+def test_unknown_attribute_of_core_is_an_attribute_error() -> None:
+    """A name the package does not export raises AttributeError, not an import of something."""
+    import continuations_core
+
+    with pytest.raises(AttributeError, match="no attribute 'open_stor'"):
+        _ = continuations_core.open_stor  # type: ignore[attr-defined]
+
+
+def test_cli_list_and_show_do_not_load_jsonschema(tmp_path: Path) -> None:
+    """`list` and `show` start without jsonschema; validating edited args loads it."""
+    from continuations_core import Keyring, SQLiteStore
+    from continuations_core.stores import SyncStore
+    from continuations_core.testing.store_scenarios import make_continuation
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    cont = make_continuation(Keyring.generate())
+    with SyncStore(SQLiteStore(url)) as store:
+        store.save(cont)
+    for command in (["list", "--store", url], ["show", "--store", url, cont.id]):
+        code = (
+            "import contextlib, io\n"
+            "from continuations_core.cli import main\n"
+            "with contextlib.redirect_stdout(io.StringIO()):\n"
+            f"    assert main({command!r}) == 0"
+        )
+        assert "jsonschema" not in _deferred_loaded(code), command
+    edited = _deferred_loaded(
+        "from continuations_core import Keyring\n"
+        "from continuations_core.testing.store_scenarios import make_continuation\n"
+        "cont = make_continuation(Keyring.generate())\n"
+        "req = next(r for r in cont.requests if r.kind == 'approval')\n"
+        "cont.approve(req.path, args=dict(req.args))"
+    )
+    assert "jsonschema" in edited

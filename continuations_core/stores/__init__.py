@@ -29,7 +29,7 @@ import os
 from collections.abc import Coroutine
 from pathlib import Path
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConfigurationError, MissingExtra
@@ -45,8 +45,24 @@ from ._base import (
     StoredContinuation,
 )
 from ._urls import redact, scrub
-from .memory import MemoryStore
-from .sqlite import SQLiteStore
+
+if TYPE_CHECKING:
+    from .memory import MemoryStore
+    from .sqlite import SQLiteStore
+
+# The embedded backends are imported on first use (PEP 562): SQLiteStore brings in sqlite3.
+_LAZY: dict[str, str] = {"MemoryStore": ".memory", "SQLiteStore": ".sqlite"}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a lazily exported backend on first access."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -96,10 +112,16 @@ def open_store(url: str) -> Store:
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "memory":
+        from .memory import MemoryStore
+
         return MemoryStore()
     if scheme == "sqlite" or url.startswith("sqlite:"):
+        from .sqlite import SQLiteStore
+
         return SQLiteStore(url)
     if not sep and url.lower().endswith(_SQLITE_SUFFIXES):
+        from .sqlite import SQLiteStore
+
         return SQLiteStore(url)
     if scheme in _DRIVER_BACKENDS:
         return _open_driver_backend(url, *_DRIVER_BACKENDS[scheme])

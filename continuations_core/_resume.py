@@ -27,16 +27,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ._attempts import claim_with_retries, retry_policy
+from ._attempts import NOT_COMMITTED, claim_with_retries, retry_policy, with_retries
 from ._decisions import ExpiryMode, FramePlan, already_decided, build_plan
 from ._durable import default_owner, durable
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
 from ._schema import Continuation, DecisionRecord
 from ._signing import Keyring
 from .errors import ConflictError, ContinuationError, ContinuationNotFound
-from .stores import Claim, Store, default_store
+from .stores import Claim, Store, StoredContinuation, default_store
+
+if TYPE_CHECKING:
+    from ._attempts import _NotCommitted
 
 __all__ = [
     "OnSuspend",
@@ -296,8 +299,10 @@ async def _held(
             "resumes the continuation it was taken on.",
             continuation_id=cont.id,
         )
-    await store.heartbeat(claim, lease_seconds=lease)  # raises AlreadyClaimed if it was lost
-    truth = (await store.get(cont.id)).continuation
+    await with_retries(  # raises AlreadyClaimed if it was lost
+        lambda: store.heartbeat(claim, lease_seconds=lease), what="renewing a claim"
+    )
+    truth = (await _read(store, cont.id)).continuation
     _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
     for record in cont.decisions:
         stored = truth.decision_for(record.path)
@@ -326,14 +331,15 @@ async def _claim(
 ) -> Opened:
     for _ in range(3):  # a concurrent first save by another resumer: read it and go on
         try:
-            stored = await store.get(cont.id)
+            stored = await _read(store, cont.id)
         except ContinuationNotFound:
             build_plan(cont, now=_now(), on_expired=on_expired)  # refuse before writing
             try:
-                await store.save(cont, actor=owner)
+                # A save committed unseen is refused on retry as a conflict: read it then.
+                await with_retries(lambda: store.save(cont, actor=owner), what="saving")
             except ConflictError:
                 continue
-            stored = await store.get(cont.id)
+            stored = await _read(store, cont.id)
         break
     else:  # pragma: no cover - the id kept disappearing and reappearing
         raise ConflictError(
@@ -352,8 +358,8 @@ async def _claim(
     build_plan(merged, now=_now(), on_expired=on_expired)  # refuse before writing
     version = stored.version
     for record in new:
-        version = (await store.decide(cont.id, record, expected_version=version)).version
-    if (await store.get(cont.id)).version != version:  # changed since the checks: refuse
+        version = (await _decide(store, cont.id, record, version)).version
+    if (await _read(store, cont.id)).version != version:  # changed since the checks: refuse
         raise ConflictError(
             "The continuation changed while it was opened; resume it again.",
             continuation_id=cont.id,
@@ -366,12 +372,37 @@ async def _claim(
         max_attempts=retry_policy().max_attempts,
     )
     try:
-        truth = (await store.get(cont.id)).continuation
+        truth = (await _read(store, cont.id)).continuation
         plan = build_plan(truth, now=_now(), on_expired=on_expired)
     except BaseException:
         await _release(store, claim)
         raise
     return Opened(plan, truth, store, claim, checkpoint, owns)
+
+
+async def _read(store: Store, id: str) -> StoredContinuation:
+    """Read ``id``, retrying transient store errors."""
+    return await with_retries(lambda: store.get(id), what="reading")
+
+
+async def _decide(
+    store: Store, id: str, record: DecisionRecord, version: int
+) -> StoredContinuation:
+    """Record ``record`` at ``version``, retrying transient store errors; a decision committed
+    unseen (the error came on the way back) counts."""
+
+    async def committed() -> StoredContinuation | _NotCommitted:
+        now = await store.get(id)
+        found = now.continuation.decision_for(record.path)
+        if now.version == version + 1 and found is not None and _same_decision(found, record):
+            return now
+        return NOT_COMMITTED
+
+    return await with_retries(
+        lambda: store.decide(id, record, expected_version=version),
+        what="recording a decision",
+        committed=committed,
+    )
 
 
 async def _release(store: Store, claim: Claim) -> None:

@@ -19,8 +19,15 @@ from typing import Any
 from ._attempts import DEFAULT_BACKOFF_SECONDS, RetryPolicy
 from ._signing import Keyring
 from .cli import KEYS_ENV, STORE_ENV, _emit, _open, _whoami
-from .errors import ConfigurationError
-from .stores import DEFAULT_MAX_ATTEMPTS, LastError, RunStatus, StoredContinuation, open_store
+from .errors import ConfigurationError, StoreUnavailable
+from .stores import (
+    DEFAULT_MAX_ATTEMPTS,
+    LastError,
+    RunStatus,
+    Store,
+    StoredContinuation,
+    open_store,
+)
 
 __all__ = ["add_commands", "failure_lines", "failure_view"]
 
@@ -65,6 +72,11 @@ def add_commands(add: Add, with_store: argparse.ArgumentParser) -> None:
     worker.add_argument(
         "--allow-unsigned", action="store_true", help="resume unsigned continuations too"
     )
+    worker.add_argument(
+        "--connect-timeout", type=float, default=30.0,
+        help="at start, exit 2 if the store stays unreachable this long (default: 30 seconds); "
+        "once serving, the worker rides out outages",
+    )  # fmt: skip
 
 
 def failure_view(record: StoredContinuation) -> dict[str, Any]:
@@ -158,6 +170,7 @@ def _cmd_worker(args: argparse.Namespace) -> None:
 
     async def work() -> int:
         async with open_store(url) as store:
+            await _reach(store, timeout=args.connect_timeout)
             worker = Worker(
                 store,
                 agents,
@@ -174,3 +187,26 @@ def _cmd_worker(args: argparse.Namespace) -> None:
 
     resumed = asyncio.run(work())
     print(f"worker stopped after resuming {resumed} continuation(s)")
+
+
+async def _reach(store: Store, *, timeout: float) -> None:
+    """Wait until ``store`` answers, for up to ``timeout`` seconds.
+
+    A worker that cannot reach its store at start is misconfigured more often than not (a
+    wrong host, a closed port), so it exits with the store's error rather than retrying for
+    ever; an outage once it serves is ridden out by the worker itself.
+
+    Raises:
+        StoreUnavailable: If the store still does not answer after ``timeout`` seconds.
+    """
+    loop = asyncio.get_running_loop()
+    deadline, delay = loop.time() + max(timeout, 0.0), 0.25
+    while True:
+        try:
+            await store.list(limit=1)
+            return
+        except StoreUnavailable:
+            if loop.time() + delay > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 5.0)

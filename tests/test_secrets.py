@@ -179,7 +179,7 @@ def test_the_worker_command_never_prints_the_password(url: str, tmp_path: Path) 
     }
     result = subprocess.run(
         [sys.executable, "-m", "continuations_core", "worker", "--store", url,
-         "--agents", "fleet_agents:AGENTS", "--idle-exit", "0"],
+         "--agents", "fleet_agents:AGENTS", "--idle-exit", "0", "--connect-timeout", "2"],
         env=env, capture_output=True, text=True, timeout=120, check=False,
     )  # fmt: skip
     assert result.returncode == 2, result.stderr

@@ -22,6 +22,7 @@ from typing import Any
 
 from continuations_core import Continuation, Frame, PendingCall
 from continuations_core._limits import loads
+from continuations_core._migrate import load as load_unchecked
 
 
 def _history(target_bytes: int) -> list[dict[str, Any]]:
@@ -111,7 +112,7 @@ def main() -> None:
     plain = _best(lambda: json.loads(text), args.repeat)
     strict = _best(lambda: loads(text), args.repeat)
     load = _best(lambda: Continuation.from_json(text), args.repeat)
-    unchecked = _best(lambda: Continuation._load(json.loads(text)), args.repeat)
+    unchecked = _best(lambda: load_unchecked(Continuation, json.loads(text)), args.repeat)
     print(f"document: {len(text.encode()) / 1024:.0f} KiB, best of {args.repeat}")
     print(f"json.loads                  {plain * 1e3:8.2f} ms")
     print(f"strict loads                {strict * 1e3:8.2f} ms  ({strict / plain:.2f}x json.loads)")

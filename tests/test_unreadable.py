@@ -21,11 +21,12 @@ import pytest_asyncio
 from _backends import REDIS_URL
 from _backends import enter_namespace as _enter
 
-from continuations_core import Keyring, SchemaError, UnsupportedSchemaVersion
+from continuations_core import SCHEMA_VERSION, Keyring, SchemaError, UnsupportedSchemaVersion
 from continuations_core.stores import open_store
 from continuations_core.testing.store_scenarios import make_continuation
 
 HERE = Path(__file__).resolve().parent
+CURRENT = f'"schema":{SCHEMA_VERSION}'  # as stored: canonical JSON, no spaces
 KEYS = Keyring.generate("unreadable")
 
 
@@ -36,9 +37,9 @@ async def corrupt(url: str, id: str) -> None:
 
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
             conn.execute(
-                "UPDATE continuations SET document = replace(document, '\"schema\":2', "
-                "'\"schema\":99') WHERE id = ?",
-                (id,),
+                "UPDATE continuations SET document = replace(document, ?, '\"schema\":99') "
+                "WHERE id = ?",
+                (CURRENT, id),
             )
         conn.close()
     elif url.startswith("postgresql"):
@@ -48,8 +49,8 @@ async def corrupt(url: str, id: str) -> None:
         async with await psycopg.AsyncConnection.connect(base, autocommit=True) as conn:
             await conn.execute(
                 f'UPDATE "{schema}".continuations SET document = '
-                "replace(document, '\"schema\":2', '\"schema\":99') WHERE id = %s",
-                (id,),
+                "replace(document, %s, '\"schema\":99') WHERE id = %s",
+                (CURRENT, id),
             )
     else:
         from redis.asyncio import Redis
@@ -58,7 +59,7 @@ async def corrupt(url: str, id: str) -> None:
         client = Redis.from_url(REDIS_URL, decode_responses=True)
         key = f"{prefix}:c:{id}"
         text = await client.hget(key, "document")
-        await client.hset(key, "document", text.replace('"schema":2', '"schema":99'))
+        await client.hset(key, "document", text.replace(CURRENT, '"schema":99'))
         await client.aclose()
 
 

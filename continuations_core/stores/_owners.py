@@ -28,7 +28,7 @@ import socket
 from pathlib import Path
 from secrets import token_hex
 
-__all__ = ["default_owner", "holder_id", "takeover_reason"]
+__all__ = ["default_owner", "holder_id", "takeback_terms", "takeover_reason"]
 
 _SESSION = token_hex(8)
 
@@ -117,3 +117,15 @@ def takeover_reason(owner: str, held_by: str | None, holder: str | None) -> str 
     if _dead(holder):
         return f"the process holding it ({held_by!r}, pid {holder.split('/')[2]}) is dead"
     return None
+
+
+def takeback_terms(owner: str) -> tuple[str, bool, str | None]:
+    """What a store needs to pick, without this module, the live claims ``owner`` may take back.
+
+    Returns this process's session (its own claims are never taken back), whether ``owner``
+    is an explicit name (then any other session's claim under it is taken back), and this
+    machine's id (a claim under a ``host:pid`` name is a candidate only if it was taken on
+    this machine, where :func:`takeover_reason` can tell whether its process is dead), or
+    None where PIDs cannot be compared. A candidate is then claimed through the exact rules.
+    """
+    return _SESSION, _explicit(owner), _machine() or None

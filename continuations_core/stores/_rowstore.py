@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
 from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
-from ..errors import ContinuationFailed
+from ..errors import ConflictError, ContinuationFailed, DecisionError
 from ._base import DEFAULT_MAX_ATTEMPTS, AuditKind, Claim, Store, StoredContinuation
 from ._owners import holder_id, takeover_reason
 from ._rules import (
@@ -33,12 +33,53 @@ from ._rules import (
     retry_row,
 )
 
-__all__ = ["Change", "RowStore"]
+__all__ = ["Change", "RowStore", "claim_first", "next_candidate"]
 
 log = logging.getLogger("continuations.store")
 
 T = TypeVar("T")
 Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
+
+
+def next_candidate(row: Row, at: datetime, owner: str) -> bool:
+    """Whether :meth:`Store.claim_next` by ``owner`` considers ``row`` (as ``claimable`` lists)."""
+    if row.status == "ready":
+        return row.not_before is None or row.not_before <= at
+    if row.status == "claimed":
+        expired = row.lease_until is not None and row.lease_until <= at
+        return expired or row.claimed_by == owner
+    return False
+
+
+def claim_first(
+    rows: Iterable[Row],
+    at: datetime,
+    *,
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+) -> tuple[Row, Row, Claim | ContinuationFailed, Events] | None:
+    """Claim the first of ``rows`` (oldest change first) that :meth:`Store.claim` would take.
+
+    Returns the row as it was, the row claimed (or turned ``failed``, out of attempts), the
+    claim (or the error to raise once that is written) and the audit events; None if no row
+    may be claimed (a live claim whose holder is not gone, a backoff not yet over).
+    """
+    holder = holder_id()
+
+    def takeover(held_by: str | None, held: str | None) -> str | None:
+        return takeover_reason(owner, held_by, held)
+
+    for row in rows:
+        try:
+            new, claim, events = claim_row(
+                row, owner=owner, lease_seconds=lease_seconds, expected_version=None, at=at,
+                max_attempts=max_attempts, holder=holder, takeover=takeover,
+            )  # fmt: skip
+        except (ConflictError, DecisionError):
+            continue
+        return row, new, claim, events
+    return None
 
 
 class RowStore(Store):

@@ -27,9 +27,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
-from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    ContinuationNotFound,
+    DecisionError,
+    MissingExtra,
+    StoreUnavailable,
+)
 from . import _postgres_sql as q
 from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -37,7 +45,7 @@ from ._base import (
     Status,
     StoredContinuation,
 )
-from ._owners import holder_id
+from ._owners import holder_id, takeback_terms
 from ._rowstore import Change, RowStore
 from ._rules import (
     Events,
@@ -402,6 +410,53 @@ class PostgresStore(RowStore):
         async with self._tx() as conn:
             cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`: one statement picks, claims and audits (DB time).
+
+        Rows other transactions hold locked are skipped (``FOR UPDATE SKIP LOCKED``), so
+        workers never queue behind each other. A live claim taken back by a restarted owner,
+        or an abandoned one out of attempts, is claimed through :meth:`claim`'s exact rules.
+        """
+        session, explicit, machine = takeback_terms(owner)
+        params: dict[str, Any] = {
+            "owner": owner, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
+            "holder": holder_id(), "session": session, "explicit": explicit, "machine": machine,
+        }  # fmt: skip
+        skipped: builtins.list[str] = []
+        await self._ensure()
+        while True:
+            try:
+                async with self._connection() as conn:
+                    statement = self._q(q.CLAIM_NEXT)
+                    if conn.autocommit:  # one statement is one transaction: one round trip
+                        cur = await conn.execute(statement, {**params, "skip": skipped})
+                    else:
+                        async with conn.transaction():
+                            cur = await conn.execute(statement, {**params, "skip": skipped})
+                    found = await cur.fetchone()
+            except psycopg.Error as exc:
+                raise self._unavailable(exc) from self._cause(exc)
+            if found is None:
+                return None
+            id, special, version, lease_until, token, attempt = found
+            if not special:
+                return Claim(
+                    id=id, version=version, owner=owner, lease_until=_utc(lease_until),
+                    token=token, attempt=attempt,
+                )  # fmt: skip
+            try:  # raises ContinuationFailed once it is stored failed (out of attempts)
+                return await self.claim(
+                    id, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                )
+            except (ConflictError, DecisionError, ContinuationNotFound):
+                skipped.append(id)  # its holder is not gone, or another worker won
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

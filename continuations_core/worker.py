@@ -233,6 +233,7 @@ class Worker:
         notifies new work (Postgres ``LISTEN``, Redis pub/sub) or the poll interval passes.
         """
         stopper = asyncio.create_task(self._stop.wait())
+        waiters: list[asyncio.Task[Any]]
         if full and running:
             await asyncio.wait({*running, stopper}, return_when=asyncio.FIRST_COMPLETED)
             waiters = [stopper]

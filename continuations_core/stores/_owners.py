@@ -53,8 +53,19 @@ def _read(path: str) -> str:
         return ""
 
 
+_MACHINE: tuple[int, str] | None = None  # (pid, machine id): computed once per process
+_HOLDER: tuple[str, str] | None = None  # (session, holder id)
+
+
 def _machine() -> str:
     """The host, its boot and this PID namespace: where a PID means the same process."""
+    global _MACHINE
+    if _MACHINE is None or _MACHINE[0] != os.getpid():  # every claim asks: read /proc once
+        _MACHINE = (os.getpid(), _read_machine())
+    return _MACHINE[1]
+
+
+def _read_machine() -> str:
     try:
         pid_ns = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
@@ -80,8 +91,11 @@ def _start_time(pid: int) -> str | None:
 
 def holder_id() -> str:
     """This process's holder id, stored with every claim it takes."""
-    pid = os.getpid()
-    return f"{_SESSION}/{_machine()}/{pid}/{_start_time(pid) or ''}"
+    global _HOLDER
+    if _HOLDER is None or _HOLDER[0] != _SESSION:  # a new session after fork: a new holder
+        pid = os.getpid()
+        _HOLDER = (_SESSION, f"{_SESSION}/{_machine()}/{pid}/{_start_time(pid) or ''}")
+    return _HOLDER[1]
 
 
 def _dead(holder: str) -> bool:

@@ -18,6 +18,7 @@ __all__ = [
     "INSERT",
     "MIGRATIONS",
     "READ",
+    "READ_LOCKED",
     "READ_RAW",
     "UPDATE",
 ]
@@ -61,6 +62,10 @@ COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, update
     claimed_by, lease_until, document, decisions, fence, attempts, not_before, last_error,
     holder, output"""
 READ: LiteralString = f"SELECT {COLUMNS} FROM {{s}}.continuations WHERE id = %s"
+# The row locked, and the database's time once the lock is held (the outer query's clock runs
+# after the inner one's lock): one round trip for what a change needs.
+READ_LOCKED: LiteralString = f"""SELECT locked.*, clock_timestamp() AS now FROM (
+    SELECT {COLUMNS} FROM {{s}}.continuations WHERE id = %s FOR UPDATE) AS locked"""
 INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({COLUMNS})
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (id) DO NOTHING"""

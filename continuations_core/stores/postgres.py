@@ -211,6 +211,21 @@ class PostgresStore(RowStore):
         except psycopg.Error as exc:
             raise self._unavailable(exc) from self._cause(exc)
 
+    @asynccontextmanager
+    async def _single(self) -> AsyncIterator[Connection]:
+        """A connection for one statement: a transaction of its own (one round trip, not
+        ``BEGIN``/``COMMIT`` around it) on the usual autocommit connections."""
+        await self._ensure()
+        try:
+            async with self._connection() as conn:
+                if conn.autocommit:
+                    yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from self._cause(exc)
+
     async def _migrate(self, conn: Connection) -> None:
         if await self._applied(conn) == len(MIGRATIONS):
             return  # the usual case: no lock, so a process paused while starting blocks no one
@@ -280,8 +295,13 @@ class PostgresStore(RowStore):
     async def _transact(self, id: str, change: Change[T]) -> T:
         """One transition in one transaction: lock, apply the rules at DB time, write, audit."""
         async with self._tx() as conn:
-            old = await self._read(conn, id, lock=True)
-            new, events, result = change(old, await _clock(conn))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(self._q(q.READ_LOCKED), (id,))
+                found = await cur.fetchone()
+            if found is None:
+                raise not_found(id)
+            old = _row(found)
+            new, events, result = change(old, _utc(found["now"]))
             if new is not old:
                 await self._update(conn, new, old.version)
             await self._record(conn, new if new is not old else None, events)
@@ -301,7 +321,7 @@ class PostgresStore(RowStore):
 
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
-        async with self._tx() as conn:
+        async with self._single() as conn:
             return (await self._read(conn, id, lock=False)).record()
 
     async def list(
@@ -389,7 +409,7 @@ class PostgresStore(RowStore):
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         query = "SELECT kind, at, actor, detail, continuation_id FROM {s}.audit WHERE run_id = %s"
-        async with self._tx() as conn:
+        async with self._single() as conn:
             cur = await conn.execute(self._q(query + " ORDER BY seq"), (run_id,))
             found = await cur.fetchall()
         return [
@@ -407,7 +427,7 @@ class PostgresStore(RowStore):
         skipped. This only reads: :meth:`claim` is the atomic step and may still raise
         ``AlreadyClaimed`` when another worker got there first.
         """
-        async with self._tx() as conn:
+        async with self._single() as conn:
             cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
@@ -430,19 +450,10 @@ class PostgresStore(RowStore):
             "holder": holder_id(), "session": session, "explicit": explicit, "machine": machine,
         }  # fmt: skip
         skipped: builtins.list[str] = []
-        await self._ensure()
         while True:
-            try:
-                async with self._connection() as conn:
-                    statement = self._q(q.CLAIM_NEXT)
-                    if conn.autocommit:  # one statement is one transaction: one round trip
-                        cur = await conn.execute(statement, {**params, "skip": skipped})
-                    else:
-                        async with conn.transaction():
-                            cur = await conn.execute(statement, {**params, "skip": skipped})
-                    found = await cur.fetchone()
-            except psycopg.Error as exc:
-                raise self._unavailable(exc) from self._cause(exc)
+            async with self._single() as conn:
+                cur = await conn.execute(self._q(q.CLAIM_NEXT), {**params, "skip": skipped})
+                found = await cur.fetchone()
             if found is None:
                 return None
             id, special, version, lease_until, token, attempt = found

@@ -55,7 +55,7 @@ local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local queue, leases = prefix .. ":queue", prefix .. ":leases"
 local start = 0
 while true do
-  local ids = redis.call("ZRANGE", queue, start, start + 99)
+  local ids = redis.call("ZRANGE", queue, start, start + 15)
   if #ids == 0 then return nil end
   for _, id in ipairs(ids) do
     local key = prefix .. ":c:" .. id
@@ -107,6 +107,6 @@ while true do
       return {"claimed", id, version, int(lease), token, attempt}
     end
   end
-  start = start + 100
+  start = start + 16
 end
 """

@@ -11,13 +11,21 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
 from ..errors import ConflictError, ContinuationFailed, DecisionError
-from ._base import DEFAULT_MAX_ATTEMPTS, AuditKind, Claim, Store, StoredContinuation
+from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
+    AuditEvent,
+    AuditKind,
+    Claim,
+    Status,
+    Store,
+    StoredContinuation,
+)
 from ._owners import holder_id, takeover_reason
 from ._rules import (
     Events,
@@ -28,12 +36,13 @@ from ._rules import (
     fail_row,
     heartbeat_row,
     journal_row,
+    jsonable,
     recorded_event,
     release_row,
     retry_row,
 )
 
-__all__ = ["Change", "RowStore", "claim_first", "next_candidate"]
+__all__ = ["Change", "RowStore", "claim_first", "next_candidate", "plain_claim"]
 
 log = logging.getLogger("continuations.store")
 
@@ -80,6 +89,52 @@ def claim_first(
             continue
         return row, new, claim, events
     return None
+
+
+def plain_claim(
+    id: str,
+    run_id: str,
+    *,
+    status: Status,
+    claimed_by: str | None,
+    lease_until: datetime | None,
+    version: int,
+    fence: int,
+    attempts: int,
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+    at: datetime,
+) -> tuple[Claim, Events] | None:
+    """What :func:`claim_row` makes of a ready row or an expired lease, from its columns alone.
+
+    The claim and the audit events (``expired`` if a lease expired, then ``claimed``), for a
+    backend that claims without parsing the document; the row's new values are the claim's
+    (``version``, ``token`` as fence, ``attempt`` as attempts, ``lease_until``), ``owner``,
+    no backoff and this process's holder. None for any other row (a live claim taken back,
+    one out of attempts): :func:`claim_first` applies the full rules to those.
+    """
+    expired = status == "claimed" and lease_until is not None and lease_until <= at
+    if not (status == "ready" or (expired and attempts < max_attempts)):
+        return None
+    until = at + timedelta(seconds=lease_seconds)
+    claim = Claim(
+        id=id, version=version + 1, owner=owner, lease_until=until, token=fence + 1,
+        attempt=attempts + 1,
+    )  # fmt: skip
+    events: Events = []
+    details: list[tuple[AuditKind, dict[str, object]]] = []
+    if expired:
+        details.append(("expired", {"owner": claimed_by, "lease_until": lease_until}))
+    details.append(
+        ("claimed", {"lease_until": until, "token": claim.token, "attempt": claim.attempt})
+    )
+    for kind, detail in details:
+        events.append(
+            AuditEvent(run_id=run_id, continuation_id=id, kind=kind, at=at, actor=owner,
+                       detail=jsonable(detail))
+        )  # fmt: skip
+    return claim, events
 
 
 class RowStore(Store):

@@ -296,12 +296,12 @@ async def _held(
             "resumes the continuation it was taken on.",
             continuation_id=cont.id,
         )
-    stored = await store.get(cont.id)
-    held = stored.status == "claimed" and stored.fence == claim.token
-    left = (stored.lease_until - _now()).total_seconds() if stored.lease_until else 0.0
+    current = await store.get(cont.id)
+    held = current.status == "claimed" and current.fence == claim.token
+    left = (current.lease_until - _now()).total_seconds() if current.lease_until else 0.0
     if not held or left < lease * 2 / 3:  # a fresh claim (a worker's) needs no heartbeat yet
         await store.heartbeat(claim, lease_seconds=lease)  # raises AlreadyClaimed if it was lost
-    truth = stored.continuation
+    truth = current.continuation
     _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
     for record in cont.decisions:
         stored = truth.decision_for(record.path)

@@ -271,11 +271,6 @@ class Worker:
                     raise
                 await self._fail_unreadable(exc.continuation_id, exc)
                 continue
-            if claim is not None:
-                log_event(
-                    log, "claimed", continuation=claim.id, owner=self.owner, token=claim.token,
-                    attempt=claim.attempt,
-                )  # fmt: skip
             return claim
 
     async def _fail_unreadable(self, cid: str, error: SchemaError) -> None:
@@ -296,9 +291,13 @@ class Worker:
         try:
             try:
                 cont = await with_retries(lambda: self.store.load(claim.id), what="loading")
-            except SchemaError as exc:  # claimed without parsing (Postgres, Redis)
+            except SchemaError as exc:  # claimed without parsing it
                 await self._fail_unreadable(claim.id, exc)
                 return
+            log_event(
+                log, "claimed", continuation=claim.id, run=cont.run_id, owner=self.owner,
+                token=claim.token, attempt=claim.attempt,
+            )  # fmt: skip
             await self._dispatch(cont, claim)
             self.resumed += 1
         except asyncio.CancelledError:

@@ -7,7 +7,10 @@ One repetition, per backend, stores ``n`` ready continuations (untimed) and then
   same database with the same driver: ``BEGIN IMMEDIATE; UPDATE ... WHERE status='ready';
   COMMIT`` on SQLite, one autocommitted ``UPDATE`` on Postgres, one Lua check-and-set on
   Redis (alternating the two keeps disk and CPU contention alike for both);
-- ``scan+claim``: the worker's path, ``store.claimable(limit=1)`` then ``store.claim``.
+- ``claim_next``: the worker's path, ``store.claim_next(owner)`` (the oldest claimable one,
+  picked and claimed in one atomic step), each followed by one floor update too;
+- ``scan+claim``: the worker's path before ``claim_next``, ``store.claimable(limit=1)`` then
+  ``store.claim``.
 """
 
 from __future__ import annotations
@@ -60,6 +63,30 @@ async def _claim_each(store: Store, ids: list[str], floor: _Floor | None) -> dic
     rates = {"claim": len(ids) / spent}
     if floor is not None:
         rates["floor"] = len(ids) / floor_spent
+    return rates
+
+
+async def _claim_next_each(store: Store, n: int, floor: _Floor | None) -> dict[str, float]:
+    """Claim ``n`` ready continuations with claim_next, each followed by one floor update."""
+    claims, spent, floor_spent = [], 0.0, 0.0
+    rows = await floor.rows(n) if floor is not None else []
+    for i in range(n):
+        start = time.perf_counter()
+        claim = await store.claim_next(OWNER, lease_seconds=LEASE_SECONDS)
+        spent += time.perf_counter() - start
+        if claim is None:
+            raise RuntimeError("claim_next found nothing while continuations were ready")
+        claims.append(claim)
+        if floor is not None:
+            start = time.perf_counter()
+            await floor.claim(rows[i])
+            floor_spent += time.perf_counter() - start
+    if await store.claim_next(OWNER) is not None:
+        raise RuntimeError("claim_next claimed more continuations than were ready")
+    await _finish(store, claims)
+    rates = {"claim_next": n / spent}
+    if floor is not None:
+        rates["floor_next"] = n / floor_spent
     return rates
 
 
@@ -183,6 +210,8 @@ async def measure(cfg: Config) -> list[Figure]:
                         rates = await _claim_each(store, ids, floor)
                         ids = await ready_continuations(store, cfg.claims)
                         rates["scan+claim"] = await _scan_and_claim(store, ids)
+                        await ready_continuations(store, cfg.claims)
+                        rates.update(await _claim_next_each(store, cfg.claims, floor))
                         if rep >= cfg.warmup:
                             for key, value in rates.items():
                                 cell.setdefault(key, []).append(value)
@@ -197,33 +226,38 @@ async def measure(cfg: Config) -> list[Figure]:
         columns=[
             "backend",
             "claim (/s)",
+            "claim_next (/s)",
             "scan+claim (/s)",
             "raw floor (/s)",
             "claim ÷ floor",
+            "claim_next ÷ floor",
             "scan+claim ÷ floor",
         ],
         raw={"samples_per_s": samples, "unavailable": unavailable, "n": cfg.claims},
     )
     for backend, cell in samples.items():
         claim, scan = summarize(cell["claim"]), summarize(cell["scan+claim"])
-        row = [backend, _rate(claim), _rate(scan)]
+        nxt = summarize(cell["claim_next"])
+        row = [backend, _rate(claim), _rate(nxt), _rate(scan)]
         if "floor" in cell:
-            floor_rate = summarize(cell["floor"])
+            floor_rate = summarize(cell["floor"] + cell["floor_next"])
             row += [
                 _rate(floor_rate),
                 fmt_ratio(claim.median / floor_rate.median),
+                fmt_ratio(nxt.median / floor_rate.median),
                 fmt_ratio(scan.median / floor_rate.median),
             ]
         else:
-            row += ["—", "—", "—"]
+            row += ["—", "—", "—", "—"]
         fig.rows.append(row)
     fig.notes.append(
         f"{cfg.claims} ready continuations per repetition, claimed one after another by one "
-        "client: by id (`claim`, each followed by one floor update), and the way the worker "
-        "finds work today "
-        "(`claimable(limit=1)`, then `claim`, the rest of the batch still ready). Claimed "
+        "client: by id (`claim`), the way the worker finds work (`claim_next`: the oldest "
+        "claimable one, picked and claimed in one atomic step), each followed by one floor "
+        "update, and the way workers found work before `claim_next` (`claimable(limit=1)`, "
+        "then `claim`). The floor is the median over both alternations. Claimed "
         "continuations are completed between repetitions, so the store grows by "
-        f"{2 * cfg.claims} done records per repetition. Budget: ≥0.6× the floor. The memory "
+        f"{3 * cfg.claims} done records per repetition. Budget: ≥0.6× the floor. The memory "
         "store has no database floor."
     )
     for backend, reason in unavailable.items():

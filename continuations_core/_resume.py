@@ -299,10 +299,14 @@ async def _held(
             "resumes the continuation it was taken on.",
             continuation_id=cont.id,
         )
-    await with_retries(  # raises AlreadyClaimed if it was lost
-        lambda: store.heartbeat(claim, lease_seconds=lease), what="renewing a claim"
-    )
-    truth = (await _read(store, cont.id)).continuation
+    current = await _read(store, cont.id)
+    held = current.status == "claimed" and current.fence == claim.token
+    left = (current.lease_until - _now()).total_seconds() if current.lease_until else 0.0
+    if not held or left < lease * 2 / 3:  # a fresh claim (a worker's) needs no heartbeat yet
+        await with_retries(  # raises AlreadyClaimed if it was lost
+            lambda: store.heartbeat(claim, lease_seconds=lease), what="renewing a claim"
+        )
+    truth = current.continuation
     _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
     for record in cont.decisions:
         stored = truth.decision_for(record.path)

@@ -36,7 +36,6 @@ from typing import Any, Literal
 from ._attempts import (
     RETRY_POLICY,
     RetryPolicy,
-    claim_with_retries,
     is_permanent,
     log_event,
     settle,
@@ -48,11 +47,8 @@ from ._signing import Keyring
 from .errors import (
     AlreadyClaimed,
     ConfigurationError,
-    ConflictError,
     ContinuationError,
     ContinuationFailed,
-    ContinuationNotFound,
-    DecisionError,
     SchemaError,
 )
 from .stores import Claim, Store
@@ -169,13 +165,13 @@ class Worker:
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         idle_since = loop.time()
-        first, store_errors = True, 0
+        store_errors = 0
         log_event(log, "worker_started", owner=self.owner, concurrency=self.concurrency)
         try:
             while not self._stop.is_set():
                 try:
-                    started = await self._claim_some(slots, running, recover=first)
-                    first, store_errors = False, 0
+                    started = await self._claim_some(slots, running)
+                    store_errors = 0
                 except ContinuationError as exc:  # a store outage, or a row it cannot parse
                     store_errors += 1
                     delay = min(STORE_BACKOFF_MAX_SECONDS, self.poll_seconds * 2**store_errors)
@@ -190,7 +186,7 @@ class Worker:
                 elif once or (idle_exit is not None and loop.time() - idle_since >= idle_exit):
                     break
                 if not started:
-                    await self._wait(running)
+                    await self._wait(running, full=slots.locked())
         finally:
             for task in running:
                 task.cancel()
@@ -202,27 +198,19 @@ class Worker:
             )
         return self.resumed
 
-    async def _claim_some(
-        self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]], *, recover: bool
-    ) -> bool:
-        """Claim what is claimable now, one task each; True if anything started."""
-        # On the first scan, also claims held under this owner's name: a restarted worker
-        # takes back what its predecessor held (claim() checks the holder is gone).
-        owner = self.owner if recover else None
-        ids = await self.store.claimable(limit=self.concurrency * 4, owner=owner)
+    async def _claim_some(self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]]) -> bool:
+        """Claim what is claimable now while a slot is free, one task each; True if any started."""
         started = False
-        for cid in ids:
-            if self._stop.is_set():
-                break
+        while not self._stop.is_set() and not slots.locked():
             await slots.acquire()
             try:
-                claim = await self._claim(cid)
+                claim = await self._claim_next()
             except BaseException:
                 slots.release()
                 raise
             if claim is None:
                 slots.release()
-                continue
+                return started
             started = True
             task = asyncio.create_task(self._resume(claim))
             running.add(task)
@@ -238,48 +226,78 @@ class Worker:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._stop.wait(), timeout=seconds)
 
-    async def _wait(self, running: set[asyncio.Task[None]]) -> None:
-        waiter = asyncio.create_task(self.store.wait_ready(self.poll_seconds))
+    async def _wait(self, running: set[asyncio.Task[None]], *, full: bool) -> None:
+        """Wait for new work, a free slot, or :meth:`stop`.
+
+        With every slot taken, until a running resume finishes; otherwise until the store
+        notifies new work (Postgres ``LISTEN``, Redis pub/sub) or the poll interval passes.
+        """
         stopper = asyncio.create_task(self._stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        for task in (waiter, stopper):
+        waiters: list[asyncio.Task[Any]]
+        if full and running:
+            await asyncio.wait({*running, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiters = [stopper]
+        else:
+            waiter = asyncio.create_task(self.store.wait_ready(self.poll_seconds))
+            await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+            waiters = [waiter, stopper]
+        for task in waiters:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _claim(self, cid: str) -> Claim | None:
-        try:
-            claim = await claim_with_retries(
-                self.store, cid, owner=self.owner, lease_seconds=self.lease_seconds,
-                max_attempts=self.retry.max_attempts,
-            )  # fmt: skip
-        except ContinuationFailed as exc:
-            # Its last allowed attempt died with its process: it is stored failed now.
-            self.failed += 1
-            log_event(log, "failed", logging.ERROR, continuation=cid, owner=self.owner, error=exc)
-            return None
-        except SchemaError as exc:
-            # Written by a newer version, or edited: fail it without parsing, and go on.
-            self.failed += 1
-            error: SchemaError = exc
-            failed = await with_retries(
-                lambda: self.store.fail_unreadable(cid, error, actor=self.owner),
-                what="failing an unreadable continuation",
-            )
-            if failed:
-                log_event(
-                    log, "failed", logging.ERROR, continuation=cid, owner=self.owner,
-                    permanent=True, error=exc,
+    async def _claim_next(self) -> Claim | None:
+        """Claim the next claimable continuation (one atomic store step); None if none is.
+
+        Also takes back claims held under this owner's name by a process that is gone (a
+        restarted worker). One that cannot be claimed is settled here and the next one tried.
+        """
+        while True:
+            try:
+                claim = await self.store.claim_next(
+                    self.owner, lease_seconds=self.lease_seconds,
+                    max_attempts=self.retry.max_attempts,
                 )  # fmt: skip
-            return None
-        except (ConflictError, DecisionError, ContinuationNotFound):
-            return None  # another worker got there first, or it is not claimable any more
-        return claim
+            except ContinuationFailed as exc:
+                # Its last allowed attempt died with its process: it is stored failed now.
+                self.failed += 1
+                log_event(
+                    log, "failed", logging.ERROR, continuation=exc.continuation_id,
+                    owner=self.owner, error=exc,
+                )  # fmt: skip
+                continue
+            except SchemaError as exc:
+                if exc.continuation_id is None:
+                    raise
+                await self._fail_unreadable(exc.continuation_id, exc)
+                continue
+            return claim
+
+    async def _fail_unreadable(self, cid: str, error: SchemaError) -> None:
+        """Fail a record written by a newer version, or edited, without parsing it; go on."""
+        self.failed += 1
+        failed = await with_retries(
+            lambda: self.store.fail_unreadable(cid, error, actor=self.owner),
+            what="failing an unreadable continuation",
+        )
+        if failed:
+            log_event(
+                log, "failed", logging.ERROR, continuation=cid, owner=self.owner,
+                permanent=True, error=error,
+            )  # fmt: skip
 
     async def _resume(self, claim: Claim) -> None:
         token = RETRY_POLICY.set(self.retry)
         try:
-            cont = await with_retries(lambda: self.store.load(claim.id), what="loading")
+            try:
+                cont = await with_retries(lambda: self.store.load(claim.id), what="loading")
+            except SchemaError as exc:  # claimed without parsing it
+                await self._fail_unreadable(claim.id, exc)
+                return
+            log_event(
+                log, "claimed", continuation=claim.id, run=cont.run_id, owner=self.owner,
+                token=claim.token, attempt=claim.attempt,
+            )  # fmt: skip
             await self._dispatch(cont, claim)
             self.resumed += 1
         except asyncio.CancelledError:

@@ -32,11 +32,19 @@ from continuations_core import (
 from continuations_core.stores import SyncStore
 from continuations_core.stores.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from continuations_core.testing import store_fencing, store_scenarios
+from continuations_core.testing.store_fencing import (
+    claim_next_oldest_first,
+    claim_next_runs_out_of_attempts,
+    claim_next_skips_backoff_and_live_claims,
+    claim_next_takes_expired_leases,
+)
 from continuations_core.testing.store_scenarios import (
     STORE_SCENARIOS,
     Scenario,
+    drain_with_claim_next,
     make_continuation,
     race_to_claim,
+    ready,
 )
 
 SERVICE_PARAMS = [
@@ -126,6 +134,134 @@ async def test_eight_processes_claim_one_continuation_exactly_one_wins(shared_ur
         assert stored.status == "claimed" and stored.claimed_by == winner
         claims = [e for e in await store.audit(cont.run_id) if e.kind == "claimed"]
         assert [e.actor for e in claims] == [winner]
+
+
+class _ScanningStore(MemoryStore):
+    """A store relying on the base class's claim_next (scan, then claim), as third parties do."""
+
+    claim_next = Store.claim_next
+
+
+@pytest.mark.parametrize(
+    "scenario",
+    [
+        claim_next_oldest_first,
+        claim_next_skips_backoff_and_live_claims,
+        claim_next_takes_expired_leases,
+        claim_next_runs_out_of_attempts,
+    ],
+    ids=lambda s: s.__name__,
+)
+@pytest.mark.asyncio
+async def test_the_default_claim_next_of_a_third_party_store_passes_the_scenarios(
+    scenario: Scenario,
+) -> None:
+    """Store.claim_next's default (claimable, then claim) follows the same rules."""
+    async with _ScanningStore() as store:
+        await scenario(store, make_continuation)
+
+
+@pytest.mark.asyncio
+async def test_a_restarted_owner_takes_back_its_claims_with_claim_next(shared_url: str) -> None:
+    """claim_next by a restarted owner takes back a dead predecessor's claim, never a live one's."""
+    await store_fencing.owner_restart_next(shared_url)
+
+
+_DRAINED = 48
+
+
+async def _claimed_exactly_once(url: str, ids: list[str], drained: dict[str, list[str]]) -> None:
+    """Every id was claimed by exactly one claimer, as the store and its audit trail say."""
+    claimed = [cid for got in drained.values() for cid in got]
+    assert sorted(claimed) == sorted(ids)  # each id once: no double claim, none left behind
+    owner_of = {cid: owner for owner, got in drained.items() for cid in got}
+    async with open_store(url) as store:
+        for cid in ids:
+            stored = await store.get(cid)
+            assert stored.status == "claimed" and stored.claimed_by == owner_of[cid]
+            assert stored.fence == 1 and stored.attempts == 1
+            claims = [e for e in await store.audit(stored.run_id) if e.kind == "claimed"]
+            assert [e.actor for e in claims] == [owner_of[cid]]
+        assert await store.claim_next("late") is None
+
+
+@pytest.mark.asyncio
+async def test_eight_processes_draining_with_claim_next_claim_each_continuation_once(
+    shared_url: str,
+) -> None:
+    """8 processes racing claim_next over 48 continuations: every one claimed exactly once."""
+    async with open_store(shared_url) as store:
+        ids = [(await ready(store, make_continuation)).id for _ in range(_DRAINED)]
+    ctx = multiprocessing.get_context("spawn")
+    barrier = ctx.Barrier(8)
+    results = ctx.Queue()
+    procs = [
+        ctx.Process(target=drain_with_claim_next, args=(shared_url, f"w{i}", barrier, results))
+        for i in range(8)
+    ]
+    for p in procs:
+        p.start()
+    try:
+        drained = dict(results.get(timeout=180) for _ in procs)
+        for p in procs:
+            p.join(timeout=60)
+            assert p.exitcode == 0
+    finally:
+        for p in procs:
+            if p.is_alive():
+                p.terminate()
+    await _claimed_exactly_once(shared_url, ids, drained)
+
+
+@pytest.mark.asyncio
+async def test_eight_stores_on_one_sqlite_file_draining_with_claim_next_claim_each_once(
+    tmp_path: Path,
+) -> None:
+    """8 SQLite store objects (own connections) on one file race claim_next: each claimed once."""
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    async with open_store(url) as store:
+        ids = [(await ready(store, make_continuation)).id for _ in range(_DRAINED)]
+    stores = [open_store(url) for _ in range(8)]
+
+    async def drain(store: Store, owner: str) -> list[str]:
+        got = []
+        while (claim := await store.claim_next(owner, lease_seconds=600)) is not None:
+            got.append(claim.id)
+        return got
+
+    try:
+        found = await asyncio.gather(*(drain(s, f"w{i}") for i, s in enumerate(stores)))
+    finally:
+        for opened in stores:
+            await opened.close()
+    await _claimed_exactly_once(url, ids, {f"w{i}": got for i, got in enumerate(found)})
+
+
+@pytest.mark.asyncio
+async def test_eight_threads_sharing_a_memory_store_claim_each_continuation_once() -> None:
+    """8 threads (each its own event loop) race claim_next on one MemoryStore: each claimed once."""
+    store = MemoryStore()
+    ids = [(await ready(store, make_continuation)).id for _ in range(_DRAINED)]
+
+    def drain(owner: str) -> list[str]:
+        async def run() -> list[str]:
+            got = []
+            while (claim := await store.claim_next(owner, lease_seconds=600)) is not None:
+                got.append(claim.id)
+            return got
+
+        return asyncio.run(run())
+
+    found = await asyncio.gather(*(asyncio.to_thread(drain, f"w{i}") for i in range(8)))
+    drained = {f"w{i}": got for i, got in enumerate(found)}
+    claimed = sorted(cid for got in drained.values() for cid in got)
+    assert claimed == sorted(ids)
+    for owner, got in drained.items():
+        for cid in got:
+            stored = await store.get(cid)
+            assert stored.claimed_by == owner and stored.fence == 1
+            claims = [e for e in await store.audit(stored.run_id) if e.kind == "claimed"]
+            assert [e.actor for e in claims] == [owner]
 
 
 # -- Postgres and Redis: wake-ups and workers ------------------------------------------------

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .._schema import Continuation, DecisionRecord
+from ..errors import ConflictError, ContinuationNotFound, DecisionError
 from ._records import (
     DEFAULT_MAX_ATTEMPTS,
     ERROR_MESSAGE_LIMIT,
@@ -282,6 +283,43 @@ class Store(ABC):
         ]
         found.sort(key=lambda r: r.updated_at)
         return [r.id for r in found[: max(limit, 0)]]
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """Claim the claimable continuation that changed longest ago; None if there is none.
+
+        The candidates are those :meth:`claimable` lists with ``owner``: ready ones whose
+        backoff elapsed, expired leases, and live claims held under ``owner``'s name by a
+        process that is gone (a restarted owner). The claim follows the rules of
+        :meth:`claim` (fencing token, attempts, audit ``claimed``). The backends pick and
+        claim in one atomic step, so concurrent workers never take the same continuation and
+        never wait on each other; this default (for third-party stores) scans, then claims.
+
+        Raises:
+            ContinuationFailed: If the oldest candidate was an abandoned claim on its last
+                allowed attempt: it is stored ``failed`` now (as :meth:`claim` does); call
+                again for the next one.
+            SchemaError: If the oldest candidate cannot be read (naming it); fail it with
+                :meth:`fail_unreadable`.
+        """
+        skipped: set[str] = set()
+        while True:
+            ids = await self.claimable(limit=len(skipped) + 10, owner=owner)
+            ids = [i for i in ids if i not in skipped]
+            if not ids:
+                return None
+            for cid in ids:
+                try:
+                    return await self.claim(
+                        cid, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                    )
+                except (ConflictError, DecisionError, ContinuationNotFound):
+                    skipped.add(cid)  # another worker got there first, or it changed
 
     async def status(self, run_id: str) -> RunStatus:
         """Where run ``run_id`` stands: its latest continuation's state, and its output."""

@@ -28,7 +28,7 @@ import socket
 from pathlib import Path
 from secrets import token_hex
 
-__all__ = ["default_owner", "holder_id", "takeover_reason"]
+__all__ = ["default_owner", "holder_id", "takeback_terms", "takeover_reason"]
 
 _SESSION = token_hex(8)
 
@@ -53,8 +53,19 @@ def _read(path: str) -> str:
         return ""
 
 
+_MACHINE: tuple[int, str] | None = None  # (pid, machine id): computed once per process
+_HOLDER: tuple[str, str] | None = None  # (session, holder id)
+
+
 def _machine() -> str:
     """The host, its boot and this PID namespace: where a PID means the same process."""
+    global _MACHINE
+    if _MACHINE is None or _MACHINE[0] != os.getpid():  # every claim asks: read /proc once
+        _MACHINE = (os.getpid(), _read_machine())
+    return _MACHINE[1]
+
+
+def _read_machine() -> str:
     try:
         pid_ns = str(os.stat("/proc/self/ns/pid").st_ino)
     except OSError:
@@ -80,8 +91,11 @@ def _start_time(pid: int) -> str | None:
 
 def holder_id() -> str:
     """This process's holder id, stored with every claim it takes."""
-    pid = os.getpid()
-    return f"{_SESSION}/{_machine()}/{pid}/{_start_time(pid) or ''}"
+    global _HOLDER
+    if _HOLDER is None or _HOLDER[0] != _SESSION:  # a new session after fork: a new holder
+        pid = os.getpid()
+        _HOLDER = (_SESSION, f"{_SESSION}/{_machine()}/{pid}/{_start_time(pid) or ''}")
+    return _HOLDER[1]
 
 
 def _dead(holder: str) -> bool:
@@ -117,3 +131,15 @@ def takeover_reason(owner: str, held_by: str | None, holder: str | None) -> str 
     if _dead(holder):
         return f"the process holding it ({held_by!r}, pid {holder.split('/')[2]}) is dead"
     return None
+
+
+def takeback_terms(owner: str) -> tuple[str, bool, str | None]:
+    """What a store needs to pick, without this module, the live claims ``owner`` may take back.
+
+    Returns this process's session (its own claims are never taken back), whether ``owner``
+    is an explicit name (then any other session's claim under it is taken back), and this
+    machine's id (a claim under a ``host:pid`` name is a candidate only if it was taken on
+    this machine, where :func:`takeover_reason` can tell whether its process is dead), or
+    None where PIDs cannot be compared. A candidate is then claimed through the exact rules.
+    """
+    return _SESSION, _explicit(owner), _machine() or None

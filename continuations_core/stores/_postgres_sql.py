@@ -12,11 +12,13 @@ __all__ = [
     "AUDIT",
     "BOOTSTRAP",
     "CLAIMABLE",
+    "CLAIM_NEXT",
     "COLUMNS",
     "FAIL_UNREADABLE",
     "INSERT",
     "MIGRATIONS",
     "READ",
+    "READ_LOCKED",
     "READ_RAW",
     "UPDATE",
 ]
@@ -60,6 +62,10 @@ COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, update
     claimed_by, lease_until, document, decisions, fence, attempts, not_before, last_error,
     holder, output"""
 READ: LiteralString = f"SELECT {COLUMNS} FROM {{s}}.continuations WHERE id = %s"
+# The row locked, and the database's time once the lock is held (the outer query's clock runs
+# after the inner one's lock): one round trip for what a change needs.
+READ_LOCKED: LiteralString = f"""SELECT locked.*, clock_timestamp() AS now FROM (
+    SELECT {COLUMNS} FROM {{s}}.continuations WHERE id = %s FOR UPDATE) AS locked"""
 INSERT: LiteralString = f"""INSERT INTO {{s}}.continuations ({COLUMNS})
     VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)
     ON CONFLICT (id) DO NOTHING"""
@@ -78,3 +84,52 @@ READ_RAW: LiteralString = """SELECT run_id, status, version, attempts FROM {s}.c
 FAIL_UNREADABLE: LiteralString = """UPDATE {s}.continuations SET status = 'failed',
     version = %s, updated_at = %s, lease_until = NULL, holder = NULL, not_before = NULL,
     last_error = %s WHERE id = %s AND version = %s"""
+
+
+def _iso(ts: LiteralString) -> LiteralString:
+    """SQL for ``ts`` as the audit trail writes times (pydantic's JSON: UTC, ``Z``)."""
+    utc = f"({ts} AT TIME ZONE 'UTC')"
+    return (
+        f"""to_char({utc}, 'YYYY-MM-DD"T"HH24:MI:SS') || CASE WHEN """
+        f"""date_part('microseconds', {ts})::bigint %% 1000000 = 0 THEN '' """
+        f"""ELSE to_char({utc}, '.US') END || 'Z'"""
+    )
+
+
+# One statement picks the oldest claimable row (locked rows skipped) and claims it, with its
+# audit events. A live claim taken back, or one out of attempts, is only picked ("special"):
+# ``claim`` then applies the exact rules to it (taken_over, or failed).
+CLAIM_NEXT: LiteralString = f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
+picked AS MATERIALIZED (
+    SELECT c.id, c.status, c.claimed_by, c.lease_until,
+        (c.status = 'claimed' AND (c.lease_until IS NULL OR c.lease_until > n.t
+            OR c.attempts >= %(max_attempts)s)) AS special
+    FROM {{s}}.continuations c, n
+    WHERE c.status IN ('ready', 'claimed') AND c.id <> ALL(%(skip)s::text[]) AND (
+        (c.status = 'ready' AND (c.not_before IS NULL OR c.not_before <= n.t))
+        OR (c.status = 'claimed' AND (c.lease_until <= n.t OR (
+            c.claimed_by = %(owner)s AND COALESCE(c.holder, '') <> ''
+            AND split_part(c.holder, '/', 1) <> %(session)s
+            AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)))))
+    ORDER BY c.updated_at, c.pos LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED),
+claimed AS (
+    UPDATE {{s}}.continuations c SET version = c.version + 1, status = 'claimed',
+        updated_at = n.t, claimed_by = %(owner)s,
+        lease_until = n.t + %(lease_seconds)s * interval '1 second', fence = c.fence + 1,
+        attempts = c.attempts + 1, not_before = NULL, holder = %(holder)s
+    FROM picked p, n WHERE c.id = p.id AND NOT p.special
+    RETURNING c.id, c.run_id, c.version, c.lease_until, c.fence, c.attempts, n.t AS at,
+        p.status AS was, p.claimed_by AS was_owner, p.lease_until AS was_lease),
+audited AS (
+    INSERT INTO {{s}}.audit (run_id, continuation_id, kind, at, actor, detail)
+    SELECT x.run_id, x.id, e.kind, x.at, %(owner)s, e.detail
+    FROM claimed x CROSS JOIN LATERAL (VALUES
+        (1, 'expired', json_build_object(
+            'owner', x.was_owner, 'lease_until', {_iso("x.was_lease")})::text),
+        (2, 'claimed', json_build_object('lease_until', {_iso("x.lease_until")},
+            'token', x.fence, 'attempt', x.attempts)::text)) AS e(n, kind, detail)
+    WHERE e.n = 2 OR x.was = 'claimed'
+    ORDER BY e.n)
+SELECT p.id, p.special, x.version, x.lease_until, x.fence, x.attempts
+FROM picked p LEFT JOIN claimed x ON x.id = p.id"""

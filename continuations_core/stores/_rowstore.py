@@ -10,14 +10,22 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable
-from datetime import datetime
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
-from ..errors import ContinuationFailed
-from ._base import DEFAULT_MAX_ATTEMPTS, AuditKind, Claim, Store, StoredContinuation
+from ..errors import ConflictError, ContinuationFailed, DecisionError
+from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
+    AuditEvent,
+    AuditKind,
+    Claim,
+    Status,
+    Store,
+    StoredContinuation,
+)
 from ._owners import holder_id, takeover_reason
 from ._rules import (
     Events,
@@ -28,17 +36,105 @@ from ._rules import (
     fail_row,
     heartbeat_row,
     journal_row,
+    jsonable,
     recorded_event,
     release_row,
     retry_row,
 )
 
-__all__ = ["Change", "RowStore"]
+__all__ = ["Change", "RowStore", "claim_first", "next_candidate", "plain_claim"]
 
 log = logging.getLogger("continuations.store")
 
 T = TypeVar("T")
 Change: TypeAlias = Callable[[Row, datetime], tuple[Row, Events, T]]
+
+
+def next_candidate(row: Row, at: datetime, owner: str) -> bool:
+    """Whether :meth:`Store.claim_next` by ``owner`` considers ``row`` (as ``claimable`` lists)."""
+    if row.status == "ready":
+        return row.not_before is None or row.not_before <= at
+    if row.status == "claimed":
+        expired = row.lease_until is not None and row.lease_until <= at
+        return expired or row.claimed_by == owner
+    return False
+
+
+def claim_first(
+    rows: Iterable[Row],
+    at: datetime,
+    *,
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+) -> tuple[Row, Row, Claim | ContinuationFailed, Events] | None:
+    """Claim the first of ``rows`` (oldest change first) that :meth:`Store.claim` would take.
+
+    Returns the row as it was, the row claimed (or turned ``failed``, out of attempts), the
+    claim (or the error to raise once that is written) and the audit events; None if no row
+    may be claimed (a live claim whose holder is not gone, a backoff not yet over).
+    """
+    holder = holder_id()
+
+    def takeover(held_by: str | None, held: str | None) -> str | None:
+        return takeover_reason(owner, held_by, held)
+
+    for row in rows:
+        try:
+            new, claim, events = claim_row(
+                row, owner=owner, lease_seconds=lease_seconds, expected_version=None, at=at,
+                max_attempts=max_attempts, holder=holder, takeover=takeover,
+            )  # fmt: skip
+        except (ConflictError, DecisionError):
+            continue
+        return row, new, claim, events
+    return None
+
+
+def plain_claim(
+    id: str,
+    run_id: str,
+    *,
+    status: Status,
+    claimed_by: str | None,
+    lease_until: datetime | None,
+    version: int,
+    fence: int,
+    attempts: int,
+    owner: str,
+    lease_seconds: float,
+    max_attempts: int,
+    at: datetime,
+) -> tuple[Claim, Events] | None:
+    """What :func:`claim_row` makes of a ready row or an expired lease, from its columns alone.
+
+    The claim and the audit events (``expired`` if a lease expired, then ``claimed``), for a
+    backend that claims without parsing the document; the row's new values are the claim's
+    (``version``, ``token`` as fence, ``attempt`` as attempts, ``lease_until``), ``owner``,
+    no backoff and this process's holder. None for any other row (a live claim taken back,
+    one out of attempts): :func:`claim_first` applies the full rules to those.
+    """
+    expired = status == "claimed" and lease_until is not None and lease_until <= at
+    if not (status == "ready" or (expired and attempts < max_attempts)):
+        return None
+    until = at + timedelta(seconds=lease_seconds)
+    claim = Claim(
+        id=id, version=version + 1, owner=owner, lease_until=until, token=fence + 1,
+        attempt=attempts + 1,
+    )  # fmt: skip
+    events: Events = []
+    details: list[tuple[AuditKind, dict[str, object]]] = []
+    if expired:
+        details.append(("expired", {"owner": claimed_by, "lease_until": lease_until}))
+    details.append(
+        ("claimed", {"lease_until": until, "token": claim.token, "attempt": claim.attempt})
+    )
+    for kind, detail in details:
+        events.append(
+            AuditEvent(run_id=run_id, continuation_id=id, kind=kind, at=at, actor=owner,
+                       detail=jsonable(detail))
+        )  # fmt: skip
+    return claim, events
 
 
 class RowStore(Store):

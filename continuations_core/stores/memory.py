@@ -13,8 +13,9 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from .._schema import Continuation
-from ..errors import StoreUnavailable
+from ..errors import ContinuationFailed, StoreUnavailable
 from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -22,7 +23,7 @@ from ._base import (
     StoredContinuation,
 )
 from ._owners import holder_id
-from ._rowstore import Change, RowStore
+from ._rowstore import Change, RowStore, claim_first, next_candidate
 from ._rules import (
     Row,
     already_saved,
@@ -172,6 +173,31 @@ class MemoryStore(RowStore):
             )  # fmt: skip
             self._events.append(event)
         return True
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`; picked and claimed under the store's lock."""
+        with self._lock:
+            self._check_open()
+            at = utcnow()
+            rows = [row for row in self._rows.values() if next_candidate(row, at, owner)]
+            rows.sort(key=lambda row: (row.updated_at, self._order[row.id]))
+            found = claim_first(
+                rows, at, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+            )
+            if found is None:
+                return None
+            _, new, claim, events = found
+            self._rows[new.id] = new
+            self._events.extend(events)
+        if isinstance(claim, ContinuationFailed):
+            raise claim  # out of attempts: it is stored failed now
+        return claim
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

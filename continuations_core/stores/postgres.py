@@ -27,9 +27,17 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
-from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    ContinuationNotFound,
+    DecisionError,
+    MissingExtra,
+    StoreUnavailable,
+)
 from . import _postgres_sql as q
 from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -37,7 +45,7 @@ from ._base import (
     Status,
     StoredContinuation,
 )
-from ._owners import holder_id
+from ._owners import holder_id, takeback_terms
 from ._rowstore import Change, RowStore
 from ._rules import (
     Events,
@@ -203,6 +211,21 @@ class PostgresStore(RowStore):
         except psycopg.Error as exc:
             raise self._unavailable(exc) from self._cause(exc)
 
+    @asynccontextmanager
+    async def _single(self) -> AsyncIterator[Connection]:
+        """A connection for one statement: a transaction of its own (one round trip, not
+        ``BEGIN``/``COMMIT`` around it) on the usual autocommit connections."""
+        await self._ensure()
+        try:
+            async with self._connection() as conn:
+                if conn.autocommit:
+                    yield conn
+                else:
+                    async with conn.transaction():
+                        yield conn
+        except psycopg.Error as exc:
+            raise self._unavailable(exc) from self._cause(exc)
+
     async def _migrate(self, conn: Connection) -> None:
         if await self._applied(conn) == len(MIGRATIONS):
             return  # the usual case: no lock, so a process paused while starting blocks no one
@@ -272,8 +295,13 @@ class PostgresStore(RowStore):
     async def _transact(self, id: str, change: Change[T]) -> T:
         """One transition in one transaction: lock, apply the rules at DB time, write, audit."""
         async with self._tx() as conn:
-            old = await self._read(conn, id, lock=True)
-            new, events, result = change(old, await _clock(conn))
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(self._q(q.READ_LOCKED), (id,))
+                found = await cur.fetchone()
+            if found is None:
+                raise not_found(id)
+            old = _row(found)
+            new, events, result = change(old, _utc(found["now"]))
             if new is not old:
                 await self._update(conn, new, old.version)
             await self._record(conn, new if new is not old else None, events)
@@ -293,7 +321,7 @@ class PostgresStore(RowStore):
 
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
-        async with self._tx() as conn:
+        async with self._single() as conn:
             return (await self._read(conn, id, lock=False)).record()
 
     async def list(
@@ -381,7 +409,7 @@ class PostgresStore(RowStore):
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
         query = "SELECT kind, at, actor, detail, continuation_id FROM {s}.audit WHERE run_id = %s"
-        async with self._tx() as conn:
+        async with self._single() as conn:
             cur = await conn.execute(self._q(query + " ORDER BY seq"), (run_id,))
             found = await cur.fetchall()
         return [
@@ -399,9 +427,47 @@ class PostgresStore(RowStore):
         skipped. This only reads: :meth:`claim` is the atomic step and may still raise
         ``AlreadyClaimed`` when another worker got there first.
         """
-        async with self._tx() as conn:
+        async with self._single() as conn:
             cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`: one statement picks, claims and audits (DB time).
+
+        Rows other transactions hold locked are skipped (``FOR UPDATE SKIP LOCKED``), so
+        workers never queue behind each other. A live claim taken back by a restarted owner,
+        or an abandoned one out of attempts, is claimed through :meth:`claim`'s exact rules.
+        """
+        session, explicit, machine = takeback_terms(owner)
+        params: dict[str, Any] = {
+            "owner": owner, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
+            "holder": holder_id(), "session": session, "explicit": explicit, "machine": machine,
+        }  # fmt: skip
+        skipped: builtins.list[str] = []
+        while True:
+            async with self._single() as conn:
+                cur = await conn.execute(self._q(q.CLAIM_NEXT), {**params, "skip": skipped})
+                found = await cur.fetchone()
+            if found is None:
+                return None
+            id, special, version, lease_until, token, attempt = found
+            if not special:
+                return Claim(
+                    id=id, version=version, owner=owner, lease_until=_utc(lease_until),
+                    token=token, attempt=attempt,
+                )  # fmt: skip
+            try:  # raises ContinuationFailed once it is stored failed (out of attempts)
+                return await self.claim(
+                    id, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                )
+            except (ConflictError, DecisionError, ContinuationNotFound):
+                skipped.append(id)  # its holder is not gone, or another worker won
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

@@ -30,21 +30,30 @@ import builtins
 import contextlib
 import json
 from collections.abc import Awaitable, Callable, Iterator, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._schema import Continuation
-from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
+from ..errors import (
+    ConfigurationError,
+    ConflictError,
+    ContinuationNotFound,
+    DecisionError,
+    MissingExtra,
+    StoreUnavailable,
+)
 from . import _redis_codec as codec
 from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
     Status,
     StoredContinuation,
 )
-from ._owners import holder_id
+from ._owners import holder_id, takeback_terms
+from ._redis_claim import CLAIM_NEXT
 from ._rowstore import Change, RowStore
 from ._rules import (
     Events,
@@ -131,6 +140,7 @@ class RedisStore(RowStore):
         self._closed = False
         self._pubsub: PubSub | None = None
         self._listen_lock = asyncio.Lock()
+        self._claim_next = self._client.register_script(CLAIM_NEXT)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -441,6 +451,44 @@ class RedisStore(RowStore):
                 found = list(dict.fromkeys(found))  # an owner's expired claim is listed twice
                 start += page
         return found[: max(limit, 0)]
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`: one Lua script picks, claims and audits (server time).
+
+        A live claim taken back by a restarted owner, or an abandoned one out of attempts,
+        is claimed through :meth:`claim`'s exact rules.
+        """
+        await self._open()
+        session, explicit, machine = takeback_terms(owner)
+        args: builtins.list[Any] = [
+            self.prefix, owner, round(lease_seconds * 1_000_000), holder_id(), session,
+            "1" if explicit else "0", machine or "", max_attempts,
+        ]  # fmt: skip
+        skipped: builtins.list[str] = []
+        while True:
+            with self._guard():
+                found: Any = await self._claim_next(args=[*args, *skipped])
+            if found is None:
+                return None
+            kind, id, *values = (codec.text(v) for v in found)
+            if kind == "claimed":
+                version, lease, token, attempt = (int(v) for v in values)
+                return Claim(
+                    id=id, version=version, owner=owner, token=token, attempt=attempt,
+                    lease_until=codec.EPOCH + timedelta(microseconds=lease),
+                )  # fmt: skip
+            try:  # raises ContinuationFailed once it is stored failed (out of attempts)
+                return await self.claim(
+                    id, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                )
+            except (ConflictError, DecisionError, ContinuationNotFound):
+                skipped.append(id)  # its holder is not gone, or another writer won
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

@@ -28,8 +28,9 @@ from typing import Any, TypeVar
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
-from ..errors import ConfigurationError, StoreUnavailable
+from ..errors import ConfigurationError, ContinuationFailed, StoreUnavailable
 from ._base import (
+    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -38,7 +39,7 @@ from ._base import (
     StoredContinuation,
 )
 from ._owners import holder_id
-from ._rowstore import Change, RowStore
+from ._rowstore import Change, RowStore, claim_first, plain_claim
 from ._rules import (
     Row,
     already_saved,
@@ -94,6 +95,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "ALTER TABLE continuations_v2 RENAME TO continuations",
         "CREATE INDEX continuations_status ON continuations (status, created_at)",
         "CREATE INDEX continuations_run ON continuations (run_id, created_at)",
+    ),
+    (
+        # claim_next walks ready and claimed rows in the order they last changed.
+        """CREATE INDEX continuations_claimable ON continuations (updated_at)
+            WHERE status IN ('ready', 'claimed')""",
     ),
 )
 
@@ -374,6 +380,66 @@ class SQLiteStore(RowStore):
             return [str(r[0]) for r in rows]
 
         return await self._call(run)
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`: picked and claimed in one ``BEGIN IMMEDIATE``."""
+        # Only the columns the rules need: a document is parsed only for a live claim taken
+        # back or one out of attempts (claim_first then applies the full rules).
+        sql = (
+            "SELECT id, run_id, status, claimed_by, lease_until, version, fence, attempts "
+            "FROM continuations WHERE status IN ('ready', 'claimed') AND "
+            "((status = 'ready' AND (not_before IS NULL OR not_before <= ?)) OR "
+            "(status = 'claimed' AND (lease_until <= ? OR claimed_by = ?))) "
+            "ORDER BY updated_at, rowid"
+        )
+        update = (
+            "UPDATE continuations SET version = ?, status = 'claimed', updated_at = ?, "
+            "claimed_by = ?, lease_until = ?, fence = ?, attempts = ?, not_before = NULL, "
+            "holder = ? WHERE id = ? AND version = ?"
+        )
+        holder = holder_id()
+
+        def run(conn: sqlite3.Connection) -> Claim | ContinuationFailed | None:
+            with _immediate(conn):
+                at = utcnow()
+                cursor = conn.execute(sql, (_ts(at), _ts(at), owner))
+                for id, run_id, status, held_by, lease, version, fence, attempts in cursor:
+                    plain = plain_claim(
+                        id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),
+                        version=version, fence=fence, attempts=attempts, owner=owner,
+                        lease_seconds=lease_seconds, max_attempts=max_attempts, at=at,
+                    )  # fmt: skip
+                    if plain is not None:
+                        cursor.close()
+                        claim, events = plain
+                        conn.execute(update, (
+                            claim.version, _ts(at), owner, _ts(claim.lease_until), claim.token,
+                            claim.attempt, holder, id, version,
+                        ))  # fmt: skip
+                        _audit(conn, events)
+                        return claim
+                    found = claim_first(
+                        [_read(conn, id)], at, owner=owner, lease_seconds=lease_seconds,
+                        max_attempts=max_attempts,
+                    )  # fmt: skip
+                    if found is not None:
+                        cursor.close()
+                        old, new, taken, events = found
+                        _write(conn, new, old.version)
+                        _audit(conn, events)
+                        return taken
+                return None
+
+        claim = await self._call(run)
+        if isinstance(claim, ContinuationFailed):
+            raise claim  # out of attempts: it is stored failed now
+        return claim
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""

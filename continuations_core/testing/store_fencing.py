@@ -11,6 +11,7 @@ import asyncio
 import multiprocessing
 import socket
 import uuid
+from datetime import datetime
 from typing import Any
 
 from ..errors import (
@@ -24,15 +25,28 @@ from ..errors import (
 )
 from ..stores import Store, open_store
 from ..stores._owners import default_owner
-from ._store_kit import ContinuationFactory, Scenario, check, make_continuation, raises, ready
+from ._store_kit import (
+    ContinuationFactory,
+    Scenario,
+    check,
+    decision,
+    make_continuation,
+    raises,
+    ready,
+)
 
 __all__ = [
     "FENCING_SCENARIOS",
     "attempts_and_backoff",
+    "claim_next_oldest_first",
+    "claim_next_runs_out_of_attempts",
+    "claim_next_skips_backoff_and_live_claims",
+    "claim_next_takes_expired_leases",
     "crashed_attempts_run_out",
     "fencing_across_checkpoints",
     "hold_claims",
     "owner_restart",
+    "owner_restart_next",
     "permanent_failure_and_retry",
     "run_status",
     "superseded_token_cannot_write",
@@ -203,6 +217,96 @@ async def run_status(store: Store, make: ContinuationFactory) -> None:
     check((await store.status(other.run_id)).state == "failed", "failed")
 
 
+async def claim_next_oldest_first(store: Store, make: ContinuationFactory) -> None:
+    """claim_next takes the continuation that changed longest ago, audited; None when none is."""
+    check(await store.claim_next("w1") is None, "claim_next on an empty store")
+    late = make()
+    await store.save(late)  # waiting: not claimable until decided, and then the newest
+    first, second = await ready(store, make), await ready(store, make)
+    for i in range(len(late.requests)):
+        await store.decide(late.id, decision(late, i))
+    claim = await store.claim_next("w1", lease_seconds=60)
+    check(claim is not None and claim.id == first.id, f"the oldest change first: {claim}")
+    assert claim is not None
+    check(claim.owner == "w1" and claim.token == 1 and claim.attempt == 1, f"{claim}")
+    stored = await store.get(first.id)
+    check(stored.status == "claimed" and stored.claimed_by == "w1", f"stored: {stored}")
+    check(stored.version == claim.version and stored.fence == 1, f"version/fence: {stored}")
+    check(stored.lease_until == claim.lease_until, f"lease: {stored.lease_until}")
+    event = (await store.audit(first.run_id))[-1]
+    check(event.kind == "claimed" and event.actor == "w1", f"audited: {event}")
+    check(event.continuation_id == first.id and event.at == stored.updated_at, f"{event}")
+    check(event.detail["token"] == 1 and event.detail["attempt"] == 1, f"{event.detail}")
+    lease = datetime.fromisoformat(event.detail["lease_until"])
+    check(lease == claim.lease_until, f"audited lease {lease} vs {claim.lease_until}")
+    order = [claim.id]
+    while (more := await store.claim_next("w1")) is not None:
+        order.append(more.id)
+    check(order == [first.id, second.id, late.id], f"claimed in order {order}")
+    # Its own live claims are never taken back by the process holding them.
+    check(await store.claim_next("w1") is None, "this process's live claims stay put")
+    await store.complete(claim, output="ok")  # the claim is as good as claim()'s
+    check((await store.get(first.id)).status == "done", "completed under the claim")
+
+
+async def claim_next_skips_backoff_and_live_claims(store: Store, make: ContinuationFactory) -> None:
+    """claim_next leaves live claims and continuations backing off alone until their time."""
+    held, failing = await ready(store, make), await ready(store, make)
+    await store.claim(held.id, owner="w1", lease_seconds=60)
+    claim = await store.claim(failing.id, owner="w1")
+    await store.fail(claim, RuntimeError("model down"), retry_in=0.3)
+    check(await store.claim_next("w2") is None, "a live claim or a backoff was claimed")
+    await asyncio.sleep(0.35)
+    after = await store.claim_next("w2")
+    check(after is not None and after.id == failing.id, f"the backoff elapsed: {after}")
+    assert after is not None
+    check(after.attempt == 2 and after.token == 2, f"the second attempt: {after}")
+    check(await store.claim_next("w2") is None, "nothing else is claimable")
+
+
+async def claim_next_takes_expired_leases(store: Store, make: ContinuationFactory) -> None:
+    """An expired lease is claimed next with a new fencing token; the old claim stops holding."""
+    cont = await ready(store, make)
+    dead = await store.claim_next("w1", lease_seconds=_SHORT)
+    check(dead is not None and dead.id == cont.id, f"the first claim: {dead}")
+    assert dead is not None
+    await asyncio.sleep(_PAST)
+    live = await store.claim_next("w2")
+    check(live is not None and live.id == cont.id, f"the expired lease was taken: {live}")
+    assert live is not None
+    check(live.token == dead.token + 1 and live.attempt == 2, f"a new token: {live}")
+    await raises(ClaimSuperseded, store.complete(dead), "completing the expired claim")
+    events = (await store.audit(cont.run_id))[-2:]
+    check([e.kind for e in events] == ["expired", "claimed"], f"audit: {events}")
+    check(events[0].actor == "w2" and events[0].detail["owner"] == "w1", f"{events[0]}")
+    expired = datetime.fromisoformat(events[0].detail["lease_until"])
+    check(expired == dead.lease_until, f"the expired lease: {expired} vs {dead.lease_until}")
+    check(events[1].detail["token"] == live.token, f"{events[1].detail}")
+    check(await store.claim_next("w3") is None, "a live claim was taken")
+    await store.complete(live, output=None)
+
+
+async def claim_next_runs_out_of_attempts(store: Store, make: ContinuationFactory) -> None:
+    """An abandoned claim on its last attempt is failed by claim_next, as by claim()."""
+    cont = await ready(store, make)
+    for attempt in (1, 2):
+        claim = await store.claim_next(f"w{attempt}", lease_seconds=_SHORT, max_attempts=2)
+        check(claim is not None and claim.attempt == attempt, f"attempt {attempt}: {claim}")
+        await asyncio.sleep(_PAST)
+    other = await ready(store, make)  # changed after cont: claimed after it
+    exc = await raises(ContinuationFailed, store.claim_next("w3", max_attempts=2), "3rd")
+    named = isinstance(exc, ContinuationFailed) and exc.continuation_id == cont.id
+    check(named and "retry" in str(exc), f"the error names it, says what to do: {exc!r}")
+    stored = await store.get(cont.id)
+    check(stored.status == "failed", f"stored failed: {stored.status}")
+    check(stored.last_error is not None and stored.last_error.type == "LeaseExpired", "why")
+    kinds = [e.kind for e in await store.audit(cont.run_id)]
+    check(kinds[-2:] == ["expired", "failed"], f"audit: {kinds}")
+    nxt = await store.claim_next("w3", max_attempts=2)
+    check(nxt is not None and nxt.id == other.id, f"then the next one: {nxt}")
+    check(await store.claim_next("w3") is None, "a failed continuation was claimed")
+
+
 FENCING_SCENARIOS: list[Scenario] = [
     superseded_token_cannot_write,
     fencing_across_checkpoints,
@@ -210,6 +314,10 @@ FENCING_SCENARIOS: list[Scenario] = [
     permanent_failure_and_retry,
     crashed_attempts_run_out,
     run_status,
+    claim_next_oldest_first,
+    claim_next_skips_backoff_and_live_claims,
+    claim_next_takes_expired_leases,
+    claim_next_runs_out_of_attempts,
 ]
 
 
@@ -283,6 +391,48 @@ async def owner_restart(url: str) -> None:
                 await raises(
                     AlreadyClaimed, store.claim(conts[name].id, owner=who), f"{name} by {who}"
                 )
+        finally:
+            release.set()
+            for proc in (dead, live):
+                await asyncio.to_thread(proc.join, 60)
+                if proc.is_alive():
+                    proc.kill()
+
+
+async def owner_restart_next(url: str) -> None:
+    """claim_next by a restarted owner takes back its dead predecessor's claim, audited.
+
+    Another process claims one continuation as ``svc-1`` and dies, a third one as ``svc-2``
+    and stays alive. Here ``claim_next("svc-1")`` takes the older ready one first, then the
+    dead predecessor's claim at once (``taken_over``), and never the live holder's.
+    """
+    make = make_continuation
+    async with open_store(url) as store:
+        free, held, kept = [await ready(store, make) for _ in range(3)]
+        ctx = multiprocessing.get_context("spawn")
+        dead_ready, live_ready, release = ctx.Event(), ctx.Event(), ctx.Event()
+        dead = ctx.Process(target=hold_claims, args=(url, {held.id: "svc-1"}, dead_ready, None))
+        live = ctx.Process(target=hold_claims, args=(url, {kept.id: "svc-2"}, live_ready, release))
+        dead.start()
+        live.start()
+        try:
+            for proc, flag in ((dead, dead_ready), (live, live_ready)):
+                ok = await asyncio.to_thread(flag.wait, 120)
+                check(ok, f"the holder process {proc.name} never claimed")
+            await asyncio.to_thread(dead.join, 60)
+            first = await store.claim_next("svc-1", lease_seconds=30)
+            check(first is not None and first.id == free.id, f"the oldest change: {first}")
+            taken = await store.claim_next("svc-1", lease_seconds=30)
+            check(taken is not None and taken.id == held.id, f"taken back: {taken}")
+            assert taken is not None
+            check(taken.attempt == 2 and taken.token == 2, f"restarted owner: {taken}")
+            events = (await store.audit(held.run_id))[-2:]
+            check([e.kind for e in events] == ["taken_over", "claimed"], f"audit: {events}")
+            check("restarted" in events[0].detail["reason"], f"why: {events[0].detail}")
+            check(await store.claim_next("svc-1") is None, "a live holder's claim was taken")
+            check(await store.claim_next("svc-3") is None, "a live holder's claim was taken")
+            stored = await store.get(kept.id)
+            check(stored.claimed_by == "svc-2" and stored.fence == 1, f"kept: {stored}")
         finally:
             release.set()
             for proc in (dead, live):

@@ -48,6 +48,7 @@ __all__ = [
     "audit_order",
     "decide_cas",
     "decide_concurrent",
+    "drain_with_claim_next",
     "isolation",
     "lease_expiry",
     "list_by_status",
@@ -364,3 +365,21 @@ def race_to_claim(url: str, continuation_id: str, owner: str, barrier: Any, resu
             await store.close()
 
     results.put((owner, asyncio.run(attempt())))
+
+
+def drain_with_claim_next(url: str, owner: str, barrier: Any, results: Any) -> None:
+    """Process target for claim_next races: open ``url``, wait at ``barrier``, claim until empty.
+
+    Puts ``(owner, ids)`` on the ``results`` queue: the ids this process claimed, in order.
+    """
+
+    async def drain() -> list[str]:
+        async with open_store(url) as store:
+            await store.claimable(limit=1)  # connect and migrate before the race starts
+            barrier.wait(60)
+            ids = []
+            while (claim := await store.claim_next(owner, lease_seconds=600)) is not None:
+                ids.append(claim.id)
+            return ids
+
+    results.put((owner, asyncio.run(drain())))

@@ -1,0 +1,112 @@
+"""``Store.claim_next`` for the Redis store: one Lua script, atomic on the server.
+
+ARGV: prefix, owner, lease (microseconds), holder, session, explicit ("1"/"0"), machine
+("" if none), max_attempts, then ids to skip. Walks <prefix>:queue (ready and claimed ids
+by last change) oldest first and claims the first claimable id, writing the record, its
+indexes and its audit events as RedisStore._write and the shared rules would. Returns nil,
+{"claimed", id, version, lease, token, attempt}, or {"special", id} for a live claim taken
+back or one out of attempts, which the caller claims through the exact rules.
+"""
+
+from __future__ import annotations
+
+__all__ = ["CLAIM_NEXT"]
+
+CLAIM_NEXT = """
+local prefix, owner, lease_us, holder = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local session, explicit, machine = ARGV[5], ARGV[6] == "1", ARGV[7]
+local max_attempts = tonumber(ARGV[8])
+local skip = {}
+for i = 9, #ARGV do skip[ARGV[i]] = true end
+
+local function civil(days)  -- days since 1970-01-01 to year, month, day (proleptic Gregorian)
+  local z = days + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524)
+    - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+-- Microseconds since the epoch as ISO text: the record's form, or the audit trail's ("Z").
+local function iso(us, audit)
+  local s = math.floor(us / 1000000)
+  local frac = us - s * 1000000
+  local days = math.floor(s / 86400)
+  local rem = s - days * 86400
+  local y, m, d = civil(days)
+  local text = string.format("%04d-%02d-%02dT%02d:%02d:%02d", y, m, d, math.floor(rem / 3600),
+    math.floor((rem % 3600) / 60), rem % 60)
+  if not audit then return text .. string.format(".%06d+00:00", frac) end
+  if frac == 0 then return text .. "Z" end
+  return text .. string.format(".%06dZ", frac)
+end
+
+local function int(n) return string.format("%.0f", n) end
+
+local t = redis.call("TIME")
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local queue, leases = prefix .. ":queue", prefix .. ":leases"
+local start = 0
+while true do
+  local ids = redis.call("ZRANGE", queue, start, start + 15)
+  if #ids == 0 then return nil end
+  for _, id in ipairs(ids) do
+    local key = prefix .. ":c:" .. id
+    local f = redis.call("HMGET", key, "status", "claimed_by", "holder", "attempts", "fence",
+      "version", "run_id")
+    local status, held_by, held = f[1], f[2], f[3] or ""
+    local until_ = tonumber(redis.call("ZSCORE", leases, id))
+    local pick, special = false, false
+    if skip[id] then
+      pick = false
+    elseif status == "ready" then
+      pick = until_ == nil or until_ <= now
+    elseif status == "claimed" then
+      local expired = until_ ~= nil and until_ <= now
+      local mine = held_by == owner and held ~= "" and held:match("^([^/]*)") ~= session
+        and (explicit or (machine ~= "" and held:match("^[^/]*/([^/]*)") == machine))
+      pick = expired or mine
+      special = pick and (not expired or tonumber(f[4] or "0") >= max_attempts)
+    end
+    if special then return {"special", id} end
+    if pick then
+      local version = tonumber(f[6]) + 1
+      local token = tonumber(f[5] or "0") + 1
+      local attempt = tonumber(f[4] or "0") + 1
+      local lease = now + lease_us
+      local run_id = f[7]
+      redis.call("HSET", key, "version", version, "status", "claimed", "updated_at", iso(now),
+        "claimed_by", owner, "lease_until", iso(lease), "fence", token, "attempts", attempt,
+        "holder", holder)
+      redis.call("HDEL", key, "claim_token", "not_before", "output")
+      local created = redis.call("ZSCORE", prefix .. ":all", id)
+      redis.call("ZREM", prefix .. ":status:" .. status, id)
+      redis.call("ZADD", prefix .. ":status:claimed", created, id)
+      redis.call("ZADD", queue, int(now), id)
+      redis.call("ZADD", leases, int(lease), id)
+      if status == "claimed" and held_by then
+        redis.call("ZREM", prefix .. ":owner:" .. held_by, id)
+      end
+      redis.call("ZADD", prefix .. ":owner:" .. owner, created, id)
+      local audit = prefix .. ":audit:" .. run_id
+      if status == "claimed" then
+        redis.call("RPUSH", audit, cjson.encode({run_id = run_id, continuation_id = id,
+          kind = "expired", at = iso(now, true), actor = owner,
+          detail = {owner = held_by, lease_until = iso(until_, true)}}))
+      end
+      redis.call("RPUSH", audit, cjson.encode({run_id = run_id, continuation_id = id,
+        kind = "claimed", at = iso(now, true), actor = owner,
+        detail = {lease_until = iso(lease, true), token = token, attempt = attempt}}))
+      return {"claimed", id, version, int(lease), token, attempt}
+    end
+  end
+  start = start + 16
+end
+"""

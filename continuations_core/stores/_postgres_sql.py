@@ -9,15 +9,20 @@ from __future__ import annotations
 from typing import LiteralString
 
 __all__ = [
+    "APPEND_SEGMENT",
     "AUDIT",
     "BOOTSTRAP",
     "CLAIMABLE",
+    "CLAIM_COLUMNS",
     "COLUMNS",
+    "DROP_SEGMENTS",
     "FAIL_UNREADABLE",
     "INSERT",
     "MIGRATIONS",
     "READ",
     "READ_RAW",
+    "SEGMENTS",
+    "SEGMENT_AT",
     "UPDATE",
 ]
 
@@ -51,6 +56,9 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         ADD COLUMN output TEXT;
     CREATE INDEX continuations_owner ON {s}.continuations (claimed_by)
         WHERE status = 'claimed'""",
+    """CREATE TABLE {s}.segments (
+        base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY (base_id, idx))""",
 )
 
 BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
@@ -78,3 +86,11 @@ READ_RAW: LiteralString = """SELECT run_id, status, version, attempts FROM {s}.c
 FAIL_UNREADABLE: LiteralString = """UPDATE {s}.continuations SET status = 'failed',
     version = %s, updated_at = %s, lease_until = NULL, holder = NULL, not_before = NULL,
     last_error = %s WHERE id = %s AND version = %s"""
+CLAIM_COLUMNS: LiteralString = """SELECT status, fence, claimed_by, clock_timestamp()
+    FROM {s}.continuations
+    WHERE id = %s FOR UPDATE"""
+SEGMENTS: LiteralString = "SELECT body FROM {s}.segments WHERE base_id = %s ORDER BY idx"
+SEGMENT_AT: LiteralString = """SELECT (SELECT COUNT(*) FROM {s}.segments WHERE base_id = %s),
+    (SELECT body FROM {s}.segments WHERE base_id = %s AND idx = %s)"""
+APPEND_SEGMENT: LiteralString = "INSERT INTO {s}.segments (base_id, idx, body) VALUES (%s, %s, %s)"
+DROP_SEGMENTS: LiteralString = "DELETE FROM {s}.segments WHERE base_id = %s"

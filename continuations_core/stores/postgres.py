@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import ConfigurationError, ConflictError, MissingExtra, StoreUnavailable
 from . import _postgres_sql as q
 from ._base import (
@@ -43,6 +44,8 @@ from ._rules import (
     Events,
     Row,
     already_saved,
+    check_fence,
+    check_segment,
     checkpoint_rows,
     jsonable,
     new_row,
@@ -276,6 +279,8 @@ class PostgresStore(RowStore):
             new, events, result = change(old, await _clock(conn))
             if new is not old:
                 await self._update(conn, new, old.version)
+                if new.status == "done":  # a retired checkpoint's segments go with it
+                    await conn.execute(self._q(q.DROP_SEGMENTS), (id,))
             await self._record(conn, new if new is not old else None, events)
             return result
 
@@ -294,7 +299,13 @@ class PostgresStore(RowStore):
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
         async with self._tx() as conn:
-            return (await self._read(conn, id, lock=False)).record()
+            row = await self._read(conn, id, lock=False)
+            segments = await self._segments(conn, id)
+        return row.record(segments)
+
+    async def _segments(self, conn: Connection, id: str) -> builtins.list[str]:
+        cur = await conn.execute(self._q(q.SEGMENTS), (id,))
+        return [str(r[0]) for r in await cur.fetchall()]
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -308,9 +319,12 @@ class PostgresStore(RowStore):
             sql.SQL("WHERE {}").format(where) if filters else sql.SQL(""),
         )
         query += sql.SQL("ORDER BY created_at DESC, pos DESC LIMIT %s")
-        async with self._tx() as conn, conn.cursor(row_factory=dict_row) as cur:
-            await cur.execute(query, (*filters.values(), max(int(limit), 0)))
-            return [_row(r).record() for r in await cur.fetchall()]
+        async with self._tx() as conn:
+            async with conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, (*filters.values(), max(int(limit), 0)))
+                rows = [_row(r) for r in await cur.fetchall()]
+            found = [(row, await self._segments(conn, row.id)) for row in rows]
+        return [row.record(segments) for row, segments in found]
 
     async def checkpoint(
         self,
@@ -337,9 +351,29 @@ class PostgresStore(RowStore):
             )  # fmt: skip
             if retired is not None and old is not None:
                 await self._update(conn, retired, old.version)
+                await conn.execute(self._q(q.DROP_SEGMENTS), (old.id,))
             await self._insert(conn, new, text)
             await self._record(conn, new, events)
         return claim
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        """One transaction that locks the row, reading its claim columns only."""
+        async with self._tx() as conn:
+            cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
+            found = await cur.fetchone()
+            if found is None:
+                raise not_found(claim.id)
+            status, fence, claimed_by, at = found
+            check_fence(claim.id, status, fence, claimed_by, claim)
+            if segment is not None:
+                base, index = segment.base, segment.index
+                cur = await conn.execute(self._q(q.SEGMENT_AT), (base, base, index))
+                count, stored = await cur.fetchone() or (0, None)
+                if check_segment(segment, int(count), stored):
+                    await conn.execute(self._q(q.APPEND_SEGMENT), (base, index, segment.text))
+            await self._record(conn, None, events(_utc(at)))
 
     async def _append(
         self,

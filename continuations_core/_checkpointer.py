@@ -27,7 +27,14 @@ from typing import TYPE_CHECKING, Any
 from ._attempts import NOT_COMMITTED, RetryPolicy, log_event, retry_policy, settle, with_retries
 from ._protocol import seal
 from ._schema import Continuation, Frame
-from ._segments import DEFAULT_COMPACT_EVERY, Segment, chain_start, diff, new_segment
+from ._segments import (
+    DEFAULT_COMPACT_EVERY,
+    Segment,
+    chain_start,
+    diff,
+    frame_data,
+    new_segment,
+)
 from ._signing import Keyring
 from .errors import (
     AlreadyClaimed,
@@ -167,6 +174,9 @@ class Checkpointer:
     async def step(self, frame: Frame) -> None:
         """Write a checkpoint of ``frame`` (the root frame at a step boundary).
 
+        The frame's ``state`` is kept to find what the next step changed, so it must be a
+        value of its own that nothing changes afterwards (a fresh serialization).
+
         Raises:
             ClaimSuperseded: If the run's claim was taken over; nothing was written.
         """
@@ -223,7 +233,7 @@ class Checkpointer:
 
     def _started_chain(self, cont: Continuation, frame: Frame) -> None:
         """The full checkpoint ``cont`` was written: the next steps append to it."""
-        self._last = frame.model_dump(mode="json") if self.compact_every > 0 else None
+        self._last = frame_data(frame) if self.compact_every > 0 else None
         self._appended = 0
         sig = cont.signature
         self._prev = chain_start(cont.id, sig.mac if sig is not None else None)
@@ -231,7 +241,7 @@ class Checkpointer:
     async def _append(self, claim: Claim, frame: Frame) -> None:
         """Append the step's changes since the last step to the checkpoint ``claim`` holds."""
         assert self._last is not None
-        data = frame.model_dump(mode="json")
+        data = frame_data(frame)
         segment = new_segment(
             claim.id, self._appended + 1, self.seq + 1, self._prev, diff(self._last, data),
             self.keys,

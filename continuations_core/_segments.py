@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ._limits import loads
-from ._schema import Continuation
+from ._schema import Continuation, Frame
 from ._signing import ALGORITHM, Keyring, canonical_json
 from .errors import BrokenCheckpoint, ContinuationTampered
 
@@ -43,6 +43,7 @@ __all__ = [
     "Segment",
     "chain_start",
     "diff",
+    "frame_data",
     "materialize",
     "new_segment",
     "with_segments",
@@ -101,6 +102,18 @@ def new_segment(
 
 
 # -- deltas ---------------------------------------------------------------------------------
+
+
+def frame_data(frame: Frame) -> dict[str, Any]:
+    """``frame`` as JSON data to diff, its ``state`` taken as it is rather than re-serialized.
+
+    Adapters hand over a frame's state already serialized by the framework's own adapters (a
+    fresh value per step that nothing changes later), so walking it once more per step, which
+    costs as much as the history is long, is left out; only the small fields are dumped.
+    """
+    data = frame.model_dump(mode="json", exclude={"state"})
+    data["state"] = frame.state
+    return data
 
 
 def _same(a: Any, b: Any) -> bool:

@@ -13,10 +13,10 @@ import uuid
 from typing import Protocol
 
 from .._schema import Continuation, Frame
-from .._segments import Segment, chain_start, diff, new_segment
+from .._segments import chain_start, diff, new_segment
 from .._signing import Keyring
 from ..errors import BrokenCheckpoint, ClaimSuperseded, ConflictError, ContinuationTampered
-from ..stores import Claim, Store
+from ..stores import Claim, Segment, Store
 from ._store_kit import ContinuationFactory, Scenario, check, raises
 
 __all__ = [

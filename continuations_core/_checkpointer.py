@@ -186,8 +186,10 @@ class Checkpointer:
             claim is not None and self._last is not None and self.steps > 0
             and self._appended < self.compact_every
         ):  # fmt: skip
-            await self._append(claim, frame)
-            return
+            segment = self._segment(claim, frame)
+            if segment is not None:
+                await self._append(claim, *segment)
+                return
         self.seq += 1
         cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
         previous, progress = self.claim, self.steps > 0
@@ -238,14 +240,22 @@ class Checkpointer:
         sig = cont.signature
         self._prev = chain_start(cont.id, sig.mac if sig is not None else None)
 
-    async def _append(self, claim: Claim, frame: Frame) -> None:
-        """Append the step's changes since the last step to the checkpoint ``claim`` holds."""
+    def _segment(self, claim: Claim, frame: Frame) -> tuple[Segment, dict[str, Any]] | None:
+        """The segment of this step, or None if its state is not plain JSON data (then the
+        step is written in full, which serializes it the way a checkpoint always did)."""
         assert self._last is not None
         data = frame_data(frame)
-        segment = new_segment(
-            claim.id, self._appended + 1, self.seq + 1, self._prev, diff(self._last, data),
-            self.keys,
-        )  # fmt: skip
+        try:
+            delta = diff(self._last, data)
+            segment = new_segment(
+                claim.id, self._appended + 1, self.seq + 1, self._prev, delta, self.keys
+            )
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return segment, data
+
+    async def _append(self, claim: Claim, segment: Segment, data: dict[str, Any]) -> None:
+        """Append ``segment`` (this step's changes) to the checkpoint ``claim`` holds."""
 
         async def append() -> None:
             await self.store.append_segment(segment, claim=claim)

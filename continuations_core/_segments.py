@@ -117,7 +117,20 @@ def frame_data(frame: Frame) -> dict[str, Any]:
 
 
 def _same(a: Any, b: Any) -> bool:
-    return a is b or (type(a) is type(b) and a == b)
+    """Equal as JSON: ``1``, ``1.0`` and ``true`` differ, though Python's ``==`` says equal.
+
+    Values a step carries over are usually the very same objects (the adapters reuse what
+    they serialized before), so the identity check answers most of it at once.
+    """
+    if a is b:
+        return True
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(_same(v, b[k]) for k, v in a.items())
+    if isinstance(a, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def diff(old: dict[str, Any], new: dict[str, Any]) -> list[Any]:
@@ -146,8 +159,9 @@ def _diff(old: Any, new: Any, path: Path, ops: list[Any]) -> None:
 
 def _diff_list(old: list[Any], new: list[Any], path: Path, ops: list[Any]) -> None:
     n = len(old)
-    # The usual step: items appended (the prefix compared in C).
-    if len(new) >= n and new[:n] == old and _typed_equal(old, new[:n]):
+    # The usual step: items appended (the prefix compared in C first).
+    head = new[:n]
+    if head == old and all(_same(x, y) for x, y in zip(old, head, strict=True)):
         ops.append(["splice", path, n, new[n:]])
         return
     start = 0
@@ -164,11 +178,6 @@ def _diff_list(old: list[Any], new: list[Any], path: Path, ops: list[Any]) -> No
             ops.append(["splice", path, common, new[common:]])
         return
     ops.append(["splice", path, start, new[start:]])
-
-
-def _typed_equal(a: list[Any], b: list[Any]) -> bool:
-    # ``==`` holds for 1 == True == 1.0; JSON tells them apart. Only scalars need a second look.
-    return all(type(x) is type(y) for x, y in zip(a, b, strict=True) if not isinstance(x, dict))
 
 
 def _apply(root: dict[str, Any], ops: Any) -> None:

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_stores import BACKEND_PARAMS, store  # noqa: F401  # the parametrized store fixture
 
 from continuations_core import MemoryStore, SQLiteStore, Store
+from continuations_core._segments import _apply, diff
+from continuations_core._signing import canonical_json
 from continuations_core.testing.store_scenarios import make_continuation
 from continuations_core.testing.store_segments import (
     SEGMENT_SCENARIOS,
@@ -80,3 +85,41 @@ async def test_torn_missing_reordered_foreign_and_edited_segments_are_typed_erro
 ) -> None:
     """Every kind of broken chain raises BrokenCheckpoint on every backend, signed or not."""
     await broken_chains_are_refused(store, make_continuation, RAW)
+
+
+_leaf = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 5),
+    st.floats(allow_nan=False, allow_infinity=False, width=16),
+    st.text(max_size=3),
+)
+_json = st.recursive(
+    _leaf,
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=6), st.dictionaries(st.text(max_size=3), inner, max_size=4)
+    ),
+    max_leaves=25,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(old=st.dictionaries(st.text(max_size=3), _json, max_size=4), data=st.data())
+def test_a_delta_applied_to_the_old_value_gives_the_new_one(old: dict[str, Any], data: Any) -> None:
+    """For any JSON objects, applying diff(old, new) to a JSON copy of old yields new exactly."""
+    grow = st.builds(lambda tail: {**old, "messages": [*old.get("messages", []), *tail]},
+                     st.lists(_json, max_size=3))  # fmt: skip
+    new = data.draw(st.one_of(st.dictionaries(st.text(max_size=3), _json, max_size=4), grow))
+    ops = diff(old, new)
+    patched = json.loads(json.dumps(old))
+    _apply(patched, json.loads(canonical_json(ops)))
+    assert canonical_json(patched) == canonical_json(new)
+
+
+def test_a_delta_tells_json_types_apart_inside_carried_over_messages() -> None:
+    """1, 1.0 and true are different JSON values, also deep inside an old message."""
+    old = {"messages": [{"a": 1, "b": [1.0]}], "n": 1}
+    new = {"messages": [{"a": True, "b": [1]}, {"c": 2}], "n": 1.0}
+    patched = json.loads(json.dumps(old))
+    _apply(patched, json.loads(canonical_json(diff(old, new))))
+    assert canonical_json(patched) == canonical_json(new)

@@ -6,6 +6,12 @@ Adapters reach the run's :class:`Checkpointer` through :data:`CHECKPOINTER` at s
 :meth:`~Checkpointer.tool_suspended`). Every write is made under the run's claim, so once
 another process took the run over the store refuses it (``ClaimSuperseded``) and the run
 starts no further tool. Transient store errors are retried (:func:`._attempts.with_retries`).
+
+A step is an incremental checkpoint (see :mod:`._segments`): the first step of an attempt
+writes the whole root frame as a new signed checkpoint, and the next steps append only what
+changed since the step before to it, as segments, so their cost does not grow with the
+history. After :func:`compact_every` segments (32 by default) the next step is a full
+checkpoint again, which retires the last one and its segments.
 """
 
 from __future__ import annotations
@@ -13,18 +19,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ._attempts import NOT_COMMITTED, RetryPolicy, log_event, retry_policy, settle, with_retries
 from ._protocol import seal
-from ._schema import Frame
+from ._schema import Continuation, Frame
+from ._segments import (
+    DEFAULT_COMPACT_EVERY,
+    Segment,
+    chain_start,
+    diff,
+    frame_data,
+    new_segment,
+)
 from ._signing import Keyring
 from .errors import (
     AlreadyClaimed,
     ApprovedCallFailed,
     ClaimSuperseded,
+    ConfigurationError,
     ContinuationError,
     ContinuationNotFound,
 )
@@ -34,9 +50,34 @@ if TYPE_CHECKING:
     from ._attempts import _NotCommitted
     from .stores import Store
 
-__all__ = ["CHECKPOINTER", "Checkpointer"]
+__all__ = ["CHECKPOINTER", "COMPACT_EVERY_ENV", "Checkpointer", "compact_every"]
 
 log = logging.getLogger("continuations.durable")
+
+#: The environment variable that sets how many steps are appended to a checkpoint before the
+#: next step is written in full (0 writes every step in full, as before segments existed).
+COMPACT_EVERY_ENV = "CONTINUATIONS_COMPACT_EVERY"
+
+
+def compact_every() -> int:
+    """Segments appended to a checkpoint before a full one: ``$CONTINUATIONS_COMPACT_EVERY`` or 32.
+
+    Raises:
+        ConfigurationError: If the variable is set to anything but a whole number ≥ 0.
+    """
+    text = os.environ.get(COMPACT_EVERY_ENV, "").strip()
+    if not text:
+        return DEFAULT_COMPACT_EVERY
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise ConfigurationError(
+            f"${COMPACT_EVERY_ENV} is {text!r}; set it to a whole number of steps "
+            "(0 writes every step as a full checkpoint)."
+        )
+    return value
 
 
 @dataclass
@@ -53,6 +94,7 @@ class Checkpointer:
         lease_seconds: How long a claim lasts without a heartbeat.
         retry: How a failed attempt is retried.
         lost: Set once a write was refused because another process took the run over.
+        compact_every: Segments appended to a checkpoint before the next full one (0: none).
     """
 
     store: Store
@@ -74,7 +116,13 @@ class Checkpointer:
     #: The event loop the run (and its store) lives on; sub-agent runs on other loops (in
     #: threads) hand their writes over to it.
     loop: asyncio.AbstractEventLoop | None = None
+    compact_every: int = field(default_factory=compact_every)
     _tree_lock: asyncio.Lock | None = field(default=None, repr=False)
+    # The chain being appended to: the frame as of the last step (JSON data), the number of
+    # segments on the current full checkpoint, and the last segment's MAC.
+    _last: dict[str, Any] | None = field(default=None, repr=False)
+    _appended: int = field(default=0, repr=False)
+    _prev: str = field(default="", repr=False)
 
     async def load_journal(self) -> None:
         """Read the tool journal of earlier attempts of this run."""
@@ -126,10 +174,22 @@ class Checkpointer:
     async def step(self, frame: Frame) -> None:
         """Write a checkpoint of ``frame`` (the root frame at a step boundary).
 
+        The frame's ``state`` is kept to find what the next step changed, so it must be a
+        value of its own that nothing changes afterwards (a fresh serialization).
+
         Raises:
             ClaimSuperseded: If the run's claim was taken over; nothing was written.
         """
         self._check_live()
+        claim = self.claim
+        if (
+            claim is not None and self._last is not None and self.steps > 0
+            and self._appended < self.compact_every
+        ):  # fmt: skip
+            segment = self._segment(claim, frame)
+            if segment is not None:
+                await self._append(claim, *segment)
+                return
         self.seq += 1
         cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
         previous, progress = self.claim, self.steps > 0
@@ -169,8 +229,55 @@ class Checkpointer:
             raise self._superseded(exc) from None
         finally:
             self.stepping = False
+        self._started_chain(cont, frame)
         self.steps += 1
         self.in_flight.clear()  # the batch is over: whatever raised was handled by the framework
+
+    def _started_chain(self, cont: Continuation, frame: Frame) -> None:
+        """The full checkpoint ``cont`` was written: the next steps append to it."""
+        self._last = frame_data(frame) if self.compact_every > 0 else None
+        self._appended = 0
+        sig = cont.signature
+        self._prev = chain_start(cont.id, sig.mac if sig is not None else None)
+
+    def _segment(self, claim: Claim, frame: Frame) -> tuple[Segment, dict[str, Any]] | None:
+        """The segment of this step, or None if its state is not plain JSON data (then the
+        step is written in full, which serializes it the way a checkpoint always did)."""
+        assert self._last is not None
+        data = frame_data(frame)
+        try:
+            delta = diff(self._last, data)
+            segment = new_segment(
+                claim.id, self._appended + 1, self.seq + 1, self._prev, delta, self.keys
+            )
+        except (TypeError, ValueError, RecursionError):
+            return None
+        return segment, data
+
+    async def _append(self, claim: Claim, segment: Segment, data: dict[str, Any]) -> None:
+        """Append ``segment`` (this step's changes) to the checkpoint ``claim`` holds."""
+
+        async def append() -> None:
+            await self.store.append_segment(segment, claim=claim)
+
+        # Appending a stored segment again is a no-op, so a retry after a lost answer is safe.
+        write = asyncio.ensure_future(with_retries(append, what="checkpoint"))
+        try:
+            await asyncio.shield(write)
+        except asyncio.CancelledError:
+            with contextlib.suppress(ContinuationError):
+                await write
+                self._appended_step(segment, data)
+            raise
+        except ClaimSuperseded as exc:
+            raise self._superseded(exc) from None
+        self._appended_step(segment, data)
+        self.in_flight.clear()
+
+    def _appended_step(self, segment: Segment, data: dict[str, Any]) -> None:
+        self.seq, self._last, self._prev = segment.seq, data, segment.mac
+        self._appended += 1
+        self.steps += 1
 
     def _claim_of(self, record: StoredContinuation, token: int) -> Claim:
         assert record.lease_until is not None

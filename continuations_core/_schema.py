@@ -274,6 +274,9 @@ class Continuation(_Model):
     # For a document upgraded from an older schema whose paths changed: old path -> new path,
     # so decisions a store recorded against the old paths still bind to their calls.
     _legacy_paths: dict[Path, Path] = PrivateAttr(default_factory=dict)
+    # For a checkpoint read as a base plus appended segments (``_segments.Chain``): what it
+    # was built from, so :meth:`verify` checks the base's signature and each segment's MAC.
+    _chain: Any = PrivateAttr(default=None)
 
     def __eq__(self, other: object) -> bool:
         # The cached signed bytes are a private detail of how a copy was loaded; two
@@ -437,6 +440,15 @@ class Continuation(_Model):
         Raises:
             ContinuationTampered: If a loaded copy's state was changed in memory since.
         """
+        if self._chain is not None:  # a checkpoint built from a base and its segments
+            current = self._current_payload()
+            if self._loaded_digest != hashlib.sha256(current).hexdigest():
+                raise ContinuationTampered(
+                    "The checkpoint's state was changed after it was read; it no longer "
+                    "matches its segments. Load it again from the store.",
+                    continuation_id=self.id,
+                )
+            return current
         if self._signed_bytes is None:
             return self._current_payload()
         if self._loaded_digest != hashlib.sha256(self._current_payload()).hexdigest():
@@ -452,10 +464,12 @@ class Continuation(_Model):
         unsigned = self.model_copy(update={"signature": None})
         unsigned._signed_bytes = None
         unsigned._loaded_digest = None
+        unsigned._chain = None
         kid, mac = keys.sign(unsigned.signed_payload())
         signed = unsigned.model_copy(update={"signature": Signature(kid=kid, mac=mac)})
         signed._signed_bytes = None
         signed._loaded_digest = None
+        signed._chain = None
         return signed
 
     def verify(self, keys: Keyring | None, *, allow_unsigned: bool = False) -> None:
@@ -479,6 +493,10 @@ class Continuation(_Model):
                 "No keyring was given to verify this signed continuation; pass keys=.",
                 continuation_id=self.id,
             )
+        if self._chain is not None:  # a checkpoint read with its appended segments
+            self._chain.verify(keys, self.id)
+            self.signed_payload()  # and unchanged in memory since
+            return
         keys.verify(
             self.signed_payload(), self.signature.kid, self.signature.mac, continuation_id=self.id
         )

@@ -12,6 +12,7 @@ is raised for a run that suspends: "suspended, awaiting a decision" is an outcom
     │   └── UnsupportedSchemaVersion  written by a newer (or unknown) schema version
     ├── SignatureError                integrity (G6)
     │   ├── ContinuationTampered      the signed state does not match its MAC
+    │   │   └── BrokenCheckpoint      a checkpoint's appended segments do not chain
     │   ├── UnsignedContinuation      no signature and the caller did not opt out
     │   └── UnknownKey                signed with a key id this keyring does not hold
     ├── DecisionError                 decisions (G4)
@@ -59,6 +60,7 @@ __all__ = [
     "ApprovedCallFailed",
     "AuthenticationFailed",
     "BackingOff",
+    "BrokenCheckpoint",
     "ClaimSuperseded",
     "ConfigurationError",
     "ConflictError",
@@ -125,6 +127,10 @@ class SignatureError(ContinuationError):
 
 class ContinuationTampered(SignatureError):
     """The signed part of the continuation does not match its MAC."""
+
+
+class BrokenCheckpoint(ContinuationTampered):
+    """A checkpoint's appended segment is torn, missing, out of order, foreign or modified."""
 
 
 class UnsignedContinuation(SignatureError):

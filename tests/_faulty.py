@@ -16,7 +16,7 @@ from collections import Counter
 from typing import Any
 
 from continuations_core import Continuation, DecisionRecord, StoreUnavailable
-from continuations_core.stores import AuditEvent, Claim, Store, StoredContinuation
+from continuations_core.stores import AuditEvent, Claim, Segment, Store, StoredContinuation
 from continuations_core.stores._base import AuditKind, RunStatus, Status
 
 
@@ -86,6 +86,9 @@ class WrappedStore(Store):
 
     async def record(self, run_id: str, kind: AuditKind, **kwargs: Any) -> None:
         await self._call("record", run_id, kind, **kwargs)
+
+    async def append_segment(self, segment: Segment, *, claim: Claim) -> None:
+        await self._call("append_segment", segment, claim=claim)
 
     async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
         return await self._call("claimable", limit=limit, owner=owner)  # type: ignore[no-any-return]

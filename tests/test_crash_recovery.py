@@ -2,17 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _backends import namespace_url
 
-from continuations_core import Keyring
+from continuations_core import Keyring, open_store
 from continuations_core.testing.spec import Ledger
 
 WORKER = Path(__file__).with_name("crash_worker.py")
@@ -78,8 +82,11 @@ def test_sigkill_at_each_boundary_resumes_from_checkpoint(
     url = f"sqlite:///{tmp_path / 'runs.db'}"
     killed = _go(tmp_path, "run", crash, url, framework)
     assert killed.returncode == -signal.SIGKILL, killed.stderr
+    if crash != "model:0":  # past the run's first checkpoint: the later steps are segments
+        assert _segments(tmp_path / "runs.db") > 0, "the killed run appended no segment"
     recovered = _go(tmp_path, "recover", "none", url, framework)
     assert recovered.returncode == 0, recovered.stderr
+    assert _segments(tmp_path / "runs.db") == 0, "the completed run left segments behind"
     out = json.loads((tmp_path / "out.json").read_text())
     base_out, base = baseline
     counts = _counts(tmp_path)
@@ -87,6 +94,56 @@ def test_sigkill_at_each_boundary_resumes_from_checkpoint(
     assert counts["charge"] == base["charge"], "a non-idempotent tool ran twice or not at all"
     extra_lookups = len(counts["lookup"]) - len(base["lookup"])
     assert 0 <= extra_lookups <= 1 and set(counts["lookup"]) == set(base["lookup"])
+    assert 0 <= counts["model"] - base["model"] <= 1, "more than the step in flight repeated"
+
+
+async def _steps_stored(url: str) -> tuple[int, int]:
+    """The full checkpoints written (audited) and the latest checkpoint's seq as it loads."""
+    async with open_store(url) as store:
+        full = sum(1 for e in await store.audit("run-1") if e.kind == "checkpoint")
+        latest = max(await store.list(run_id="run-1"), key=lambda r: r.seq)
+        return full, latest.continuation.seq
+
+
+def _segments(path: Path) -> int:
+    with sqlite3.connect(path) as conn:
+        return int(conn.execute("SELECT COUNT(*) FROM segments").fetchone()[0])
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("redis", marks=pytest.mark.redis),
+    ]
+)
+def server_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    yield from namespace_url(request.param, tmp_path)
+
+
+@pytest.mark.parametrize(
+    "crash", ["mid:1", "model:2"], ids=["mid-second-batch", "after-second-batch"]
+)
+def test_sigkill_recovers_from_a_checkpoint_and_its_segments_on_server_stores(
+    crash: str,
+    framework: str,
+    baseline: tuple[dict[str, Any], dict[str, Any]],
+    server_url: str,
+    tmp_path: Path,
+) -> None:
+    """On Postgres and Redis too, a run killed after several appended steps recovers from its
+    checkpoint plus segments; at most the step in flight repeats."""
+    killed = _go(tmp_path, "run", crash, server_url, framework)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    full, seq = asyncio.run(_steps_stored(server_url))
+    assert seq > full, f"no step was appended as a segment ({full} full checkpoints, seq {seq})"
+    recovered = _go(tmp_path, "recover", "none", server_url, framework)
+    assert recovered.returncode == 0, recovered.stderr
+    out = json.loads((tmp_path / "out.json").read_text())
+    base_out, base = baseline
+    counts = _counts(tmp_path)
+    assert out["output"] == base_out["output"]
+    assert counts["charge"] == base["charge"], "a non-idempotent tool ran twice or not at all"
+    assert 0 <= len(counts["lookup"]) - len(base["lookup"]) <= 1
     assert 0 <= counts["model"] - base["model"] <= 1, "more than the step in flight repeated"
 
 

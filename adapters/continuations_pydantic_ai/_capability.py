@@ -205,7 +205,7 @@ class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
         st = self._st
         usage = ctx.usage
         state = {
-            "messages": t.dump_messages(messages),
+            "messages": st.dumps.dump(messages),
             "usage": t.dump_usage(usage),
             "shares_usage": st.shares_usage,
             "journal": dict(st.journal) if pending else {},

@@ -93,6 +93,7 @@ class RunState:
     batch: list[ModelMessage] = field(default_factory=list)
     batch_ctx: RunContext[Any] | None = None
     inflight: dict[str, InFlight] = field(default_factory=dict)
+    dumps: t.HistoryDumps = field(default_factory=t.HistoryDumps)
 
 
 def pending_call(

@@ -7,6 +7,7 @@ The rest of the adapter goes through these helpers, so a rename upstream is fixe
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import pydantic_core
@@ -35,6 +36,39 @@ def dump_messages(messages: list[ModelMessage]) -> list[Any]:
     """Serialize a message history with Pydantic AI's own adapter."""
     dumped: list[Any] = ModelMessagesTypeAdapter.dump_python(messages, mode="json")
     return dumped
+
+
+#: Messages at the end of a reused prefix that are dumped again all the same: Pydantic AI may
+#: still add to the newest messages of a history in place.
+_REDUMPED = 2
+
+
+@dataclass
+class HistoryDumps:
+    """A run's dumped messages by position, so a step dumps only the messages that are new.
+
+    A durable run serializes its history at every step; dumping all of it each time would
+    cost as much as the history is long. Messages are reused while the history holds the very
+    same message objects (a history processor that rebuilds them makes them dumped again);
+    the newest ones are always dumped again, and kept as the same objects when unchanged.
+    """
+
+    _messages: list[ModelMessage] = field(default_factory=list)
+    _dumped: list[Any] = field(default_factory=list)
+
+    def dump(self, messages: list[ModelMessage]) -> list[Any]:
+        """``messages`` serialized as :func:`dump_messages` does (a new list, shared items)."""
+        same, limit = 0, min(len(messages), len(self._messages))
+        while same < limit and messages[same] is self._messages[same]:
+            same += 1
+        keep = max(same - _REDUMPED, 0)
+        fresh = dump_messages(messages[keep:])
+        for i in range(keep, same):
+            if fresh[i - keep] == self._dumped[i]:
+                fresh[i - keep] = self._dumped[i]
+        dumped = [*self._dumped[:keep], *fresh]
+        self._messages, self._dumped = list(messages), dumped
+        return list(dumped)
 
 
 def load_messages(data: list[Any]) -> list[ModelMessage]:

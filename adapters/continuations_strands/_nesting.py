@@ -87,6 +87,7 @@ class Invocation:
     history: int = 0
     model_stop: str | None = None
     replay: t.Replay | None = None
+    dumps: t.HistoryDumps = field(default_factory=t.HistoryDumps)
 
 
 class NestingHooks:

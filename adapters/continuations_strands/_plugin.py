@@ -131,7 +131,7 @@ class Continuations(NestingHooks, Plugin):
         return inv
 
     def _frame(self, agent: Agent, inv: Invocation, reason: str, interrupts: list[Any]) -> Frame:
-        snapshot = t.take(agent)
+        snapshot = inv.dumps.take(agent)
         return Frame(
             framework=t.FRAMEWORK,
             agent=inv.agent_name,

@@ -39,6 +39,38 @@ def take(agent: Agent) -> dict[str, Any]:
     return data
 
 
+@dataclass
+class HistoryDumps:
+    """A run's snapshot messages by position, so a step copies only the messages that are new.
+
+    A durable run snapshots its agent at every step; ``take_snapshot`` deep-copies the whole
+    history each time, which costs as much as the history is long. Here the snapshot is taken
+    without its messages, and messages equal to the ones taken last time (compared in one
+    pass) are reused; the rest are copied and encoded as :func:`take` does.
+    """
+
+    _seen: list[Any] = field(default_factory=list)  # copies of the messages as taken
+    _encoded: list[Any] = field(default_factory=list)
+
+    def take(self, agent: Agent) -> dict[str, Any]:
+        """The agent's session snapshot, as :func:`take` returns it."""
+        snapshot = agent.take_snapshot(preset="session", exclude=["messages"])
+        data: dict[str, Any] = encode_bytes_values(snapshot.to_dict())
+        messages = list(agent.messages)
+        keep = len(self._seen)
+        if len(messages) < keep or messages[:keep] != self._seen:
+            keep = 0
+            while keep < min(len(messages), len(self._seen)) and (
+                messages[keep] == self._seen[keep]
+            ):
+                keep += 1
+        new = copy.deepcopy(messages[keep:])
+        self._seen = [*self._seen[:keep], *new]
+        self._encoded = [*self._encoded[:keep], *encode_bytes_values(new)]
+        data["data"] = {"messages": list(self._encoded), **data["data"]}
+        return data
+
+
 def load(agent: Agent, data: dict[str, Any]) -> None:
     """Restore a snapshot taken by :func:`take`."""
     agent.load_snapshot(Snapshot.from_dict(decode_bytes_values(copy.deepcopy(data))))

@@ -32,6 +32,7 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import ConfigurationError, MissingExtra
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -73,6 +74,7 @@ __all__ = [
     "MemoryStore",
     "RunStatus",
     "SQLiteStore",
+    "Segment",
     "Status",
     "Store",
     "StoredContinuation",

@@ -25,6 +25,7 @@ from abc import ABC, abstractmethod
 from typing import Any
 
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import ConflictError, ContinuationNotFound, DecisionError
 from ._records import (
     DEFAULT_MAX_ATTEMPTS,
@@ -243,6 +244,20 @@ class Store(ABC):
 
         Raises:
             ClaimSuperseded: If ``previous`` no longer holds; nothing is written.
+        """
+
+    @abstractmethod
+    async def append_segment(self, segment: Segment, *, claim: Claim) -> None:
+        """Append one step's segment to the checkpoint ``claim`` holds (an incremental checkpoint).
+
+        The checkpoint's record is unchanged; :meth:`get` and :meth:`load` return it with its
+        segments applied, and a later :meth:`checkpoint` (or completion) that retires it
+        drops them. Appending a segment that is stored already is a no-op, so a retry after a
+        lost answer is safe.
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds; nothing is written.
+            ConflictError: If the segment does not follow the last one stored.
         """
 
     @abstractmethod

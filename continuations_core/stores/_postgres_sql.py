@@ -9,17 +9,23 @@ from __future__ import annotations
 from typing import LiteralString
 
 __all__ = [
+    "APPEND_SEGMENT",
     "AUDIT",
     "BOOTSTRAP",
     "CLAIMABLE",
+    "CLAIM_COLUMNS",
     "CLAIM_NEXT",
     "COLUMNS",
+    "DROP_SEGMENTS",
     "FAIL_UNREADABLE",
     "INSERT",
     "MIGRATIONS",
     "READ",
     "READ_LOCKED",
     "READ_RAW",
+    "READ_SEGMENTED",
+    "SEGMENTS_OF_C",
+    "SEGMENT_AT",
     "UPDATE",
 ]
 
@@ -53,6 +59,9 @@ MIGRATIONS: tuple[LiteralString, ...] = (
         ADD COLUMN output TEXT;
     CREATE INDEX continuations_owner ON {s}.continuations (claimed_by)
         WHERE status = 'claimed'""",
+    """CREATE TABLE {s}.segments (
+        base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
+        PRIMARY KEY (base_id, idx))""",
 )
 
 BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
@@ -62,6 +71,13 @@ COLUMNS: LiteralString = """id, run_id, seq, version, status, created_at, update
     claimed_by, lease_until, document, decisions, fence, attempts, not_before, last_error,
     holder, output"""
 READ: LiteralString = f"SELECT {COLUMNS} FROM {{s}}.continuations WHERE id = %s"
+# The segments appended to row ``c`` (its base), in order, as one array column.
+SEGMENTS_OF_C: LiteralString = (
+    "ARRAY(SELECT g.body FROM {s}.segments g WHERE g.base_id = c.id ORDER BY g.idx) AS segments"
+)
+READ_SEGMENTED: LiteralString = (
+    f"SELECT {COLUMNS}, {SEGMENTS_OF_C} FROM {{s}}.continuations c WHERE id = %s"
+)
 # The row locked, and the database's time once the lock is held (the outer query's clock runs
 # after the inner one's lock): one round trip for what a change needs.
 READ_LOCKED: LiteralString = f"""SELECT locked.*, clock_timestamp() AS now FROM (
@@ -133,3 +149,10 @@ audited AS (
     ORDER BY e.n)
 SELECT p.id, p.special, x.version, x.lease_until, x.fence, x.attempts
 FROM picked p LEFT JOIN claimed x ON x.id = p.id"""
+CLAIM_COLUMNS: LiteralString = """SELECT status, fence, claimed_by, clock_timestamp()
+    FROM {s}.continuations
+    WHERE id = %s FOR UPDATE"""
+SEGMENT_AT: LiteralString = """SELECT (SELECT COUNT(*) FROM {s}.segments WHERE base_id = %s),
+    (SELECT body FROM {s}.segments WHERE base_id = %s AND idx = %s)"""
+APPEND_SEGMENT: LiteralString = "INSERT INTO {s}.segments (base_id, idx, body) VALUES (%s, %s, %s)"
+DROP_SEGMENTS: LiteralString = "DELETE FROM {s}.segments WHERE base_id = %s"

@@ -6,7 +6,7 @@ claim check that makes fencing work (:meth:`Row.check_claim`) lives on it.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any
@@ -14,6 +14,7 @@ from typing import Any
 from pydantic_core import to_jsonable_python
 
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment, with_segments
 from ..errors import (
     ClaimSuperseded,
     ConflictError,
@@ -23,7 +24,15 @@ from ..errors import (
 )
 from ._records import AuditEvent, AuditKind, Claim, LastError, Status, StoredContinuation
 
-__all__ = ["Row", "already_saved", "jsonable", "not_found", "readable"]
+__all__ = [
+    "Row",
+    "already_saved",
+    "check_fence",
+    "check_segment",
+    "jsonable",
+    "not_found",
+    "readable",
+]
 
 
 def jsonable(value: Any) -> Any:
@@ -94,9 +103,13 @@ class Row:
         """The continuation id."""
         return self.document.id
 
-    def record(self) -> StoredContinuation:
-        """The public view of this row."""
-        doc = self.document
+    def record(self, segments: Sequence[str] = ()) -> StoredContinuation:
+        """The public view of this row; a checkpoint's stored ``segments`` are applied.
+
+        Raises:
+            BrokenCheckpoint: If the segments do not chain onto the document.
+        """
+        doc = with_segments(self.document, segments)
         return StoredContinuation(
             id=doc.id,
             run_id=doc.run_id,
@@ -137,16 +150,52 @@ class Row:
 
     def check_claim(self, claim: Claim) -> None:
         """Refuse a write under ``claim`` unless it is the row's live claim (same token)."""
-        if self.status == "claimed" and self.fence == claim.token:
-            return
-        if self.status == "claimed":
-            why = f"{self.claimed_by!r} took the run over with token {self.fence}"
-        elif self.status == "done":
-            why = "the continuation was resumed already"
-        else:
-            why = f"the continuation was released or failed (it is {self.status})"
-        raise ClaimSuperseded(
-            f"The claim of {claim.owner!r} (fencing token {claim.token}) no longer holds: {why}. "
-            "Nothing was written; stop this run and start no further tool.",
-            continuation_id=self.id,
+        check_fence(self.id, self.status, self.fence, self.claimed_by, claim)
+
+
+def check_fence(id: str, status: str, fence: int, claimed_by: str | None, claim: Claim) -> None:
+    """Refuse a write under ``claim`` unless row ``id`` (read as these columns) holds it.
+
+    For writes that need no more of the row than its claim (the journal, segments), so a
+    backend reads four columns rather than the whole document.
+
+    Raises:
+        ClaimSuperseded: If the row is not claimed under ``claim``'s fencing token.
+    """
+    if status == "claimed" and fence == claim.token:
+        return
+    if status == "claimed":
+        why = f"{claimed_by!r} took the run over with token {fence}"
+    elif status == "done":
+        why = "the continuation was resumed already"
+    else:
+        why = f"the continuation was released or failed (it is {status})"
+    raise ClaimSuperseded(
+        f"The claim of {claim.owner!r} (fencing token {claim.token}) no longer holds: {why}. "
+        "Nothing was written; stop this run and start no further tool.",
+        continuation_id=id,
+    )
+
+
+def check_segment(segment: Segment, count: int, stored: str | None) -> bool:
+    """Whether to write ``segment``, given its base's ``count`` of stored segments and the
+    text ``stored`` at its index, if any; false when it is stored already (a retried append).
+
+    Raises:
+        ConflictError: If another segment holds its index, or it would leave a gap.
+    """
+    if stored is not None:
+        if stored == segment.text:
+            return False
+        raise ConflictError(
+            f"Segment {segment.index} of checkpoint {segment.base} is stored already with "
+            "other content; write the next step as a full checkpoint.",
+            continuation_id=segment.base,
         )
+    if segment.index != count + 1:
+        raise ConflictError(
+            f"Segment {segment.index} of checkpoint {segment.base} does not follow the "
+            f"{count} stored; write the next step as a full checkpoint.",
+            continuation_id=segment.base,
+        )
+    return True

@@ -16,6 +16,7 @@ from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import ConflictError, ContinuationFailed, DecisionError
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -35,7 +36,6 @@ from ._rules import (
     decide_row,
     fail_row,
     heartbeat_row,
-    journal_row,
     jsonable,
     recorded_event,
     release_row,
@@ -275,15 +275,39 @@ class RowStore(Store):
             )
             return
 
-        def change(row: Row, at: datetime) -> tuple[Row, Events, None]:
-            event = recorded_event(
-                run_id, kind, at=at, continuation_id=continuation_id or claim.id, actor=actor,
-                detail=detail,
-            )  # fmt: skip
-            new, events = journal_row(row, claim, event)
-            return new, events, None
+        def events(at: datetime) -> Events:
+            cid = continuation_id or claim.id
+            event = recorded_event(run_id, kind, at=at, continuation_id=cid, actor=actor,
+                                   detail=detail)  # fmt: skip
+            return [event]
 
-        await self._transact(claim.id, change)
+        await self._fenced(claim, events, None)
+
+    async def append_segment(self, segment: Segment, *, claim: Claim) -> None:
+        """See :meth:`Store.append_segment`."""
+        if claim.id != segment.base:
+            raise ConflictError(
+                f"A segment of checkpoint {segment.base} cannot be appended under the claim "
+                f"on {claim.id}.",
+                continuation_id=segment.base,
+            )
+        await self._fenced(claim, lambda at: [], segment)
+
+    @abstractmethod
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        """Write ``events`` (made at the backend's time) and ``segment`` under ``claim``.
+
+        Atomically with a check (:func:`._rules.check_fence`) that reads only the claim
+        columns of row ``claim.id``, never its document, so a journal write or an appended
+        step costs the same however long the run's history is. A ``segment`` is checked
+        with :func:`._rules.check_segment` against the base's stored segments.
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds; nothing is written.
+            ContinuationNotFound: If there is no row ``claim.id``.
+        """
 
     @abstractmethod
     async def _append(

@@ -37,12 +37,22 @@ from ._records import (
     Status,
     utcnow,
 )
-from ._row import Row, already_saved, jsonable, not_found, readable
+from ._row import (
+    Row,
+    already_saved,
+    check_fence,
+    check_segment,
+    jsonable,
+    not_found,
+    readable,
+)
 
 __all__ = [
     "Events",
     "Row",
     "already_saved",
+    "check_fence",
+    "check_segment",
     "checkpoint_rows",
     "claim_row",
     "complete_row",

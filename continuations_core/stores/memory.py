@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import builtins
 import threading
+from collections.abc import Callable
 from dataclasses import replace
+from datetime import datetime
 from typing import Any, TypeVar
 
 from .._schema import Continuation
+from .._segments import Segment
 from ..errors import ContinuationFailed, StoreUnavailable
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -25,8 +28,11 @@ from ._base import (
 from ._owners import holder_id
 from ._rowstore import Change, RowStore, claim_first, next_candidate
 from ._rules import (
+    Events,
     Row,
     already_saved,
+    check_fence,
+    check_segment,
     checkpoint_rows,
     new_row,
     not_found,
@@ -53,6 +59,7 @@ class MemoryStore(RowStore):
         self._rows: dict[str, Row] = {}
         self._order: dict[str, int] = {}
         self._events: builtins.list[AuditEvent] = []
+        self._segments: dict[str, builtins.list[str]] = {}  # base id: segment texts, in order
         self._lock = threading.Lock()
         self._closed = False
 
@@ -70,8 +77,11 @@ class MemoryStore(RowStore):
     async def _transact(self, id: str, change: Change[T]) -> T:
         """Apply one transition atomically: either everything is written or nothing is."""
         with self._lock:
-            row, events, result = change(self._row(id), utcnow())
+            old = self._row(id)
+            row, events, result = change(old, utcnow())
             self._rows[id] = row
+            if row.status == "done":  # a retired checkpoint's segments go with it
+                self._segments.pop(id, None)
             self._events.extend(events)
             return result
 
@@ -94,7 +104,8 @@ class MemoryStore(RowStore):
         """See :meth:`Store.get`."""
         with self._lock:
             row = self._row(id)
-        return _detached(row)
+            segments = tuple(self._segments.get(id, ()))
+        return _detached(row, segments)
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -103,13 +114,13 @@ class MemoryStore(RowStore):
         with self._lock:
             self._check_open()
             rows = [
-                (row.created_at, self._order[id], row)
+                (row.created_at, self._order[id], row, tuple(self._segments.get(id, ())))
                 for id, row in self._rows.items()
                 if (status is None or row.status == status)
                 and (run_id is None or row.document.run_id == run_id)
             ]
         rows.sort(key=lambda item: item[:2], reverse=True)
-        return [_detached(row) for _, _, row in rows[: max(limit, 0)]]
+        return [_detached(row, segments) for _, _, row, segments in rows[: max(limit, 0)]]
 
     async def checkpoint(
         self,
@@ -134,10 +145,25 @@ class MemoryStore(RowStore):
             )  # fmt: skip
             if retired is not None:
                 self._rows[retired.id] = retired
+                self._segments.pop(retired.id, None)
             self._rows[new.id] = new
             self._order[new.id] = len(self._order)
             self._events.extend(events)
         return claim
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        with self._lock:
+            row = self._row(claim.id)
+            check_fence(row.id, row.status, row.fence, row.claimed_by, claim)
+            made = events(utcnow())
+            if segment is not None:
+                stored = self._segments.setdefault(claim.id, [])
+                at = stored[segment.index - 1] if 0 < segment.index <= len(stored) else None
+                if check_segment(segment, len(stored), at):
+                    stored.append(segment.text)
+            self._events.extend(made)
 
     async def _append(
         self,
@@ -212,8 +238,13 @@ class MemoryStore(RowStore):
             self._rows.clear()
             self._order.clear()
             self._events.clear()
+            self._segments.clear()
 
 
-def _detached(row: Row) -> StoredContinuation:
+def _detached(row: Row, segments: tuple[str, ...] = ()) -> StoredContinuation:
     # Frozen models still hold mutable dicts (framework state); callers get their own copy.
+    # A checkpoint with segments is built afresh from its texts: it is a copy already, and
+    # a deep copy would drop what its verification needs.
+    if segments:
+        return row.record(segments)
     return row.record().model_copy(deep=True)

@@ -19,7 +19,7 @@ import contextlib
 import hashlib
 import json
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any, LiteralString, TypeAlias, TypeVar
@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import (
     ConfigurationError,
     ConflictError,
@@ -51,6 +52,8 @@ from ._rules import (
     Events,
     Row,
     already_saved,
+    check_fence,
+    check_segment,
     checkpoint_rows,
     jsonable,
     new_row,
@@ -304,6 +307,8 @@ class PostgresStore(RowStore):
             new, events, result = change(old, _utc(found["now"]))
             if new is not old:
                 await self._update(conn, new, old.version)
+                if new.status == "done":  # a retired checkpoint's segments go with it
+                    await conn.execute(self._q(q.DROP_SEGMENTS), (id,))
             await self._record(conn, new if new is not old else None, events)
             return result
 
@@ -321,8 +326,13 @@ class PostgresStore(RowStore):
 
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
-        async with self._single() as conn:
-            return (await self._read(conn, id, lock=False)).record()
+        # One statement, so the row and its segments come from one snapshot.
+        async with self._single() as conn, conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(self._q(q.READ_SEGMENTED), (id,))
+            found = await cur.fetchone()
+        if found is None:
+            raise not_found(id)
+        return _row(found).record(found["segments"])
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -330,15 +340,18 @@ class PostgresStore(RowStore):
         """See :meth:`Store.list`."""
         filters = {k: v for k, v in (("status", status), ("run_id", run_id)) if v is not None}
         where = sql.SQL(" AND ").join(sql.SQL("{} = %s").format(sql.Identifier(k)) for k in filters)
-        query = sql.SQL("SELECT {} FROM {}.continuations {} ").format(
+        query = sql.SQL("SELECT {}, {} FROM {}.continuations c {} ").format(
             sql.SQL(q.COLUMNS),
+            self._q(q.SEGMENTS_OF_C),
             self._ident,
             sql.SQL("WHERE {}").format(where) if filters else sql.SQL(""),
         )
         query += sql.SQL("ORDER BY created_at DESC, pos DESC LIMIT %s")
-        async with self._tx() as conn, conn.cursor(row_factory=dict_row) as cur:
+        # One statement, so each row and its segments come from one snapshot.
+        async with self._single() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, (*filters.values(), max(int(limit), 0)))
-            return [_row(r).record() for r in await cur.fetchall()]
+            found = await cur.fetchall()
+        return [_row(r).record(r["segments"]) for r in found]
 
     async def checkpoint(
         self,
@@ -365,9 +378,29 @@ class PostgresStore(RowStore):
             )  # fmt: skip
             if retired is not None and old is not None:
                 await self._update(conn, retired, old.version)
+                await conn.execute(self._q(q.DROP_SEGMENTS), (old.id,))
             await self._insert(conn, new, text)
             await self._record(conn, new, events)
         return claim
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        """One transaction that locks the row, reading its claim columns only."""
+        async with self._tx() as conn:
+            cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
+            found = await cur.fetchone()
+            if found is None:
+                raise not_found(claim.id)
+            status, fence, claimed_by, at = found
+            check_fence(claim.id, status, fence, claimed_by, claim)
+            if segment is not None:
+                base, index = segment.base, segment.index
+                cur = await conn.execute(self._q(q.SEGMENT_AT), (base, base, index))
+                count, stored = await cur.fetchone() or (0, None)
+                if check_segment(segment, int(count), stored):
+                    await conn.execute(self._q(q.APPEND_SEGMENT), (base, index, segment.text))
+            await self._record(conn, None, events(_utc(at)))
 
     async def _append(
         self,

@@ -11,11 +11,13 @@ Keys live under one prefix (``continuations`` by default)::
                                 time they may be claimed again
     <prefix>:owner:<owner>      claimed ids held under that owner name (layout 2)
     <prefix>:audit:<run_id>     list of the run's audit events, in order
+    <prefix>:seg:<id>           list of the segments appended to checkpoint <id> (layout 3)
     <prefix>:layout             the key layout's version
     <prefix>:ready              pub/sub channel: ids that became ready
 
 Layout 2 added the owner index and the record fields ``fence``, ``attempts``, ``not_before``,
 ``last_error``, ``holder`` and ``output``; opening layout-1 keys migrates them in place.
+Layout 3 added checkpoint segments (nothing to migrate: older keys have none).
 
 Every change is an optimistic transaction: ``WATCH`` the records, read them, apply the shared
 rules of :mod:`._base` at the server's clock, and write records, indexes and audit in one
@@ -35,6 +37,7 @@ from typing import Any, TypeAlias, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from .._schema import Continuation
+from .._segments import Segment
 from ..errors import (
     ConfigurationError,
     ConflictError,
@@ -59,6 +62,8 @@ from ._rules import (
     Events,
     Row,
     already_saved,
+    check_fence,
+    check_segment,
     checkpoint_rows,
     jsonable,
     new_row,
@@ -81,7 +86,7 @@ T = TypeVar("T")
 Changes: TypeAlias = list[tuple[Row | None, Row]]  # (before, after); before None: a new record
 Plan: TypeAlias = Callable[[list[Row | None], datetime], tuple[Changes, Events, T]]
 
-LAYOUT_VERSION = 2  # bump with a migration in _LAYOUT_MIGRATIONS when the key layout changes
+LAYOUT_VERSION = 3  # bump with a migration in _LAYOUT_MIGRATIONS when the key layout changes
 _ATTEMPTS = 1000  # optimistic retries; each failed one means another writer succeeded
 _WAKE_UPS = 1000  # at most this many ids per wait_ready call
 
@@ -268,6 +273,8 @@ class RedisStore(RowStore):
             pipe.zadd(self._k("owner", new.claimed_by), {id: score})
         if new.status == "ready" and new.not_before is None:
             pipe.publish(self.channel, id)
+        if new.status == "done" and (old is None or old.status != "done"):
+            pipe.delete(self._k("seg", id))  # a retired checkpoint's segments go with it
 
     # -- the protocol -----------------------------------------------------------------------
 
@@ -288,10 +295,13 @@ class RedisStore(RowStore):
         """See :meth:`Store.get`."""
         client = await self._open()
         with self._guard():
-            data = await client.hgetall(self._k("c", id))
+            async with client.pipeline(transaction=True) as pipe:
+                pipe.hgetall(self._k("c", id))
+                pipe.lrange(self._k("seg", id), 0, -1)
+                data, segments = await pipe.execute()
         if not data:
             raise not_found(id)
-        return codec.row(data).record()
+        return codec.row(data).record([codec.text(s) for s in segments])
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -302,7 +312,7 @@ class RedisStore(RowStore):
             index = self._k("run", run_id)
         else:
             index = self._k("status", status) if status is not None else self._k("all")
-        found: builtins.list[Row] = []
+        found: builtins.list[tuple[Row, builtins.list[str]]] = []
         start, page = 0, max(limit, 16)
         with self._guard():
             while len(found) < limit:
@@ -312,11 +322,17 @@ class RedisStore(RowStore):
                 async with client.pipeline(transaction=False) as pipe:
                     for id in ids:
                         pipe.hgetall(self._k("c", codec.text(id)))
-                    rows = [codec.row(data) for data in await pipe.execute() if data]
+                        pipe.lrange(self._k("seg", codec.text(id)), 0, -1)
+                    read = await pipe.execute()
+                rows = [
+                    (codec.row(data), [codec.text(s) for s in segments])
+                    for data, segments in zip(read[::2], read[1::2], strict=True)
+                    if data
+                ]
                 # The index and the records are read apart: filter on the records themselves.
-                found += [r for r in rows if status is None or r.status == status]
+                found += [r for r in rows if status is None or r[0].status == status]
                 start += page
-        return [row.record() for row in found[: max(limit, 0)]]
+        return [row.record(segments) for row, segments in found[: max(limit, 0)]]
 
     async def checkpoint(
         self,
@@ -349,6 +365,46 @@ class RedisStore(RowStore):
         ids = [cont.id] if previous is None else [cont.id, previous.id]
         claim: Claim | None = await self._atomic(ids, plan, text=text)
         return claim
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        """WATCH the record and its segments, read the claim fields only, write in one MULTI."""
+        client = await self._open()
+        key, seg_key = self._k("c", claim.id), self._k("seg", claim.id)
+        with self._guard():
+            for _ in range(_ATTEMPTS):
+                async with client.pipeline(transaction=True) as pipe:
+                    await pipe.watch(key, seg_key)
+                    status, fence, claimed_by = await pipe.hmget(
+                        key, ["status", "fence", "claimed_by"]
+                    )
+                    if status is None:
+                        raise not_found(claim.id)
+                    check_fence(
+                        claim.id, codec.text(status), int(fence or 0),
+                        codec.text(claimed_by) if claimed_by is not None else None, claim,
+                    )  # fmt: skip
+                    write = False
+                    if segment is not None:
+                        count = int(await pipe.llen(seg_key))
+                        stored = await pipe.lindex(seg_key, segment.index - 1)
+                        there = codec.text(stored) if stored is not None else None
+                        write = check_segment(segment, count, there)
+                    made = events(codec.from_time(await pipe.time()))
+                    pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
+                    if write and segment is not None:
+                        pipe.rpush(seg_key, segment.text)
+                    for event in made:
+                        pipe.rpush(self._k("audit", event.run_id), event.model_dump_json())
+                    try:
+                        await pipe.execute()
+                    except WatchError:
+                        continue
+                    return
+        raise ConflictError(
+            f"Gave up after {_ATTEMPTS} conflicting writes.", continuation_id=claim.id
+        )
 
     async def _append(
         self,
@@ -531,6 +587,11 @@ class RedisStore(RowStore):
                     await self._client.aclose()
 
 
+async def _layout_2_to_3(store: RedisStore) -> None:
+    """Nothing to move: layout-2 keys hold no checkpoint segments."""
+
+
 _LAYOUT_MIGRATIONS: dict[int, Callable[[RedisStore], Awaitable[None]]] = {
     1: RedisStore._layout_1_to_2,
+    2: _layout_2_to_3,
 }

@@ -10,6 +10,8 @@ decisions) and loaded from that text, so the signature covers exactly the stored
 Schema changes are an ordered list of migrations, recorded in ``schema_migrations``.
 Migration 2 (fencing tokens, attempts, the ``failed`` status, last errors, outputs) rebuilds
 the table, since SQLite cannot change a CHECK constraint in place; rows keep their order.
+Migration 3 adds the ``segments`` table: the steps appended to a checkpoint since it was
+written (see :meth:`Store.append_segment`).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any, TypeVar
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
+from .._segments import Segment
 from ..errors import ConfigurationError, ContinuationFailed, StoreUnavailable
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -41,8 +44,11 @@ from ._base import (
 from ._owners import holder_id
 from ._rowstore import Change, RowStore, claim_first, plain_claim
 from ._rules import (
+    Events,
     Row,
     already_saved,
+    check_fence,
+    check_segment,
     checkpoint_rows,
     jsonable,
     new_row,
@@ -100,6 +106,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # claim_next walks ready and claimed rows in the order they last changed.
         """CREATE INDEX continuations_claimable ON continuations (updated_at)
             WHERE status IN ('ready', 'claimed')""",
+    ),
+    (
+        """CREATE TABLE segments (
+            base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (base_id, idx)) WITHOUT ROWID""",
     ),
 )
 
@@ -244,6 +255,8 @@ class SQLiteStore(RowStore):
                 new, events, result = change(old, utcnow())
                 if new is not old:
                     _write(conn, new, old.version)
+                    if new.status == "done":  # a retired checkpoint's segments go with it
+                        conn.execute("DELETE FROM segments WHERE base_id = ?", (id,))
                 _audit(conn, events)
                 return result
 
@@ -270,7 +283,12 @@ class SQLiteStore(RowStore):
 
     async def get(self, id: str) -> StoredContinuation:
         """See :meth:`Store.get`."""
-        return (await self._call(lambda conn: _read(conn, id))).record()
+
+        def run(conn: sqlite3.Connection) -> tuple[Row, builtins.list[str]]:
+            return _read(conn, id), _segments(conn, id)
+
+        row, segments = await self._call(run)
+        return row.record(segments)
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -281,10 +299,11 @@ class SQLiteStore(RowStore):
         sql = f"SELECT {_COLUMNS} FROM continuations {'WHERE ' + where if where else ''} "
         sql += f"ORDER BY created_at DESC, rowid DESC LIMIT {max(int(limit), 0)}"
 
-        def run(conn: sqlite3.Connection) -> builtins.list[Row]:
-            return [_row(r) for r in _rows(conn, sql, tuple(filters.values()))]
+        def run(conn: sqlite3.Connection) -> builtins.list[tuple[Row, builtins.list[str]]]:
+            rows = [_row(r) for r in _rows(conn, sql, tuple(filters.values()))]
+            return [(row, _segments(conn, row.id)) for row in rows]
 
-        return [row.record() for row in await self._call(run)]
+        return [row.record(segments) for row, segments in await self._call(run)]
 
     async def checkpoint(
         self,
@@ -312,11 +331,40 @@ class SQLiteStore(RowStore):
                 )  # fmt: skip
                 if retired is not None and old is not None:
                     _write(conn, retired, old.version)
+                    conn.execute("DELETE FROM segments WHERE base_id = ?", (old.id,))
                 _insert(conn, new, text)
                 _audit(conn, events)
                 return claim
 
         return await self._call(run)
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        claim_sql = "SELECT status, fence, claimed_by FROM continuations WHERE id = ?"
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                found = conn.execute(claim_sql, (claim.id,)).fetchone()
+                if found is None:
+                    raise not_found(claim.id)
+                check_fence(claim.id, found[0], found[1], found[2], claim)
+                if segment is not None:
+                    (count,) = conn.execute(
+                        "SELECT COUNT(*) FROM segments WHERE base_id = ?", (claim.id,)
+                    ).fetchone()
+                    stored = conn.execute(
+                        "SELECT body FROM segments WHERE base_id = ? AND idx = ?",
+                        (claim.id, segment.index),
+                    ).fetchone()
+                    if check_segment(segment, count, stored[0] if stored else None):
+                        conn.execute(
+                            "INSERT INTO segments (base_id, idx, body) VALUES (?, ?, ?)",
+                            (claim.id, segment.index, segment.text),
+                        )
+                _audit(conn, events(utcnow()))
+
+        await self._call(run)
 
     async def _append(
         self,
@@ -474,6 +522,11 @@ def _rows(
     cursor = conn.execute(sql, params)
     cursor.row_factory = sqlite3.Row  # per cursor: a caller's connection keeps its own factory
     return cursor.fetchall()
+
+
+def _segments(conn: sqlite3.Connection, id: str) -> builtins.list[str]:
+    sql = "SELECT body FROM segments WHERE base_id = ? ORDER BY idx"
+    return [str(r[0]) for r in conn.execute(sql, (id,)).fetchall()]
 
 
 def _read(conn: sqlite3.Connection, id: str) -> Row:

@@ -1,7 +1,7 @@
 """``python -m benchmarks`` (or ``scripts/dev bench``): measure, print and save every figure.
 
 Options: ``--quick`` (fewer sizes), ``--smoke`` (tiny sizes, to check the code paths),
-``--reps N``, ``--only KEY`` (repeatable: imports, steps, nesting, size, claims, drain, peers),
+``--reps N``, ``--only KEY`` (repeatable: imports, steps, nesting, size, claims, races, drain, peers),
 ``--no-peers`` and ``--out DIR`` (default ``benchmarks/results``). Writes ``latest.md`` and
 ``latest.json`` (the raw samples) there; exits 1 if any figure failed.
 """
@@ -24,7 +24,7 @@ from typing import Any
 from ._config import FULL, QUICK, SMOKE, Config
 from ._report import MIN_REPS, Figure, machine
 
-GROUPS = ("imports", "steps", "nesting", "size", "claims", "drain", "peers")
+GROUPS = ("imports", "steps", "nesting", "size", "claims", "races", "drain", "peers")
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
@@ -61,7 +61,7 @@ def _groups(cfg: Config, only: list[str] | None) -> list[str]:
 
 
 def _measure(group: str, cfg: Config, done: dict[str, Figure]) -> list[Figure]:
-    from . import claims, drain, imports, nesting, peers, size, steps
+    from . import claims, drain, imports, nesting, peers, races, size, steps
 
     jobs: dict[str, Callable[[], list[Figure]]] = {
         "imports": lambda: imports.measure(cfg),
@@ -69,6 +69,7 @@ def _measure(group: str, cfg: Config, done: dict[str, Figure]) -> list[Figure]:
         "nesting": lambda: asyncio.run(nesting.measure(cfg)),
         "size": lambda: asyncio.run(size.measure(cfg)),
         "claims": lambda: asyncio.run(claims.measure(cfg)),
+        "races": lambda: asyncio.run(races.measure(cfg)),
         "drain": lambda: asyncio.run(drain.measure(cfg)),
         "peers": lambda: peers.measure(cfg, done),
     }

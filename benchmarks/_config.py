@@ -20,6 +20,7 @@ class Config:
         depths: Nesting depths of the suspend+resume runs.
         claims: Continuations claimed per repetition of the claim runs.
         drain: Continuations drained per repetition of the worker runs.
+        races: Continuations 8 racing worker processes drain per repetition.
         workers: Worker process counts.
         import_reps: Timed interpreter start-ups per import measurement.
         backends: Store backends to measure (those unreachable are reported, not skipped silently).
@@ -35,6 +36,7 @@ class Config:
     depths: tuple[int, ...] = (0, 1, 3, 10)
     claims: int = 200
     drain: int = 60
+    races: int = 1000
     workers: tuple[int, ...] = (1, 2, 4)
     import_reps: int = 10
     backends: tuple[str, ...] = ("memory", "sqlite", "postgres", "redis")
@@ -49,7 +51,9 @@ class Config:
 
 
 FULL = Config()
-QUICK = Config(steps=(10, 50), histories=(10, 100), depths=(0, 1, 3), claims=100, drain=30)
+QUICK = Config(
+    steps=(10, 50), histories=(10, 100), depths=(0, 1, 3), claims=100, drain=30, races=300
+)
 # Tiny sizes: every code path of every figure, in seconds; numbers mean nothing.
 SMOKE = Config(
     reps=1,
@@ -59,6 +63,7 @@ SMOKE = Config(
     depths=(0, 1),
     claims=5,
     drain=3,
+    races=16,
     workers=(1,),
     import_reps=1,
     backends=("memory", "sqlite"),

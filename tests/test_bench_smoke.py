@@ -14,7 +14,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 PEERS_VENV = ROOT / "benchmarks" / ".peers-venv" / "bin" / "python"
 # What `--smoke` measures (peers aside) and the figures each group yields.
-FIGURES = {"imports", "steps", "growth", "nesting", "size", "envelope", "claims", "drain"}
+FIGURES = {
+    "imports",
+    "steps",
+    "growth",
+    "nesting",
+    "size",
+    "envelope",
+    "claims",
+    "races",
+    "drain",
+}
 ROW = re.compile(r"^\|( [^|]+ \|)+$|^\|(---\|)+$")
 
 

@@ -44,6 +44,10 @@ json_value = st.recursive(
 )
 NON_FINITE = ["NaN", "Infinity", "-Infinity", "1e999", "-1e999", "1E400"]
 
+# Generators for nesting thousands of levels deep: seeded, since st.randoms() draws hypothesis
+# entropy per call and one draw per level exceeds its budget (a FailedHealthCheck).
+SEEDED = st.integers(0, 2**32 - 1).map(random.Random)
+
 
 def depth(value: Any) -> int:
     """An independent oracle: nested containers on the deepest path (recursive; shallow only)."""
@@ -211,7 +215,7 @@ def test_a_repeated_key_at_any_depth_of_framework_state_is_refused(raw: str) -> 
         Continuation.from_json(document_with(raw))
 
 
-@given(st.integers(MAX_DEPTH + 1, 5000), st.randoms(use_true_random=False))
+@given(st.integers(MAX_DEPTH + 1, 5000), SEEDED)
 @settings(max_examples=60, deadline=None)
 def test_documents_nesting_too_deep_are_refused_without_recursion(
     levels: int, rng: random.Random
@@ -297,13 +301,10 @@ def test_respond_values_and_edited_args_at_their_limits_pass_and_beyond_are_refu
         cont.deny(configure, comment="c" * MAX_VALUE_BYTES)
 
 
-@given(st.integers(MAX_VALUE_DEPTH + 1, 5000), st.integers(0, 2**32 - 1))
+@given(st.integers(MAX_VALUE_DEPTH + 1, 5000), SEEDED)
 @settings(max_examples=50, deadline=None)
-def test_deeply_nested_respond_values_and_args_are_refused(levels: int, seed: int) -> None:
+def test_deeply_nested_respond_values_and_args_are_refused(levels: int, rng: random.Random) -> None:
     """Respond values and edited args nesting past MAX_VALUE_DEPTH are refused, at any depth."""
-    # A seeded generator, not st.randoms(): one draw per level would exhaust hypothesis's
-    # entropy budget at thousands of levels (a FailedHealthCheck, not a finding).
-    rng = random.Random(seed)
     cont = input_cont()
     ask, configure = (r.path for r in cont.requests)
     with pytest.raises(MalformedContinuation, match="limit of"):

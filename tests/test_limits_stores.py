@@ -42,6 +42,10 @@ PER_STORE = settings(
     max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 
+# Generators for nesting thousands of levels deep: seeded, since st.randoms() draws hypothesis
+# entropy per call and one draw per level exceeds its budget (a FailedHealthCheck).
+SEEDED = st.integers(0, 2**32 - 1).map(random.Random)
+
 
 class Raw:
     """Reads and overwrites one stored row's columns behind the store's back."""
@@ -194,7 +198,7 @@ def test_saving_a_continuation_carrying_a_bad_decision_stores_nothing(
     assert store.audit(cont.run_id) == []
 
 
-@given(st.integers(MAX_DEPTH - 2, 400), st.randoms(use_true_random=False))
+@given(st.integers(MAX_DEPTH - 2, 400), SEEDED)
 @PER_STORE
 def test_saving_state_nested_too_deep_stores_nothing(
     backend: tuple[SyncStore, Raw | None], levels: int, rng: random.Random
@@ -236,7 +240,7 @@ def _spoil(text: str, kind: str, rng: random.Random, levels: int) -> str:
     return f'{text[:closing]},"spoiled":{raw}{text[closing:]}'
 
 
-@given(hostile_columns(), st.randoms(use_true_random=False), st.integers(MAX_DEPTH + 1, 3000))
+@given(hostile_columns(), SEEDED, st.integers(MAX_DEPTH + 1, 3000))
 @PER_STORE
 def test_a_hostile_stored_row_is_refused_and_left_as_it_was(
     shared: tuple[SyncStore, Raw], target: tuple[str, str], rng: random.Random, levels: int
@@ -253,7 +257,10 @@ def test_a_hostile_stored_row_is_refused_and_left_as_it_was(
     raw.write(cont.id, column, spoiled)
     before = raw.read(cont.id)
     audit = len(store.audit(cont.run_id))
-    expected = {"repeated key": "appears twice", "deep": "limit of", "nan": "NaN"}[kind]
+    # The NaN is nested past the depth limit too: which of the two the parser meets first
+    # depends on the interpreter's recursion limit at the call (hypothesis raises it), so
+    # either refusal is right.
+    expected = {"repeated key": "appears twice", "deep": "limit of", "nan": "NaN|limit of"}[kind]
     with pytest.raises(MalformedContinuation, match=expected):
         store.get(cont.id)
     with pytest.raises(MalformedContinuation, match=expected):

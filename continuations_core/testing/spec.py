@@ -180,7 +180,10 @@ class Ledger:
     def all(self) -> list[dict[str, Any]]:
         """Entries from this process, or from the file when it is set (every process)."""
         if self.path is not None and self.path.exists():
-            lines = self.path.read_text(encoding="utf-8").splitlines()
+            # A line another process is appending right now has no newline yet: leave it for
+            # the next read rather than parse half of it.
+            text = self.path.read_text(encoding="utf-8")
+            lines = text.split("\n")[:-1]  # the part after the last newline is incomplete
             return [json.loads(line) for line in lines if line.strip()]
         return list(self.entries)
 

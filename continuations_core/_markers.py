@@ -41,6 +41,7 @@ __all__ = [
     "is_guarded",
     "original_function",
     "requires_approval",
+    "unresolved_call",
     "validated_args",
 ]
 
@@ -235,10 +236,20 @@ def _admit(
     raise _refusal(key)
 
 
-def _refusal(key: GateKey) -> UngatedCall:
-    from ._protocol import CURRENT_CALL, REFUSED  # the seam imports this module's callers
+def _refusal(key: GateKey, unresolved: str | None = None) -> UngatedCall:
+    from ._protocol import CURRENT_CALL  # the seam imports this module's callers
 
     scope = CURRENT_CALL.get()
+    if unresolved is not None:
+        message = (
+            f"Tool {unresolved!r} was approved, but the gate could not resolve which function "
+            f"it runs, and it reached {key.qualname!r}, which requires approval "
+            "(@requires_approval); it did not run. A marked function runs only through a gate "
+            "that resolved it. Fix: serve the tool from a toolset the gate can see through "
+            "(on Pydantic AI a FunctionToolset, or one wrapped with prefixed, renamed, filtered "
+            "or prepared), then retry the continuation."
+        )
+        return _refused(UngatedCall(message))
     if scope is not None:
         where = (
             f"It was called while tool {scope.path[-1]!r} of agent "
@@ -254,6 +265,13 @@ def _refusal(key: GateKey) -> UngatedCall:
         "on Strands) and start the root run with the adapter's run()/resume(). In tests, call "
         "it through continuations_core.testing.call_approved()."
     )
+    return _refused(error)
+
+
+def _refused(error: UngatedCall) -> UngatedCall:
+    """Note ``error`` on the run, which then fails even if the framework swallows it."""
+    from ._protocol import REFUSED
+
     refused = REFUSED.get()
     if refused is not None:
         refused.append(error)
@@ -328,6 +346,22 @@ def gate_hook(hook: GateHook) -> Iterator[None]:
         yield
     finally:
         _HOOK.reset(token)
+
+
+@contextlib.contextmanager
+def unresolved_call(tool: str) -> Iterator[None]:
+    """Adapters: around an approved call whose function the gate could not resolve.
+
+    The approval cannot be handed to a function the gate never saw, so a marked body the call
+    reaches in this block is refused with an :class:`UngatedCall` that says so and how to
+    serve the tool instead; unmarked functions run.
+    """
+
+    def refuse(key: GateKey, spec: ApprovalSpec, args: dict[str, Any]) -> None:
+        raise _refusal(key, unresolved=tool)
+
+    with gate_hook(refuse):
+        yield
 
 
 # Validators built from a function's signature, per function and field list.

@@ -29,8 +29,7 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from continuations_core import ApprovalSpec, Approve, UngatedCall
 from continuations_core._durable import CHECKPOINTER, INTERRUPTED_MESSAGE, is_idempotent
-from continuations_core._markers import GateHook, GateKey, admitted, gate_hook
-from continuations_core._protocol import REFUSED
+from continuations_core._markers import GateKey, admitted, unresolved_call
 from continuations_core._steps import journal
 
 from . import _translate as t
@@ -181,30 +180,10 @@ class GateToolset(WrapperToolset[Any]):
         if replayed:
             return value
         if function is None:  # approved, but the gate never saw which function runs
-            with gate_hook(_unresolved_refusal(name)):
+            with unresolved_call(name):
                 return await self.wrapped.call_tool(name, tool_args, ctx, tool)
         with admitted(function, gate.path):
             return await self.wrapped.call_tool(name, tool_args, ctx, tool)
-
-
-def _unresolved_refusal(name: str) -> GateHook:
-    """A guard hook that refuses every marked body an unresolved (approved) call reaches."""
-
-    def refuse(key: GateKey, spec: ApprovalSpec, args: dict[str, Any]) -> None:
-        error = UngatedCall(
-            f"Tool {name!r} was approved, but the gate could not resolve which function it "
-            f"runs, and it reached {key.qualname!r}, which requires approval "
-            "(@requires_approval); it did not run. A marked function runs only through a gate "
-            "that resolved it. Fix: serve the tool from a toolset the gate can see through "
-            "(a FunctionToolset, or one wrapped with prefixed, renamed, filtered or prepared), "
-            "then retry the continuation."
-        )
-        refused = REFUSED.get()
-        if refused is not None:  # fail the run even if the toolset swallows the error
-            refused.append(error)
-        raise error
-
-    return refuse
 
 
 @dataclass

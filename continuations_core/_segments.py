@@ -27,6 +27,7 @@ the MACs are checked with the keys on :meth:`Continuation.verify`, before anythi
 from __future__ import annotations
 
 import hashlib
+import operator
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -97,8 +98,10 @@ def new_segment(
     }  # fmt: skip
     payload = canonical_json(body)
     mac = keys.sign(payload)[1] if keys is not None else hashlib.sha256(payload).hexdigest()
-    body["mac"] = mac
-    return Segment(base, index, seq, mac, canonical_json(body).decode("utf-8"))
+    # The stored text is the payload with its MAC added last (a reader takes ``mac`` out and
+    # canonicalizes the rest again), so the delta is encoded once.
+    text = payload[:-1].decode("utf-8") + f',"mac":"{mac}"}}'
+    return Segment(base, index, seq, mac, text)
 
 
 # -- deltas ---------------------------------------------------------------------------------
@@ -161,7 +164,10 @@ def _diff_list(old: list[Any], new: list[Any], path: Path, ops: list[Any]) -> No
     n = len(old)
     # The usual step: items appended (the prefix compared in C first).
     head = new[:n]
-    if head == old and all(_same(x, y) for x, y in zip(old, head, strict=True)):
+    if len(head) == n and (
+        all(map(operator.is_, old, head))
+        or (head == old and all(_same(x, y) for x, y in zip(old, head, strict=True)))
+    ):
         ops.append(["splice", path, n, new[n:]])
         return
     start = 0

@@ -25,6 +25,7 @@ import contextlib
 import inspect
 import logging
 from collections.abc import Awaitable, Callable
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -42,6 +43,7 @@ if TYPE_CHECKING:
     from ._attempts import _NotCommitted
 
 __all__ = [
+    "CLAIMED_RECORD",
     "OnSuspend",
     "Opened",
     "notify",
@@ -52,6 +54,12 @@ __all__ = [
 ]
 
 log = logging.getLogger("continuations.resume")
+
+#: The record a worker read right after claiming it, so resuming it under that claim does not
+#: read it again. Used only if it is the record of that claim (same id and fencing token).
+CLAIMED_RECORD: ContextVar[StoredContinuation | None] = ContextVar(
+    "continuations_claimed_record", default=None
+)
 
 #: Called with every continuation a run suspends into (after it was stored, with a store).
 OnSuspend = Callable[[Continuation], Awaitable[None] | None]
@@ -299,7 +307,12 @@ async def _held(
             "resumes the continuation it was taken on.",
             continuation_id=cont.id,
         )
-    current = await _read(store, cont.id)
+    read = CLAIMED_RECORD.get()
+    fresh = (
+        read is not None and read.id == claim.id and read.status == "claimed"
+        and read.fence == claim.token and read.continuation is cont
+    )  # fmt: skip
+    current = read if fresh and read is not None else await _read(store, cont.id)
     held = current.status == "claimed" and current.fence == claim.token
     left = (current.lease_until - _now()).total_seconds() if current.lease_until else 0.0
     if not held or left < lease * 2 / 3:  # a fresh claim (a worker's) needs no heartbeat yet
@@ -307,7 +320,8 @@ async def _held(
             lambda: store.heartbeat(claim, lease_seconds=lease), what="renewing a claim"
         )
     truth = current.continuation
-    _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
+    if truth is not cont:  # the caller's copy (verified already) against the stored one
+        _same_document(truth, cont, keys=keys, allow_unsigned=allow_unsigned)
     for record in cont.decisions:
         stored = truth.decision_for(record.path)
         if stored is None:

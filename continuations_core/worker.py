@@ -42,6 +42,7 @@ from ._attempts import (
     with_retries,
 )
 from ._durable import default_owner
+from ._resume import CLAIMED_RECORD
 from ._schema import Continuation
 from ._signing import Keyring
 from .errors import (
@@ -290,10 +291,12 @@ class Worker:
         token = RETRY_POLICY.set(self.retry)
         try:
             try:
-                cont = await with_retries(lambda: self.store.load(claim.id), what="loading")
+                record = await with_retries(lambda: self.store.get(claim.id), what="loading")
             except SchemaError as exc:  # claimed without parsing it
                 await self._fail_unreadable(claim.id, exc)
                 return
+            cont = record.continuation
+            CLAIMED_RECORD.set(record)  # resuming under this claim needs no second read
             log_event(
                 log, "claimed", continuation=claim.id, run=cont.run_id, owner=self.owner,
                 token=claim.token, attempt=claim.attempt,

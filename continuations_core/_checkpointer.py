@@ -20,8 +20,10 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._attempts import NOT_COMMITTED, RetryPolicy, log_event, retry_policy, settle, with_retries
@@ -111,6 +113,8 @@ class Checkpointer:
     started: set[str] = field(default_factory=set)
     failed: dict[str, dict[str, Any]] = field(default_factory=dict)  # approved calls that raised
     in_flight: dict[str, tuple[str, bool]] = field(default_factory=dict)  # path: (tool, approved)
+    #: Calls of the current batch that started and have not ended (a tree step leaves it be).
+    running: set[str] = field(default_factory=set)
     steps: int = 0  # checkpoints written by this attempt
     stepping: bool = False  # a checkpoint write is in flight (it retires the current claim)
     #: The event loop the run (and its store) lives on; sub-agent runs on other loops (in
@@ -123,6 +127,19 @@ class Checkpointer:
     _last: dict[str, Any] | None = field(default=None, repr=False)
     _appended: int = field(default=0, repr=False)
     _prev: str = field(default="", repr=False)
+    # What waits for the run's next write: the frame of a held step (``step(hold=True)``) and
+    # journal entries (a call's result while no other call runs), in the order they were made.
+    _held_frame: Frame | None = field(default=None, repr=False)
+    _held_journal: list[tuple[AuditKind, dict[str, Any]]] = field(default_factory=list, repr=False)
+    _write_lock: asyncio.Lock = field(default_factory=asyncio.Lock, repr=False)
+    # What is stored (the last step or the claimed continuation) plus the journal is the state
+    # at the next model request: it needs no step of its own (see :meth:`after_batch`).
+    _batch_open: bool = field(default=False, repr=False)
+
+    def __post_init__(self) -> None:
+        # An attempt that starts from a claimed continuation (a resume, a takeover) reaches
+        # its first model request with the results of the batch it finishes in the journal.
+        self._batch_open = self.claim is not None
 
     async def load_journal(self) -> None:
         """Read the tool journal of earlier attempts of this run."""
@@ -171,25 +188,62 @@ class Checkpointer:
         async with self._tree_lock:
             await self.step(frame)
 
-    async def step(self, frame: Frame) -> None:
+    async def step(self, frame: Frame, *, hold: bool = False) -> None:
         """Write a checkpoint of ``frame`` (the root frame at a step boundary).
 
         The frame's ``state`` is kept to find what the next step changed, so it must be a
         value of its own that nothing changes afterwards (a fresh serialization).
 
+        With ``hold`` the step waits for the run's next write: adapters hold the step that
+        records a model response. If a call of its batch starts, the step goes with that
+        call's ``tool_started``, in the same transaction, so it is stored before any tool
+        runs. If the run suspends or completes first, or a later step comes first, the held
+        step is dropped: what comes next stores everything it held.
+
         Raises:
             ClaimSuperseded: If the run's claim was taken over; nothing was written.
         """
         self._check_live()
+        self.in_flight.clear()  # the batch is over: whatever raised was handled by the framework
+        if hold:  # a new model response: its batch starts now
+            self._held_frame, self._batch_open = frame, True
+            self.running.clear()
+            return
+        self._held_frame, self._batch_open = None, False
+        async with self._write_lock:
+            await self._write_frame(frame, self._take_journal())
+
+    def _take_journal(self) -> list[tuple[AuditKind, dict[str, Any]]]:
+        journal, self._held_journal = self._held_journal, []
+        return journal
+
+    async def _write_frame(
+        self, frame: Frame, journal: list[tuple[AuditKind, dict[str, Any]]], *, held: int = -1
+    ) -> None:
+        """Write ``frame`` as a segment (with ``journal``, in one transaction) or in full (then
+        ``journal`` after it). Call it holding the write lock. ``held``: how many entries of
+        ``journal`` (from its start) were held, to hold again if the write fails (all: -1)."""
         claim = self.claim
         if (
             claim is not None and self._last is not None and self.steps > 0
             and self._appended < self.compact_every
         ):  # fmt: skip
-            segment = self._segment(claim, frame)
-            if segment is not None:
-                await self._append(claim, *segment)
+            made = self._segment(claim, frame)
+            if made is not None:
+                segment, data = made
+                await self._append(
+                    segment, journal, lambda: self._appended_step(segment, data), held=held
+                )
                 return
+        try:
+            await self._full_checkpoint(frame)
+        except BaseException:
+            self._hold_again(journal, held)
+            raise
+        await self._append(None, journal, lambda: None, held=held)
+
+    async def _full_checkpoint(self, frame: Frame) -> None:
+        """Write ``frame`` as a new signed checkpoint that retires the current one."""
         self.seq += 1
         cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
         previous, progress = self.claim, self.steps > 0
@@ -254,25 +308,128 @@ class Checkpointer:
             return None
         return segment, data
 
-    async def _append(self, claim: Claim, segment: Segment, data: dict[str, Any]) -> None:
-        """Append ``segment`` (this step's changes) to the checkpoint ``claim`` holds."""
+    async def after_batch(self) -> bool:
+        """At the root's model request after a tool batch: if the last step recorded the
+        batch's model response, write what waits (that step, the batch's results) and say so;
+        the adapter then writes no step. Returns False if the adapter must write the step.
+
+        The request's frame adds only the batch's results, which the journal holds. A crash
+        from here on recovers from the model response and replays the batch from the journal,
+        running no tool again, so it resumes at this same request. The same holds for the
+        first request of an attempt that resumed a claimed continuation.
+
+        Raises:
+            ClaimSuperseded: If the run's claim was taken over; nothing was written.
+        """
+        self._check_live()
+        if not self._batch_open:
+            return False
+        self._batch_open = False
+        self.running.clear()
+        async with self._write_lock:
+            frame, self._held_frame = self._held_frame, None
+            journal = self._take_journal()
+            if frame is not None:
+                await self._write_frame(frame, journal)
+            else:
+                await self._append(None, journal, lambda: None)
+        self.in_flight.clear()
+        return True
+
+    async def flush(self) -> None:
+        """Write the journal entries that wait for the run's next write; drop a held step.
+
+        Called before the run's claim changes hands (a suspension, a completion, a failed
+        attempt, a shutdown), which stores the run's state itself or repeats at most the
+        step in flight.
+
+        Raises:
+            ClaimSuperseded: If the run's claim was taken over; nothing was written.
+        """
+        self._held_frame = None
+        if self._held_journal:
+            async with self._write_lock:
+                await self._append(None, self._take_journal(), lambda: None)
+
+    async def _write(self, entry: tuple[AuditKind, dict[str, Any]]) -> None:
+        """Write journal ``entry`` with what waits (a held step goes in the same transaction)."""
+        async with self._write_lock:
+            journal = [*self._take_journal(), entry]
+            frame, self._held_frame = self._held_frame, None
+            if frame is not None:
+                await self._write_frame(frame, journal, held=len(journal) - 1)
+            else:
+                await self._append(None, journal, lambda: None, held=len(journal) - 1)
+
+    def _hold_again(self, journal: list[tuple[AuditKind, dict[str, Any]]], held: int) -> None:
+        """A write failed: its held journal entries wait for the next write (a failed
+        attempt's), before any held since."""
+        kept = journal if held < 0 else journal[:held]
+        self._held_journal = [*kept, *self._held_journal]
+
+    async def _append(
+        self,
+        segment: Segment | None,
+        journal: list[tuple[AuditKind, dict[str, Any]]],
+        wrote: Callable[[], None],
+        *,
+        held: int = -1,
+    ) -> None:
+        """Append ``segment`` and ``journal`` to the checkpoint the run's claim holds; call
+        ``wrote`` once they are stored (also when cancelled while the write went through).
+        Call it holding the write lock; on failure the ``held`` entries are held again."""
+        if segment is None and not journal:
+            return
+        written = False
+
+        def done() -> None:
+            nonlocal written
+            written = True
+            wrote()
+
+        try:
+            await self._store_append(segment, journal, done)
+        except BaseException:
+            if not written:
+                self._hold_again(journal, held)
+            raise
+
+    async def _store_append(
+        self,
+        segment: Segment | None,
+        journal: list[tuple[AuditKind, dict[str, Any]]],
+        done: Callable[[], None],
+    ) -> None:
+        self._check_live()
+        claim = self.claim
+        if claim is None:  # no checkpoint holds the run (it suspended or ended): unfenced
+            assert segment is None
+            for kind, detail in journal:
+                await with_retries(partial(self._record, kind, detail), what=str(kind))
+            done()
+            return
 
         async def append() -> None:
-            await self.store.append_segment(segment, claim=claim)
+            await self.store.append_step(
+                claim, self.run_id, segment=segment, journal=journal, actor=self.owner
+            )
 
-        # Appending a stored segment again is a no-op, so a retry after a lost answer is safe.
+        # Appending a stored segment again is a no-op and journal entries are safe to repeat,
+        # so a retry after a lost answer is safe.
         write = asyncio.ensure_future(with_retries(append, what="checkpoint"))
         try:
             await asyncio.shield(write)
         except asyncio.CancelledError:
             with contextlib.suppress(ContinuationError):
                 await write
-                self._appended_step(segment, data)
+                done()
             raise
         except ClaimSuperseded as exc:
             raise self._superseded(exc) from None
-        self._appended_step(segment, data)
-        self.in_flight.clear()
+        done()
+
+    async def _record(self, kind: AuditKind, detail: dict[str, Any]) -> None:
+        await self.store.record(self.run_id, kind, actor=self.owner, detail=detail)
 
     def _appended_step(self, segment: Segment, data: dict[str, Any]) -> None:
         self.seq, self._last, self._prev = segment.seq, data, segment.mac
@@ -314,17 +471,10 @@ class Checkpointer:
         return None
 
     async def _journal(self, kind: AuditKind, detail: dict[str, Any]) -> None:
-        """One journal write, fenced by the run's claim (retried on transient errors)."""
+        """One journal write (with what is held), fenced by the run's claim (retried on
+        transient errors)."""
         self._check_live()
-        claim = self.claim
-
-        async def write() -> None:
-            await self.store.record(self.run_id, kind, actor=self.owner, detail=detail, claim=claim)
-
-        try:
-            await with_retries(write, what=str(kind))
-        except ClaimSuperseded as exc:
-            raise self._superseded(exc) from None
+        await self._write((kind, detail))
 
     async def tool_started(
         self, path: tuple[str, ...], tool: str, *, approved: bool = False
@@ -347,20 +497,35 @@ class Checkpointer:
         await self._journal("tool_started", detail)
         self.started.add(key)
         self.in_flight[key] = (tool, approved)
+        self.running.add(key)
 
     async def tool_completed(
         self, path: tuple[str, ...], tool: str, result: dict[str, Any]
     ) -> None:
-        """Journal the result of the call at ``path`` (before its step completes)."""
+        """Journal the result of the call at ``path`` (before its step completes).
+
+        While other calls are in flight it is written at once; otherwise it goes with the
+        run's next write, before anything else runs.
+        """
         key = "/".join(path)
         self.in_flight.pop(key, None)
-        await self._journal("tool_completed", {"path": key, "tool": tool, "result": result})
+        self.running.discard(key)
+        entry: dict[str, Any] = {"path": key, "tool": tool, "result": result}
+        if self.running or self.claim is None:
+            await self._journal("tool_completed", entry)
+        else:
+            # No other call runs: the result goes with the run's next write, which comes
+            # before any other tool starts (its tool_started, the next step's checkpoint, the
+            # suspension or the completion), so a crash in between repeats no tool body.
+            self._check_live()
+            self._held_journal.append(("tool_completed", entry))
         self.recorded[key] = result
 
     async def tool_suspended(self, path: tuple[str, ...], tool: str) -> None:
         """Journal that the call at ``path`` suspended (re-entering it later is intended)."""
         key = "/".join(path)
         self.in_flight.pop(key, None)
+        self.running.discard(key)
         await self._journal("tool_suspended", {"path": key, "tool": tool})
         self.started.discard(key)
 
@@ -402,6 +567,10 @@ class Checkpointer:
         """
         claim = self.claim
         if claim is None or not self.live():
+            return None
+        with contextlib.suppress(ContinuationError):
+            await self.flush()  # a call's result held for the next write is kept
+        if not self.live():
             return None
         approved = [(key, tool) for key, (tool, ok) in self.in_flight.items() if ok]
         described = {"type": type(error).__name__, "message": str(error)[:ERROR_MESSAGE_LIMIT]}

@@ -196,6 +196,8 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
         # A worker shutting down: give the run back now rather than when the lease expires.
         if cp.claim is not None and cp.lost is None:
             with contextlib.suppress(ContinuationError):
+                await asyncio.shield(cp.flush())  # a held result is kept for the next attempt
+            with contextlib.suppress(ContinuationError):
                 await asyncio.shield(cp.store.release(cp.claim))
         raise
     except AlreadyClaimed:
@@ -209,6 +211,7 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
         raise
     cp._check_live()  # a heartbeat found the run taken over: record nothing
     if isinstance(outcome, Suspended):
+        await cp.flush()  # what waited for the run's next write goes before the suspension
         return await _suspend(cp, outcome)
     await _complete(cp, outcome)
     return outcome
@@ -244,6 +247,7 @@ async def _complete(cp: Checkpointer, outcome: Outcome[Any]) -> None:
     output = getattr(outcome, "output", None)
     claim = cp.claim
     if claim is None:
+        await cp.flush()  # journal entries that wait go first (unfenced: no claim holds the run)
         await with_retries(
             lambda: cp.store.record(
                 cp.run_id, "completed", actor=cp.owner, detail={"output": output}
@@ -252,6 +256,8 @@ async def _complete(cp: Checkpointer, outcome: Outcome[Any]) -> None:
         )
         log_event(log, "completed", run=cp.run_id, owner=cp.owner)
         return
+
+    await cp.flush()  # what waited for the run's next write goes before the completion
 
     async def write() -> None:
         await cp.store.complete(claim, output=output)

@@ -167,9 +167,10 @@ class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
             fired = st.policy.firing(self.policies, self.clock) if self.policies else None
             if fired is not None:
                 raise FrameSuspended(self._frame(ctx, history, f"policy:{fired.key}"))
-            if cp is not None:
+            if cp is not None and (st.sub is not None or not await cp.after_batch()):
                 # Before every model request (the first included): a crash from here on
-                # repeats at most this request. A sub-agent checkpoints the whole tree.
+                # repeats at most this request. A sub-agent checkpoints the whole tree. After
+                # a batch whose results the journal holds, the root writes just those.
                 await self._checkpoint(cp, self._frame(ctx, history, "checkpoint", pending=False))
         if isinstance(node, CallToolsNode):
             check_unique_call_ids(t.call_ids(node.model_response), st.agent_name)
@@ -185,8 +186,9 @@ class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
         if isinstance(node, ModelRequestNode) and isinstance(result, CallToolsNode):
             st.policy.record_turn(result.model_response.usage.total_tokens)
             if cp is not None:
+                # After the model response: held for the first call's tool_started.
                 frame = self._frame(ctx, list(ctx.messages), "checkpoint", pending=False)
-                await self._checkpoint(cp, frame)
+                await self._checkpoint(cp, frame, hold=True)
         if isinstance(node, CallToolsNode):
             st.replay.clear()
             st.plan = None

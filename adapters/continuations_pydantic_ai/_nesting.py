@@ -232,11 +232,14 @@ class NestingHooks:
             RESUME.reset(token)
         return result
 
-    async def _checkpoint(self, cp: Checkpointer, frame: Frame) -> None:
-        """Write ``frame`` as the run's checkpoint; a sub-agent's goes into the whole tree."""
+    async def _checkpoint(self, cp: Checkpointer, frame: Frame, *, hold: bool = False) -> None:
+        """Write ``frame`` as the run's checkpoint; a sub-agent's goes into the whole tree.
+
+        ``hold``: a root step may go with the run's next write (see ``Checkpointer.step``).
+        """
         sub = self._st.sub
         if sub is None:
-            await cp.step(frame)
+            await cp.step(frame, hold=hold)
         else:
             await sub.checkpoint(frame, timeout=cp.lease_seconds)
 

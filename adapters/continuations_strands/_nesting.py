@@ -194,14 +194,23 @@ class NestingHooks:
             raise unmanaged_suspension(frame, "continuations_strands.run")
         raise FrameSuspended(frame)
 
-    async def _checkpoint(self, agent: Agent, inv: Invocation) -> None:
-        """At a step boundary: the run's checkpoint; a sub-agent's goes into the whole tree."""
+    async def _checkpoint(
+        self, agent: Agent, inv: Invocation, *, hold: bool = False, after_batch: bool = False
+    ) -> None:
+        """At a step boundary: the run's checkpoint; a sub-agent's goes into the whole tree.
+
+        ``hold``: a root step may go with the run's next write (see ``Checkpointer.step``).
+        ``after_batch``: before a model request, where the root may need no step of its own
+        (see ``Checkpointer.after_batch``).
+        """
         cp = CHECKPOINTER.get()
         if cp is None or inv.replay is not None:
             return
+        if after_batch and inv.sub is None and await cp.after_batch():
+            return
         frame = self._frame(agent, inv, "checkpoint", [])
         if inv.sub is None:
-            await cp.step(frame)
+            await cp.step(frame, hold=hold)
         else:
             await inv.sub.checkpoint(frame, timeout=cp.lease_seconds)
 

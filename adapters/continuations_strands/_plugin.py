@@ -206,13 +206,14 @@ class Continuations(NestingHooks, Plugin):
             fired = inv.policy.firing(self.policies, self.clock)
             if fired is not None:
                 await self._suspend(event.agent, inv, f"policy:{fired.key}", [])
-        await self._checkpoint(event.agent, inv)
+        await self._checkpoint(event.agent, inv, after_batch=True)
 
     async def _message_added(self, event: MessageAddedEvent) -> None:
         message = event.message
         if message.get("role") == "assistant" and any("toolUse" in b for b in message["content"]):
             # After a model response that calls tools: a crash repeats at most this batch.
-            await self._checkpoint(event.agent, self._inv(event.agent))
+            # Held for the first call's tool_started, so it costs no write of its own.
+            await self._checkpoint(event.agent, self._inv(event.agent), hold=True)
 
     def _after_model(self, event: AfterModelCallEvent) -> None:
         if event.stop_response is None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from typing import Any
 
 from .._schema import Continuation, DecisionRecord
@@ -259,6 +260,33 @@ class Store(ABC):
             ClaimSuperseded: If ``claim`` no longer holds; nothing is written.
             ConflictError: If the segment does not follow the last one stored.
         """
+
+    async def append_step(
+        self,
+        claim: Claim,
+        run_id: str,
+        *,
+        segment: Segment | None = None,
+        journal: Sequence[tuple[AuditKind, dict[str, Any]]] = (),
+        actor: str | None = None,
+    ) -> None:
+        """Append a step's ``segment`` and ``journal`` entries to the run, under ``claim``.
+
+        One write for what a step adds (its segment, and the tool journal entries made since
+        the last write, in order), so a durable step costs one round trip rather than one per
+        entry. The built-in stores write it all in one atomic step; this default, for other
+        stores, writes the segment and then each entry (every part is safe to repeat).
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds; nothing is written.
+            ConflictError: If the segment does not follow the last one stored.
+        """
+        if segment is not None:
+            await self.append_segment(segment, claim=claim)
+        for kind, detail in journal:
+            await self.record(
+                run_id, kind, continuation_id=claim.id, actor=actor, detail=detail, claim=claim
+            )
 
     @abstractmethod
     async def record(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
@@ -277,8 +277,9 @@ class RowStore(Store):
 
         def events(at: datetime) -> Events:
             cid = continuation_id or claim.id
-            event = recorded_event(run_id, kind, at=at, continuation_id=cid, actor=actor,
-                                   detail=detail)  # fmt: skip
+            event = recorded_event(
+                run_id, kind, at=at, continuation_id=cid, actor=actor, detail=detail
+            )
             return [event]
 
         await self._fenced(claim, events, None)
@@ -292,6 +293,34 @@ class RowStore(Store):
                 continuation_id=segment.base,
             )
         await self._fenced(claim, lambda at: [], segment)
+
+    async def append_step(
+        self,
+        claim: Claim,
+        run_id: str,
+        *,
+        segment: Segment | None = None,
+        journal: Sequence[tuple[AuditKind, dict[str, Any]]] = (),
+        actor: str | None = None,
+    ) -> None:
+        """See :meth:`Store.append_step`: the segment and the entries in one atomic write."""
+        if segment is not None and claim.id != segment.base:
+            raise ConflictError(
+                f"A segment of checkpoint {segment.base} cannot be appended under the claim "
+                f"on {claim.id}.",
+                continuation_id=segment.base,
+            )
+        entries = list(journal)
+
+        def events(at: datetime) -> Events:
+            return [
+                recorded_event(
+                    run_id, kind, at=at, continuation_id=claim.id, actor=actor, detail=detail
+                )
+                for kind, detail in entries
+            ]
+
+        await self._fenced(claim, events, segment)
 
     @abstractmethod
     async def _fenced(

@@ -10,14 +10,18 @@ starts no further tool. Transient store errors are retried (:func:`._attempts.wi
 A step is an incremental checkpoint (see :mod:`._segments`): the first step of an attempt
 writes the whole root frame as a new signed checkpoint, and the next steps append only what
 changed since the step before to it, as segments, so their cost does not grow with the
-history. After :func:`compact_every` segments (32 by default) the next step is a full
-checkpoint again, which retires the last one and its segments.
+history. Once at least :func:`compact_every` segments (32 by default) were appended and they
+add up to as many bytes as the checkpoint they follow (or :data:`MAX_CHAIN` times that many
+segments were appended), the next step is a full checkpoint again, which retires the last one
+and its segments. Full checkpoints thus come at geometrically spaced steps, and what they cost,
+spread over the steps, does not grow with the history either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -52,13 +56,16 @@ if TYPE_CHECKING:
     from ._attempts import _NotCommitted
     from .stores import Store
 
-__all__ = ["CHECKPOINTER", "COMPACT_EVERY_ENV", "Checkpointer", "compact_every"]
+__all__ = ["CHECKPOINTER", "COMPACT_EVERY_ENV", "MAX_CHAIN", "Checkpointer", "compact_every"]
 
 log = logging.getLogger("continuations.durable")
 
 #: The environment variable that sets how many steps are appended to a checkpoint before the
 #: next step is written in full (0 writes every step in full, as before segments existed).
 COMPACT_EVERY_ENV = "CONTINUATIONS_COMPACT_EVERY"
+#: Segments on one checkpoint, as a multiple of :func:`compact_every`, after which the next step
+#: is written in full however small the segments are (bounds the work of reading it back).
+MAX_CHAIN = 32
 
 
 def compact_every() -> int:
@@ -96,7 +103,8 @@ class Checkpointer:
         lease_seconds: How long a claim lasts without a heartbeat.
         retry: How a failed attempt is retried.
         lost: Set once a write was refused because another process took the run over.
-        compact_every: Segments appended to a checkpoint before the next full one (0: none).
+        compact_every: Segments appended to a checkpoint at least, before the next full one
+            (0: none; see the module's docstring).
     """
 
     store: Store
@@ -127,6 +135,9 @@ class Checkpointer:
     _last: dict[str, Any] | None = field(default=None, repr=False)
     _appended: int = field(default=0, repr=False)
     _prev: str = field(default="", repr=False)
+    # Bytes of the last full checkpoint's frame, and of the segments appended to it since.
+    _base_bytes: int = field(default=0, repr=False)
+    _chain_bytes: int = field(default=0, repr=False)
     # What waits for the run's next write: the frame of a held step (``step(hold=True)``) and
     # journal entries (a call's result while no other call runs), in the order they were made.
     _held_frame: Frame | None = field(default=None, repr=False)
@@ -226,7 +237,7 @@ class Checkpointer:
         claim = self.claim
         if (
             claim is not None and self._last is not None and self.steps > 0
-            and self._appended < self.compact_every
+            and not self._compaction_due()
         ):  # fmt: skip
             made = self._segment(claim, frame)
             if made is not None:
@@ -287,9 +298,23 @@ class Checkpointer:
         self.steps += 1
         self.in_flight.clear()  # the batch is over: whatever raised was handled by the framework
 
+    def _compaction_due(self) -> bool:
+        """Whether the next step is written in full (see the module's docstring)."""
+        if self._appended < self.compact_every:
+            return False
+        return (
+            self._chain_bytes >= self._base_bytes
+            or self._appended >= self.compact_every * MAX_CHAIN
+        )
+
     def _started_chain(self, cont: Continuation, frame: Frame) -> None:
         """The full checkpoint ``cont`` was written: the next steps append to it."""
         self._last = frame_data(frame) if self.compact_every > 0 else None
+        try:
+            self._base_bytes = len(json.dumps(self._last, separators=(",", ":")))
+        except (TypeError, ValueError, RecursionError):  # not plain JSON: no segments anyway
+            self._base_bytes = 0
+        self._chain_bytes = 0
         self._appended = 0
         sig = cont.signature
         self._prev = chain_start(cont.id, sig.mac if sig is not None else None)
@@ -434,6 +459,7 @@ class Checkpointer:
     def _appended_step(self, segment: Segment, data: dict[str, Any]) -> None:
         self.seq, self._last, self._prev = segment.seq, data, segment.mac
         self._appended += 1
+        self._chain_bytes += len(segment.text)
         self.steps += 1
 
     def _claim_of(self, record: StoredContinuation, token: int) -> Claim:

@@ -8,6 +8,7 @@ the run's next write only while no other call runs. These tests watch the store'
 from __future__ import annotations
 
 import asyncio
+import itertools
 from typing import Any
 
 import pytest
@@ -162,3 +163,42 @@ async def test_the_request_after_a_batch_writes_no_segment_and_a_held_response_i
     ]
     fresh = Checkpointer(CountingStore(), "run-c", "w1", None)
     assert not await fresh.after_batch()  # a run's first request: the adapter writes its step
+
+
+def _grown(messages: int, *, blob: str = "") -> Frame:
+    history = [{"role": "user", "n": i, "text": f"message {i} " * 8} for i in range(messages)]
+    return Frame(framework="test", agent="a", state={"messages": history, "blob": blob})
+
+
+async def test_full_checkpoints_come_ever_further_apart_as_the_history_grows() -> None:
+    """With a step adding a message each time, a full checkpoint is written only once the
+    segments add up to the checkpoint they follow: a logarithmic number of them, where one
+    every ``compact_every`` steps would be linear."""
+    store = CountingStore()
+    cp = Checkpointer(store, "run-g", "w1", None, compact_every=4)
+    steps, at = 400, []
+    for n in range(1, steps + 1):
+        before = len(store.writes)
+        await cp.step(_grown(n))
+        if any(method == "checkpoint" for method, _, _ in store.writes[before:]):
+            at.append(n)
+    assert len(at) <= 25, at  # one every 4 steps would be 100
+    gaps = [b - a for a, b in itertools.pairwise(at)]
+    assert gaps[0] == 5 and gaps[-1] >= 40, gaps  # 4 segments, then the full step
+    assert all(b >= a for a, b in itertools.pairwise(gaps)), gaps
+    record = (await store.list(run_id="run-g"))[0]
+    assert record.continuation.root.state == _grown(steps).state  # base plus segments
+
+
+async def test_a_chain_of_small_segments_on_a_large_checkpoint_is_bounded() -> None:
+    """Segments that never add up to a large checkpoint still end in a full one after
+    ``MAX_CHAIN`` times ``compact_every`` of them, so reading it back stays bounded."""
+    from continuations_core._checkpointer import MAX_CHAIN
+
+    store = CountingStore()
+    cp = Checkpointer(store, "run-m", "w1", None, compact_every=1)
+    blob = "x" * 200_000
+    for n in range(1, 3 * MAX_CHAIN + 2):
+        await cp.step(_grown(n, blob=blob))
+    chains = [w for w in store.writes if w[0] == "checkpoint"]
+    assert len(chains) == 3, store.writes[:5]  # the first, then after each MAX_CHAIN segments

@@ -111,6 +111,58 @@ async def test_sqlite_version_1_database_is_migrated_in_place(tmp_path: Path) ->
     assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
 
 
+@pytest.mark.asyncio
+async def test_sqlite_version_4_segments_survive_the_rowid_rebuild(tmp_path: Path) -> None:
+    """A held checkpoint's segments, written in the version-4 table, load the same after it."""
+    from continuations_core._segments import chain_start, diff, new_segment
+    from continuations_core.stores.sqlite import MIGRATIONS
+    from continuations_core.testing.store_segments import grown
+
+    path = tmp_path / "v4.db"
+    base = make_continuation(KEYS, leaves=0, run_id="run-v4")
+    base = base.model_copy(update={"root": base.root.model_copy(update={"pending": ()})})
+    base = base.sign(KEYS)
+    async with SQLiteStore(path) as store:
+        claim = await store.checkpoint(base, owner="w1", lease_seconds=600)
+        assert claim is not None
+        assert base.signature is not None
+        prev, frame = chain_start(base.id, base.signature.mac), base.root
+        for step in range(1, 4):
+            nxt = grown(frame, step)
+            old, new = frame.model_dump(mode="json"), nxt.model_dump(mode="json")
+            seg = new_segment(base.id, step, base.seq + step, prev, diff(old, new), KEYS)
+            await store.append_segment(seg, claim=claim)
+            prev, frame = seg.mac, nxt
+        before = await store.load(base.id)
+    # Put the file back the way version 4 left it: a WITHOUT ROWID segments table.
+    conn = sqlite3.connect(path, isolation_level=None)
+    stored = conn.execute("SELECT base_id, idx, body FROM segments ORDER BY idx").fetchall()
+    assert len(stored) == 3
+    conn.execute("DROP TABLE segments")
+    for statement in MIGRATIONS[3]:
+        conn.execute(statement)
+    conn.executemany("INSERT INTO segments VALUES (?, ?, ?)", stored)
+    conn.execute("DELETE FROM schema_migrations WHERE version > 4")
+    conn.close()
+    async with SQLiteStore(path) as store:
+        after = await store.load(base.id)
+        assert after == before and after.root == frame and after.seq == base.seq + 3
+        after.verify(KEYS)
+        nxt = grown(frame, 4)
+        seg = new_segment(
+            base.id, 4, base.seq + 4, prev, diff(frame.model_dump(mode="json"),
+            nxt.model_dump(mode="json")), KEYS,
+        )  # fmt: skip
+        await store.append_segment(seg, claim=claim)  # the chain goes on in the new table
+        assert (await store.load(base.id)).root == nxt
+    conn = sqlite3.connect(path)
+    (sql,) = conn.execute("SELECT sql FROM sqlite_master WHERE name = 'segments'").fetchone()
+    versions = conn.execute("SELECT version FROM schema_migrations").fetchall()
+    conn.close()
+    assert "WITHOUT ROWID" not in sql
+    assert versions == [(v,) for v in range(1, len(MIGRATIONS) + 1)]
+
+
 @pytest_asyncio.fixture
 async def postgres_url(tmp_path: Path) -> AsyncIterator[str]:
     """A fresh Postgres schema (``?schema=``), dropped afterwards."""

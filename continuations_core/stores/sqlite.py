@@ -10,8 +10,9 @@ decisions) and loaded from that text, so the signature covers exactly the stored
 Schema changes are an ordered list of migrations, recorded in ``schema_migrations``.
 Migration 2 (fencing tokens, attempts, the ``failed`` status, last errors, outputs) rebuilds
 the table, since SQLite cannot change a CHECK constraint in place; rows keep their order.
-Migration 3 adds the ``segments`` table: the steps appended to a checkpoint since it was
-written (see :meth:`Store.append_segment`).
+Migration 3 adds the index ``claim_next`` walks; migration 4 the ``segments`` table: the steps
+appended to a checkpoint since it was written (see :meth:`Store.append_segment`). Migration 5
+rebuilds ``segments`` as a rowid table, which stores large rows far more cheaply.
 """
 
 from __future__ import annotations
@@ -111,6 +112,18 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         """CREATE TABLE segments (
             base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
             PRIMARY KEY (base_id, idx)) WITHOUT ROWID""",
+    ),
+    (
+        # A segment is kilobytes of JSON: stored in the key B-tree of a WITHOUT ROWID table it
+        # spills to overflow pages and every insert rebalances the tree (measured: 0.9 ms of
+        # CPU per insert against 0.16 ms in a rowid table). Same columns, same order.
+        """CREATE TABLE segments_v2 (
+            base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
+            PRIMARY KEY (base_id, idx))""",
+        "INSERT INTO segments_v2 (base_id, idx, body) "
+        "SELECT base_id, idx, body FROM segments ORDER BY base_id, idx",
+        "DROP TABLE segments",
+        "ALTER TABLE segments_v2 RENAME TO segments",
     ),
 )
 

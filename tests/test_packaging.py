@@ -148,3 +148,72 @@ def test_cli_list_and_show_do_not_load_jsonschema(tmp_path: Path) -> None:
         "cont.approve(req.path, args=dict(req.args))"
     )
     assert "jsonschema" in edited
+
+
+def _private_core_imports(path: Path) -> list[str]:
+    """Every private ``continuations_core._*`` module ``path`` imports, however it does so."""
+    import ast
+
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        names: list[str] = []
+        if isinstance(node, ast.Import):
+            names = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            names = [node.module]
+            if node.module == "continuations_core":  # from continuations_core import _x
+                names += [f"continuations_core.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            names = [node.value] if node.value.startswith("continuations_core.") else []
+        for name in names:
+            parts = name.split(".")
+            if parts[0] == "continuations_core" and any(p.startswith("_") for p in parts[1:]):
+                found.append(f"{path.name}:{node.lineno}: {name}")
+    return found
+
+
+def test_adapters_import_the_core_only_through_its_public_seam() -> None:
+    """No adapter module imports a private ``continuations_core._*`` module (``spi`` instead).
+
+    Imports inside functions and module names in strings (``importlib.import_module``) count
+    too. A third adapter is written against the same surface.
+    """
+    root = Path(__file__).resolve().parent.parent
+    modules = sorted((root / "adapters").rglob("*.py"))
+    assert len(modules) > 10, "the adapters were not found"
+    offenders = [hit for path in modules for hit in _private_core_imports(path)]
+    assert offenders == []
+
+
+def test_the_private_import_check_finds_every_form(tmp_path: Path) -> None:
+    """The check above sees each way of importing a private module, and nothing public."""
+    sample = tmp_path / "sample.py"
+    sample.write_text(
+        "import continuations_core._durable\n"
+        "from continuations_core._markers import admitted\n"
+        "from continuations_core import _protocol\n"
+        "def later():\n"
+        "    from continuations_core.stores._rowstore import RowStore\n"
+        "    return importlib.import_module('continuations_core._resume')\n"
+        "from continuations_core import Continuation\n"
+        "from continuations_core.spi import admitted\n"
+        "from continuations_core.stores import Store\n"
+    )
+    hits = _private_core_imports(sample)
+    assert [h.split(": ")[1] for h in hits] == [
+        "continuations_core._durable",
+        "continuations_core._markers",
+        "continuations_core._protocol",
+        "continuations_core.stores._rowstore",
+        "continuations_core._resume",
+    ]
+
+
+def test_the_seam_documents_and_exports_what_it_lists() -> None:
+    """Every name of ``continuations_core.spi`` exists and is described in its docstring."""
+    from continuations_core import spi
+
+    assert spi.__doc__ is not None
+    missing = [n for n in spi.__all__ if not hasattr(spi, n)]
+    undocumented = [n for n in spi.__all__ if f"`{n}`" not in spi.__doc__]
+    assert missing == [] and undocumented == []

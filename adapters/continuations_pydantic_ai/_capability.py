@@ -58,17 +58,20 @@ from continuations_core import (
     SuspensionPolicy,
     UngatedCall,
 )
-from continuations_core._durable import CHECKPOINTER, enter_call, exit_call
-from continuations_core._policies import Clock, default_clock
-from continuations_core._protocol import (
+from continuations_core.spi import (
+    CHECKPOINTER,
     CURRENT_CALL,
+    Clock,
     check_fingerprint,
     check_unique_call_ids,
+    default_clock,
+    enter_call,
+    exit_call,
     is_suspension,
+    journal,
     raise_refused,
+    segment,
 )
-from continuations_core._schema import segment
-from continuations_core._steps import journal
 
 from . import _translate as t
 from ._gate import CALL_GATE, ApprovedCalls, CallGate, GateToolset, Hold

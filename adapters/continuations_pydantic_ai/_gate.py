@@ -8,7 +8,7 @@ own toolset knows it by, with the function that will run. For each call it:
 - holds an undecided gated call (:class:`Hold`, caught by the capability, which records a
   pending approval), unless its ``when=`` predicate is false;
 - journals the call right before it runs, or replays a result recorded by an earlier attempt;
-- hands the guarded body its one-shot pass (:func:`~continuations_core._markers.admitted`).
+- hands the guarded body its one-shot pass (:func:`~continuations_core.spi.admitted`).
 
 A call whose tool the gate cannot resolve in a function toolset is held, never run. Output
 functions are resolved by Pydantic AI only when it calls them, so their gate decides inside the
@@ -28,9 +28,15 @@ from pydantic_ai.toolsets import AbstractToolset, WrapperToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from continuations_core import ApprovalSpec, Approve, UngatedCall
-from continuations_core._durable import CHECKPOINTER, INTERRUPTED_MESSAGE, is_idempotent
-from continuations_core._markers import GateKey, admitted, unresolved_call
-from continuations_core._steps import journal
+from continuations_core.spi import (
+    CHECKPOINTER,
+    INTERRUPTED_MESSAGE,
+    GateKey,
+    admitted,
+    is_idempotent,
+    journal,
+    unresolved_call,
+)
 
 from . import _translate as t
 

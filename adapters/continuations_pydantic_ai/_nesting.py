@@ -35,10 +35,17 @@ from continuations_core import (
     PendingCall,
     PolicyState,
 )
-from continuations_core._durable import CHECKPOINTER, Checkpointer
-from continuations_core._protocol import CURRENT_CALL, MANAGED, SubRun, unmanaged_suspension
-from continuations_core._scope import checkpoint_form, prompt_digest
-from continuations_core._steps import journal
+from continuations_core.spi import (
+    CHECKPOINTER,
+    CURRENT_CALL,
+    MANAGED,
+    Checkpointer,
+    SubRun,
+    checkpoint_form,
+    journal,
+    prompt_digest,
+    unmanaged_suspension,
+)
 
 from . import _translate as t
 

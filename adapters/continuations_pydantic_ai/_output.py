@@ -28,7 +28,7 @@ from continuations_core import (
     Respond,
     UngatedCall,
 )
-from continuations_core._markers import gate_hook
+from continuations_core.spi import gate_hook
 
 from . import _translate as t
 from ._gate import Hold, OutputGate

@@ -23,7 +23,7 @@ from pydantic_ai.toolsets.abstract import ToolsetTool
 from pydantic_ai.toolsets.function import FunctionToolsetTool
 
 from continuations_core import ApprovalSpec, approval_spec
-from continuations_core._signing import digest
+from continuations_core.spi import digest
 
 FRAMEWORK = "pydantic-ai"
 

@@ -31,7 +31,7 @@ from pydantic_ai.toolsets import AbstractToolset, FunctionToolset
 from pydantic_ai.toolsets.abstract import ToolsetTool
 
 from continuations_core import Continuation, Keyring, Outcome, requires_approval
-from continuations_core._policies import default_clock
+from continuations_core.spi import default_clock
 from continuations_core.testing.spec import (
     OUTPUT_ARGS,
     PARAMS,

@@ -25,7 +25,7 @@ from continuations_core import (
     UngatedCall,
     approval_spec,
 )
-from continuations_core._markers import original_function, validated_args
+from continuations_core.spi import original_function, validated_args
 
 __all__ = ["Admission", "call_ids", "decide", "refusal"]
 

@@ -36,15 +36,17 @@ from continuations_core import (
     PendingCall,
     PolicyState,
 )
-from continuations_core._durable import CHECKPOINTER, Checkpointer
-from continuations_core._protocol import (
+from continuations_core.spi import (
+    CHECKPOINTER,
     CURRENT_CALL,
     MANAGED,
+    Checkpointer,
     SubRun,
     check_fingerprint,
+    checkpoint_form,
+    prompt_digest,
     unmanaged_suspension,
 )
-from continuations_core._scope import checkpoint_form, prompt_digest
 
 from . import _translate as t
 

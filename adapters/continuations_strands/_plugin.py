@@ -53,25 +53,24 @@ from continuations_core import (
     SuspensionPolicy,
     approval_spec,
 )
-from continuations_core._durable import (
+from continuations_core.spi import (
     CHECKPOINTER,
+    CURRENT_CALL,
     INTERRUPTED_MESSAGE,
+    Clock,
+    admitted,
+    check_unique_call_ids,
+    default_clock,
     enter_call,
     exit_call,
-    is_idempotent,
-)
-from continuations_core._markers import admitted
-from continuations_core._policies import Clock, default_clock
-from continuations_core._protocol import (
-    CURRENT_CALL,
-    check_unique_call_ids,
     fail_run,
     fatal_error,
+    is_idempotent,
     is_suspension,
+    journal,
     raise_refused,
+    segment,
 )
-from continuations_core._schema import segment
-from continuations_core._steps import journal
 
 from . import _translate as t
 from ._gate import call_ids, decide, refusal

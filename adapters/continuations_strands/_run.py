@@ -19,20 +19,22 @@ from continuations_core import (
     Outcome,
     Suspended,
 )
-from continuations_core._decisions import ExpiryMode, FramePlan
-from continuations_core._durable import (
+from continuations_core.spi import (
+    MANAGED,
+    ExpiryMode,
+    FramePlan,
+    OnSuspend,
+    Opened,
+    check_fingerprint,
     default_owner,
+    new_run_id,
     reset_run_id,
+    resume_root,
+    seal,
     set_run_id,
+    start_root,
     take_over,
 )
-from continuations_core._protocol import (
-    MANAGED,
-    check_fingerprint,
-    new_run_id,
-    seal,
-)
-from continuations_core._resume import OnSuspend, Opened, resume_root, start_root
 from continuations_core.stores import Claim, Store
 
 from . import _translate as t

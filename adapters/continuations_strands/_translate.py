@@ -19,7 +19,7 @@ from strands.types.exceptions import EventLoopException
 from strands.types.session import decode_bytes_values, encode_bytes_values
 
 from continuations_core import ContinuationError, ReplayMismatch
-from continuations_core._signing import digest
+from continuations_core.spi import digest
 
 FRAMEWORK = "strands"
 #: Snapshot fields a frame keeps; the system prompt comes from the agent definition instead.

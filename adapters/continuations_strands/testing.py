@@ -22,7 +22,7 @@ from strands.tools.tools import PythonAgentTool
 from strands.types.tools import ToolContext
 
 from continuations_core import Continuation, Keyring, Outcome, requires_approval
-from continuations_core._policies import default_clock
+from continuations_core.spi import default_clock
 from continuations_core.testing.spec import (
     PARAMS,
     AgentSpec,

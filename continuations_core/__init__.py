@@ -60,6 +60,7 @@ from .errors import (
     ContinuationNotFound,
     ContinuationTampered,
     DecisionError,
+    DispatchFailed,
     DuplicateCallId,
     GateError,
     InvalidDecision,
@@ -87,6 +88,7 @@ from .errors import (
 if TYPE_CHECKING:
     from ._durable import idempotency_key, idempotent
     from ._steps import step
+    from .dispatch import Dispatcher, StoreDispatcher
     from .stores import (
         AuditEvent,
         Claim,
@@ -102,6 +104,8 @@ _LAZY: dict[str, str] = {
     "idempotency_key": "._durable",
     "idempotent": "._durable",
     "step": "._steps",
+    "Dispatcher": ".dispatch",
+    "StoreDispatcher": ".dispatch",
     "AuditEvent": ".stores",
     "Claim": ".stores",
     "MemoryStore": ".stores",
@@ -147,6 +151,8 @@ __all__ = [
     "DecisionError",
     "DecisionRecord",
     "Deny",
+    "DispatchFailed",
+    "Dispatcher",
     "DuplicateCallId",
     "EveryNTurns",
     "Frame",
@@ -177,6 +183,7 @@ __all__ = [
     "StaleContinuation",
     "StepInterrupted",
     "Store",
+    "StoreDispatcher",
     "StoreError",
     "StoreUnavailable",
     "StoredContinuation",

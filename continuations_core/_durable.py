@@ -52,6 +52,7 @@ from .errors import (
     ConfigurationError,
     ContinuationError,
     ContinuationNotFound,
+    DispatchFailed,
     ResumeError,
 )
 from .stores._owners import default_owner
@@ -222,7 +223,10 @@ async def _suspend(cp: Checkpointer, outcome: Suspended) -> Suspended:
     previous = cp.claim
 
     async def write() -> None:
-        await cp.store.checkpoint(cont, previous=previous, owner=None)
+        # A failed dispatch leaves the suspension stored (the store logged it): the engine
+        # finds it there.
+        with contextlib.suppress(DispatchFailed):
+            await cp.store.checkpoint(cont, previous=previous, owner=None)
 
     async def committed() -> _NotCommitted | None:
         try:

@@ -36,7 +36,7 @@ from ._durable import default_owner, durable
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
 from ._schema import Continuation, DecisionRecord
 from ._signing import Keyring
-from .errors import ConflictError, ContinuationError, ContinuationNotFound
+from .errors import ConflictError, ContinuationError, ContinuationNotFound, DispatchFailed
 from .stores import Claim, Store, StoredContinuation, default_store
 
 if TYPE_CHECKING:
@@ -355,6 +355,8 @@ async def _claim(
             try:
                 # A save committed unseen is refused on retry as a conflict: read it then.
                 await with_retries(lambda: store.save(cont, actor=owner), what="saving")
+            except DispatchFailed:
+                pass  # saved: this process claims and runs it next, the dispatch is moot
             except ConflictError:
                 continue
             stored = await _read(store, cont.id)
@@ -416,11 +418,13 @@ async def _decide(
             return now
         return NOT_COMMITTED
 
-    return await with_retries(
-        lambda: store.decide(id, record, expected_version=version),
-        what="recording a decision",
-        committed=committed,
-    )
+    async def decide() -> StoredContinuation:
+        try:
+            return await store.decide(id, record, expected_version=version)
+        except DispatchFailed:  # recorded; this process claims and runs it next anyway
+            return await store.get(id)
+
+    return await with_retries(decide, what="recording a decision", committed=committed)
 
 
 async def _release(store: Store, claim: Claim) -> None:

@@ -70,6 +70,7 @@ __all__ = [
     "ContinuationNotFound",
     "ContinuationTampered",
     "DecisionError",
+    "DispatchFailed",
     "DuplicateCallId",
     "GateError",
     "InvalidDecision",
@@ -301,6 +302,15 @@ class AuthenticationFailed(AccessError):
 class NotAuthorized(AccessError):
     """The principal may not decide this request (HTTP 403): not an approver, the person who
     started the run (separation of duties), or refused by the application's policy."""
+
+
+class DispatchFailed(StoreError):
+    """The store's write committed, but its dispatcher was not told (see ``dispatch``).
+
+    The decision (or suspension) is stored and the continuation is in its new status: nothing
+    is lost and nothing ran. Only the engine was not told; it finds ready work in the store
+    when its worker starts, or dispatch again once the engine is reachable.
+    """
 
 
 class NotificationFailed(ContinuationError):

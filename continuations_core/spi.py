@@ -58,6 +58,12 @@ reference for how the pieces fit. A third adapter needs the following.
 - :func:`checkpoint_form` turns a frame into its checkpoint form; :func:`prompt_digest` is part
   of a sub-agent's identity.
 
+**Engines** (who runs decided continuations). A store tells its :class:`Dispatcher` when a
+continuation becomes ready and when a stored suspension's requests expire; the built-in
+:class:`StoreDispatcher` leaves both to the store's status and the built-in worker. An engine
+installs its own (``store.dispatcher = ...``) and resumes with :func:`resume_root` through an
+adapter, under a store claim. See :mod:`continuations_core.dispatch`.
+
 **Small helpers.** :func:`segment` builds one path segment; :func:`digest` is the SHA-256 of a
 value's canonical JSON (fingerprints); :data:`Clock` and :func:`default_clock` are the clock
 suspension policies read; :data:`ExpiryMode` is how a resume treats expired requests.
@@ -106,6 +112,7 @@ from ._schema import segment
 from ._scope import checkpoint_form, prompt_digest
 from ._signing import digest
 from ._steps import journal
+from .dispatch import Dispatcher, StoreDispatcher
 
 __all__ = [
     "CHECKPOINTER",
@@ -114,11 +121,13 @@ __all__ = [
     "MANAGED",
     "Checkpointer",
     "Clock",
+    "Dispatcher",
     "ExpiryMode",
     "FramePlan",
     "GateKey",
     "OnSuspend",
     "Opened",
+    "StoreDispatcher",
     "SubRun",
     "admitted",
     "check_fingerprint",

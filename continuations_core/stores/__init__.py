@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
+from ..dispatch import Dispatcher
 from ..errors import ConfigurationError, MissingExtra
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
@@ -99,18 +100,27 @@ SUPPORTED = "memory://, sqlite:///path.db, postgresql://, postgres://, redis://"
 T = TypeVar("T")
 
 
-def open_store(url: str) -> Store:
+def open_store(url: str, *, dispatcher: Dispatcher | None = None) -> Store:
     """Open the store that ``url`` names, choosing the backend by scheme.
 
     Args:
         url: ``memory://``, ``sqlite:///path.db`` (or a bare ``*.db`` path),
             ``postgresql://…``/``postgres://…`` or ``redis://…``.
+        dispatcher: Told when a continuation becomes ready or is stored with a deadline
+            (see :mod:`continuations_core.dispatch`); the built-in one when omitted.
 
     Raises:
         ConfigurationError: If the scheme is unknown, the URL does not parse, or its backend
             is not in this version. Messages never repeat a password from the URL.
         MissingExtra: If the backend's driver is not installed; it names the pip extra.
     """
+    store = _open(url)
+    if dispatcher is not None:
+        store.dispatcher = dispatcher
+    return store
+
+
+def _open(url: str) -> Store:
     scheme, sep, _ = url.partition("://")
     scheme = scheme.lower() if sep else ""
     if scheme == "memory":

@@ -27,6 +27,7 @@ from typing import Any
 
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
+from ..dispatch import BUILTIN, Dispatcher
 from ..errors import ConflictError, ContinuationNotFound, DecisionError
 from ._records import (
     DEFAULT_MAX_ATTEMPTS,
@@ -67,7 +68,16 @@ class Store(ABC):
 
     Every method is abstract, so a backend that misses one fails when instantiated. Use
     ``async with store:`` to close it when done.
+
+    Attributes:
+        dispatcher: Told when a continuation becomes ready to resume or is stored with a
+            request deadline (see :mod:`continuations_core.dispatch`); the built-in
+            :class:`~continuations_core.dispatch.StoreDispatcher` unless set. The shipped
+            backends call it after :meth:`save`, :meth:`checkpoint` (a suspension) and
+            :meth:`decide`; a backend written from scratch must do the same.
     """
+
+    dispatcher: Dispatcher = BUILTIN
 
     @abstractmethod
     async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
@@ -75,6 +85,7 @@ class Store(ABC):
 
         Raises:
             ConflictError: If a continuation with this id is already stored.
+            DispatchFailed: If it was stored but :attr:`dispatcher` failed.
         """
 
     @abstractmethod
@@ -113,6 +124,8 @@ class Store(ABC):
                 decided it and when).
             AlreadyClaimed: If the continuation is claimed or done.
             ConflictError: If ``expected_version`` is given and is not the current version.
+            DispatchFailed: If it was the last decision, it is stored, but :attr:`dispatcher`
+                failed.
         """
 
     @abstractmethod
@@ -245,6 +258,7 @@ class Store(ABC):
 
         Raises:
             ClaimSuperseded: If ``previous`` no longer holds; nothing is written.
+            DispatchFailed: If a suspension was stored but :attr:`dispatcher` failed.
         """
 
     @abstractmethod

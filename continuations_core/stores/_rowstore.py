@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import logging
 from abc import abstractmethod
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
-from ..errors import ConflictError, ContinuationFailed, DecisionError
+from ..dispatch import earliest_deadline
+from ..errors import ConflictError, ContinuationFailed, DecisionError, DispatchFailed
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
@@ -168,13 +169,82 @@ class RowStore(Store):
     ) -> StoredContinuation:
         """See :meth:`Store.decide`."""
 
-        def change(row: Row, at: datetime) -> tuple[Row, Events, Row]:
+        def change(row: Row, at: datetime) -> tuple[Row, Events, tuple[Row, bool]]:
             new, events = decide_row(
                 row, record, expected_version=expected_version, at=at, replace=replace
             )
-            return new, events, new
+            return new, events, (new, row.status != "ready" and new.status == "ready")
 
-        return (await self._transact(id, change)).record()
+        new, became_ready = await self._transact(id, change)
+        if became_ready:  # the last decision landed: once, after the commit
+            await self._dispatch(id, self.dispatcher.ready(id, new.document.seq))
+        return new.record()
+
+    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+        """See :meth:`Store.save`; the dispatcher is told once the row is stored."""
+        record = await self._save(cont, actor=actor)
+        await self._suspended(cont)
+        return record
+
+    async def checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None = None,
+        owner: str | None = None,
+        lease_seconds: float = 30.0,
+        progress: bool = True,
+    ) -> Claim | None:
+        """See :meth:`Store.checkpoint`; a suspension (no ``owner``) is dispatched as by save."""
+        claim = await self._checkpoint(
+            cont, previous=previous, owner=owner, lease_seconds=lease_seconds, progress=progress
+        )
+        if owner is None:
+            await self._suspended(cont)
+        return claim
+
+    async def _suspended(self, cont: Continuation) -> None:
+        """Tell the dispatcher about a stored suspension: ready, or when it expires."""
+        if not cont.undecided:
+            await self._dispatch(cont.id, self.dispatcher.ready(cont.id, cont.seq))
+            return
+        when = earliest_deadline(cont)
+        if when is not None:
+            await self._dispatch(cont.id, self.dispatcher.expire_at(cont.id, cont.seq, when))
+
+    async def _dispatch(self, id: str, call: Awaitable[None]) -> None:
+        try:
+            await call
+        except Exception as exc:
+            log_event(
+                log,
+                "dispatch_failed",
+                logging.ERROR,
+                continuation=id,
+                error=f"{type(exc).__name__}: {exc}",
+            )
+            raise DispatchFailed(
+                f"Continuation {id} is stored, but its dispatcher ({self.dispatcher!r}) failed: "
+                f"{type(exc).__name__}: {exc}. Nothing was lost and nothing ran; the engine "
+                "finds it in the store when its worker starts.",
+                continuation_id=id,
+            ) from exc
+
+    @abstractmethod
+    async def _save(self, cont: Continuation, *, actor: str | None) -> StoredContinuation:
+        """Store a new suspension (see :meth:`Store.save`), without dispatching."""
+
+    @abstractmethod
+    async def _checkpoint(
+        self,
+        cont: Continuation,
+        *,
+        previous: Claim | None,
+        owner: str | None,
+        lease_seconds: float,
+        progress: bool,
+    ) -> Claim | None:
+        """Store a run's next continuation (see :meth:`Store.checkpoint`), without dispatching."""
 
     async def claim(
         self,

@@ -85,7 +85,7 @@ class MemoryStore(RowStore):
             self._events.extend(events)
             return result
 
-    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+    async def _save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
         """See :meth:`Store.save`."""
         # Through JSON, as the persistent backends do: the store keeps its own copy, and state
         # that only survives in memory fails here rather than in production.
@@ -122,7 +122,7 @@ class MemoryStore(RowStore):
         rows.sort(key=lambda item: item[:2], reverse=True)
         return [_detached(row, segments) for _, _, row, segments in rows[: max(limit, 0)]]
 
-    async def checkpoint(
+    async def _checkpoint(
         self,
         cont: Continuation,
         *,

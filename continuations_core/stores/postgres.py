@@ -314,7 +314,7 @@ class PostgresStore(RowStore):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+    async def _save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
         """See :meth:`Store.save`."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)  # rules see the document as it will load
@@ -353,7 +353,7 @@ class PostgresStore(RowStore):
             found = await cur.fetchall()
         return [_row(r).record(r["segments"]) for r in found]
 
-    async def checkpoint(
+    async def _checkpoint(
         self,
         cont: Continuation,
         *,

@@ -278,7 +278,7 @@ class RedisStore(RowStore):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+    async def _save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
         """See :meth:`Store.save`."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         document = Continuation.from_json(text)  # rules see the document as it will load
@@ -334,7 +334,7 @@ class RedisStore(RowStore):
                 start += page
         return [row.record(segments) for row, segments in found[: max(limit, 0)]]
 
-    async def checkpoint(
+    async def _checkpoint(
         self,
         cont: Continuation,
         *,

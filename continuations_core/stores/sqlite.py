@@ -277,7 +277,7 @@ class SQLiteStore(RowStore):
 
     # -- the protocol -----------------------------------------------------------------------
 
-    async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
+    async def _save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
         """See :meth:`Store.save`."""
         text = cont.model_copy(update={"decisions": ()}).to_json()
         # Rules and validation see the document exactly as it will be loaded back.
@@ -318,7 +318,7 @@ class SQLiteStore(RowStore):
 
         return [row.record(segments) for row, segments in await self._call(run)]
 
-    async def checkpoint(
+    async def _checkpoint(
         self,
         cont: Continuation,
         *,

@@ -39,6 +39,7 @@ from ._schema import (
     Respond,
     RunKey,
     Signature,
+    TraceContext,
     json_schema,
 )
 from ._signing import Keyring
@@ -190,6 +191,7 @@ __all__ = [
     "Suspended",
     "SuspensionPolicy",
     "TokenBudget",
+    "TraceContext",
     "UngatedCall",
     "UnknownKey",
     "UnknownPath",

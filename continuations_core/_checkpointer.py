@@ -31,7 +31,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from ._attempts import NOT_COMMITTED, RetryPolicy, log_event, retry_policy, settle, with_retries
-from ._protocol import seal
+from ._protocol import sealed
 from ._schema import Continuation, Frame
 from ._segments import (
     DEFAULT_COMPACT_EVERY,
@@ -42,6 +42,7 @@ from ._segments import (
     new_segment,
 )
 from ._signing import Keyring
+from ._tracing import event as trace_event
 from .errors import (
     AlreadyClaimed,
     ApprovedCallFailed,
@@ -256,7 +257,7 @@ class Checkpointer:
     async def _full_checkpoint(self, frame: Frame) -> None:
         """Write ``frame`` as a new signed checkpoint that retires the current one."""
         self.seq += 1
-        cont = seal(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
+        cont = sealed(frame, run_id=self.run_id, seq=self.seq, keys=self.keys)
         previous, progress = self.claim, self.steps > 0
 
         async def checkpoint() -> Claim | None:
@@ -297,6 +298,10 @@ class Checkpointer:
         self._started_chain(cont, frame)
         self.steps += 1
         self.in_flight.clear()  # the batch is over: whatever raised was handled by the framework
+        trace_event(
+            "continuation.checkpoint",
+            {"continuation.id": cont.id, "continuation.seq": cont.seq, "continuation.full": True},
+        )
 
     def _compaction_due(self) -> bool:
         """Whether the next step is written in full (see the module's docstring)."""
@@ -461,6 +466,11 @@ class Checkpointer:
         self._appended += 1
         self._chain_bytes += len(segment.text)
         self.steps += 1
+        trace_event(
+            "continuation.checkpoint",
+            {"continuation.id": segment.base, "continuation.seq": segment.seq,
+             "continuation.full": False},
+        )  # fmt: skip
 
     def _claim_of(self, record: StoredContinuation, token: int) -> Claim:
         assert record.lease_until is not None
@@ -483,6 +493,7 @@ class Checkpointer:
         self._check_live()
         key = "/".join(path)
         if key in self.recorded:
+            trace_event("continuation.replay", {"continuation.call.path": key})
             return self.recorded[key]
         if key in self.failed:
             error = self.failed[key].get("error") or {}
@@ -493,6 +504,7 @@ class Checkpointer:
                 continuation_id=self.claim.id if self.claim is not None else None,
             )
         if key in self.started and not idempotent:
+            trace_event("continuation.skipped", {"continuation.call.path": key})
             return {"interrupted": True}
         return None
 

@@ -43,9 +43,10 @@ from ._attempts import (
     with_retries,
 )
 from ._checkpointer import CHECKPOINTER, Checkpointer
-from ._protocol import Outcome, Suspended, seal
+from ._protocol import RESEALS, Outcome, Suspended, suspension
 from ._schema import Continuation
 from ._signing import Keyring
+from ._tracing import recover_span
 from .errors import (
     AlreadyClaimed,
     ClaimSuperseded,
@@ -181,6 +182,7 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
             token=cp.claim.token, attempt=cp.claim.attempt,
         )  # fmt: skip
     token = CHECKPOINTER.set(cp if cp.enabled else None)
+    reseals = RESEALS.set(True)
     stop = asyncio.Event()
     beat = asyncio.create_task(cp.heartbeats(stop))
     try:
@@ -193,6 +195,7 @@ async def run_durably(cp: Checkpointer, go: Callable[[], Awaitable[Outcome[Any]]
             with contextlib.suppress(asyncio.CancelledError):
                 await beat
             CHECKPOINTER.reset(token)
+            RESEALS.reset(reseals)
     except asyncio.CancelledError:
         # A worker shutting down: give the run back now rather than when the lease expires.
         if cp.claim is not None and cp.lost is None:
@@ -321,20 +324,23 @@ async def take_over(
         MissingDecisions: If it waits for decisions.
         ContinuationFailed: If it failed; retry it first.
     """
-    records = await store.list(run_id=run_id, limit=10_000)
-    live = [r for r in records if r.status != "done"]
-    if not live:
-        state = "completed" if records else "unknown to this store"
-        raise ResumeError(f"Run {run_id} has nothing left to resume: it is {state}.")
-    latest = max(live, key=lambda r: r.seq)
-    policy = retry_policy()
-    claim = await claim_with_retries(
-        store, latest.id, owner=owner, lease_seconds=lease_seconds,
-        max_attempts=policy.max_attempts,
-    )  # fmt: skip
-    return await store.load(latest.id), claim
+    with recover_span(run_id, owner) as span:
+        records = await store.list(run_id=run_id, limit=10_000)
+        live = [r for r in records if r.status != "done"]
+        if not live:
+            state = "completed" if records else "unknown to this store"
+            raise ResumeError(f"Run {run_id} has nothing left to resume: it is {state}.")
+        latest = max(live, key=lambda r: r.seq)
+        span.set_attribute("continuation.id", latest.id)
+        policy = retry_policy()
+        claim = await claim_with_retries(
+            store, latest.id, owner=owner, lease_seconds=lease_seconds,
+            max_attempts=policy.max_attempts,
+        )  # fmt: skip
+        span.set_attribute("continuation.claim.token", claim.token)
+        return await store.load(latest.id), claim
 
 
 def _reseal(cont: Continuation, cp: Checkpointer) -> Continuation:
     cp.seq += 1
-    return seal(cont.root, run_id=cp.run_id, seq=cp.seq, keys=cp.keys)
+    return suspension(cont.root, run_id=cp.run_id, seq=cp.seq, keys=cp.keys)

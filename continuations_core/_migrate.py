@@ -14,6 +14,8 @@ upgrades it and validates it. Each upgrade step is a pure function from a versio
   recorded no prompt digest, so those runs are matched by agent name and order
   (``prompt: null``). Decisions in the document are moved to the new paths; the old-to-new path
   map is kept so decisions a store holds apart from the document still bind.
+- **3 → 4** added ``Continuation.trace`` and ``DecisionRecord.trace`` (W3C trace contexts),
+  both optional: a version 3 document is a valid version 4 document.
 """
 
 from __future__ import annotations
@@ -90,9 +92,14 @@ def _frame_v3(frame: dict[str, Any], old: Path, new: Path, paths: PathMap) -> di
     return {**frame, "pending": pending}
 
 
+def _v3_to_v4(data: dict[str, Any], paths: PathMap) -> dict[str, Any]:
+    return {**data, "schema": 4}
+
+
 _MIGRATIONS: dict[int, Callable[[dict[str, Any], PathMap], dict[str, Any]]] = {
     1: _v1_to_v2,
     2: _v2_to_v3,
+    3: _v3_to_v4,
 }
 
 

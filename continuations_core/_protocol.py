@@ -22,9 +22,10 @@ from dataclasses import dataclass
 from typing import Any, Generic, TypeGuard, TypeVar
 
 from ._decisions import FramePlan
-from ._schema import Continuation, Frame, Request
+from ._schema import Continuation, Frame, Request, TraceContext
 from ._scope import CallScope, SubRun
 from ._signing import Keyring
+from ._tracing import carrier, suspend_span
 from .errors import (
     AgentDrift,
     ContinuationError,
@@ -206,10 +207,42 @@ def raise_refused() -> None:
 STARTED_BY: ContextVar[str | None] = ContextVar("continuations_started_by", default=None)
 
 
-def seal(frame: Frame, *, run_id: str, seq: int, keys: Keyring | None) -> Continuation:
-    """Wrap a suspended root frame into a continuation, signed when ``keys`` is given."""
-    cont = Continuation(run_id=run_id, seq=seq, root=frame, started_by=STARTED_BY.get())
+#: Set while a durable run executes: it seals its suspension again as it stores it (with the
+#: run's next seq), so the adapter's seal is a draft and records no span.
+RESEALS: ContextVar[bool] = ContextVar("continuations_reseals", default=False)
+
+
+def sealed(
+    frame: Frame, *, run_id: str, seq: int, keys: Keyring | None, trace: TraceContext | None = None
+) -> Continuation:
+    """Wrap ``frame`` into a continuation (a checkpoint, or a suspension's draft), signed when
+    ``keys`` is given. Records nothing."""
+    cont = Continuation(
+        run_id=run_id, seq=seq, root=frame, started_by=STARTED_BY.get(), trace=trace
+    )
     return cont.sign(keys) if keys is not None else cont
+
+
+def suspension(frame: Frame, *, run_id: str, seq: int, keys: Keyring | None) -> Continuation:
+    """The continuation a root run suspends into, within its ``continuation.suspend`` span.
+
+    The span's W3C context is signed into the continuation (``trace``).
+    """
+    draft = Continuation(run_id=run_id, seq=seq, root=frame, started_by=STARTED_BY.get())
+    with suspend_span(run_id, draft.id, seq, draft.leaves()) as span:
+        cont = draft.model_copy(update={"trace": carrier(span)})
+        return cont.sign(keys) if keys is not None else cont
+
+
+def seal(frame: Frame, *, run_id: str, seq: int, keys: Keyring | None) -> Continuation:
+    """Adapters: wrap a suspended root frame into a continuation, signed when ``keys`` is given.
+
+    Records the ``continuation.suspend`` span (see :func:`suspension`), except in a durable
+    run, which seals the suspension again when it stores it and records the span then.
+    """
+    if RESEALS.get():
+        return sealed(frame, run_id=run_id, seq=seq, keys=keys)
+    return suspension(frame, run_id=run_id, seq=seq, keys=keys)
 
 
 def check_fingerprint(

@@ -36,7 +36,15 @@ from ._durable import default_owner, durable
 from ._protocol import REFUSED, STARTED_BY, Outcome, Suspended
 from ._schema import Continuation, DecisionRecord
 from ._signing import Keyring
-from .errors import ConflictError, ContinuationError, ContinuationNotFound, DispatchFailed
+from ._tracing import TraceMode, metrics, resume_span
+from .errors import (
+    ConfigurationError,
+    ConflictError,
+    ContinuationError,
+    ContinuationExpired,
+    ContinuationNotFound,
+    DispatchFailed,
+)
 from .stores import Claim, Store, StoredContinuation, default_store
 
 if TYPE_CHECKING:
@@ -113,43 +121,55 @@ async def resume_root(
     single_use: bool,
     checkpoint: bool | None,
     on_suspend: OnSuspend | None,
+    trace: TraceMode = "link",
 ) -> Outcome[Any]:
     """Adapters' ``resume``: open ``continuation`` (see :func:`open_resume`), then run it.
 
     ``go(opened)`` returns the framework's run of the root agent from the opened plan. The run
     is durable through the store the continuation was claimed in, and the store opened for
-    single use is closed afterwards.
+    single use is closed afterwards. It runs in a ``continuation.resume`` span that links to
+    the suspension and to each decision stored with a trace context, or with
+    ``trace="continue"`` continues the suspension's trace as a child of its span.
     """
+    if trace not in ("link", "continue"):
+        raise ConfigurationError(f"trace must be 'link' or 'continue', not {trace!r}.")
     who = owner or default_owner()
-    opened = await open_resume(
-        continuation,
-        keys=keys,
-        allow_unsigned=allow_unsigned,
-        on_expired=on_expired,
-        store=store,
-        claim=claim,
-        owner=who,
-        lease_seconds=lease_seconds,
-        single_use=single_use,
-        checkpoint=checkpoint,
-    )
-    truth = opened.continuation
     try:
-        return await run_root(
-            lambda: durable(
-                go(opened),
-                store=opened.store,
-                checkpoint=opened.checkpoint,
-                run_id=truth.run_id,
-                seq=truth.seq,
-                keys=keys,
-                owner=who,
-                lease_seconds=lease_seconds,
-                claim=opened.claim,
-            ),
-            started_by=truth.started_by,
-            on_suspend=on_suspend,
+        opened = await open_resume(
+            continuation,
+            keys=keys,
+            allow_unsigned=allow_unsigned,
+            on_expired=on_expired,
+            store=store,
+            claim=claim,
+            owner=who,
+            lease_seconds=lease_seconds,
+            single_use=single_use,
+            checkpoint=checkpoint,
         )
+    except ContinuationExpired:
+        _count_expired(continuation, "raise")
+        raise
+    truth = opened.continuation
+    if on_expired == "deny":
+        _count_expired(truth, "deny")
+    try:
+        with resume_span(truth, trace):
+            return await run_root(
+                lambda: durable(
+                    go(opened),
+                    store=opened.store,
+                    checkpoint=opened.checkpoint,
+                    run_id=truth.run_id,
+                    seq=truth.seq,
+                    keys=keys,
+                    owner=who,
+                    lease_seconds=lease_seconds,
+                    claim=opened.claim,
+                ),
+                started_by=truth.started_by,
+                on_suspend=on_suspend,
+            )
     finally:
         await opened.close()
 
@@ -450,3 +470,15 @@ def _same_decision(a: DecisionRecord, b: DecisionRecord) -> bool:
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def _count_expired(cont: Continuation, mode: ExpiryMode) -> None:
+    """Count the undecided requests of ``cont`` past their deadline (the expiries metric)."""
+    now, decided = _now(), {r.path for r in cont.decisions}
+    expired = sum(
+        1
+        for path, _, call in cont.leaves()
+        if path not in decided and call.expires_at is not None and call.expires_at <= now
+    )
+    if expired:
+        metrics().expiries.add(expired, {"continuation.on_expired": mode})

@@ -51,12 +51,13 @@ __all__ = [
     "Respond",
     "RunKey",
     "Signature",
+    "TraceContext",
     "json_schema",
     "run_segment",
     "segment",
 ]
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 CallKind = Literal["approval", "input", "child"]
 Path = tuple[str, ...]
@@ -94,8 +95,27 @@ class Respond(_Model):
 Decision = Annotated[Approve | Deny | Respond, Field(discriminator="kind")]
 
 
+_TRACEPARENT = r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$"
+
+
+class TraceContext(_Model):
+    """A W3C trace context: where the span that suspended, or decided, this run was.
+
+    Attributes:
+        traceparent: The W3C ``traceparent`` header value.
+        tracestate: The W3C ``tracestate`` header value, if any.
+    """
+
+    traceparent: str = Field(pattern=_TRACEPARENT)
+    tracestate: str | None = Field(default=None, max_length=512)
+
+
 class DecisionRecord(_Model):
-    """One decision, bound to its pending call, with who made it and when."""
+    """One decision, bound to its pending call, with who made it and when.
+
+    ``trace`` is the context of the ``continuation.decide`` span that stored it, if any, so a
+    resume links to it.
+    """
 
     path: tuple[str, ...]
     tool: str
@@ -104,6 +124,7 @@ class DecisionRecord(_Model):
     by: str | None = None
     at: datetime = Field(default_factory=_now)
     comment: str | None = None
+    trace: TraceContext | None = None
 
 
 class Signature(_Model):
@@ -253,7 +274,8 @@ class Continuation(_Model):
     continuation with the decision attached.
 
     ``started_by`` names the principal who started the run (signed, so an approval UI can
-    refuse to let them approve their own requests).
+    refuse to let them approve their own requests). ``trace`` is the W3C context of the
+    ``continuation.suspend`` span (signed), so the resume links to it or continues its trace.
     """
 
     schema_version: int = Field(default=SCHEMA_VERSION, alias="schema")
@@ -262,6 +284,7 @@ class Continuation(_Model):
     seq: int = 0
     created_at: datetime = Field(default_factory=_now)
     started_by: str | None = None
+    trace: TraceContext | None = None
     root: Frame
     signature: Signature | None = None
     decisions: tuple[DecisionRecord, ...] = ()

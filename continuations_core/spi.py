@@ -22,6 +22,8 @@ reference for how the pieces fit. A third adapter needs the following.
   is the callback type for saving one. :func:`new_run_id` makes a run id.
 - :func:`set_run_id` / :func:`reset_run_id` mark the run being executed; :func:`take_over`
   claims a run's latest checkpoint after a crash; :func:`default_owner` names a worker.
+- :data:`TraceMode` is the type of ``resume``'s ``trace=`` option (``"link"`` or
+  ``"continue"``), passed on to :func:`resume_root`.
 - :data:`MANAGED` is set while a root run is managed by ``start_root``/``resume_root``;
   :func:`unmanaged_suspension` is the error for a run that suspended outside them.
 
@@ -35,6 +37,8 @@ reference for how the pieces fit. A third adapter needs the following.
   validates a call's raw arguments against it (an edited call is validated before it runs).
 - :func:`check_unique_call_ids` refuses a response that reuses a call id (G13);
   :func:`check_fingerprint` refuses to resume an agent whose tools drifted (G10).
+- :func:`mark_tool_suspended` marks the framework's ``execute_tool`` span of a held call
+  ``continuation.tool.outcome=suspended``, so traces do not show it as executed.
 - :func:`raise_refused` re-raises the first refusal recorded in the run; :func:`fail_run`
   fails the root run after the current batch; :func:`fatal_error` tells which errors must.
 
@@ -112,6 +116,7 @@ from ._schema import segment
 from ._scope import checkpoint_form, prompt_digest
 from ._signing import digest
 from ._steps import journal
+from ._tracing import TraceMode, mark_tool_suspended
 from .dispatch import Dispatcher, StoreDispatcher
 
 __all__ = [
@@ -129,6 +134,7 @@ __all__ = [
     "Opened",
     "StoreDispatcher",
     "SubRun",
+    "TraceMode",
     "admitted",
     "check_fingerprint",
     "check_unique_call_ids",
@@ -144,6 +150,7 @@ __all__ = [
     "is_idempotent",
     "is_suspension",
     "journal",
+    "mark_tool_suspended",
     "new_run_id",
     "original_function",
     "prompt_digest",

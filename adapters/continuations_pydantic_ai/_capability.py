@@ -69,6 +69,7 @@ from continuations_core.spi import (
     exit_call,
     is_suspension,
     journal,
+    mark_tool_suspended,
     raise_refused,
     segment,
 )
@@ -322,12 +323,15 @@ class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
             self._hold(call, tool_def, step, held.spec)
             return PLACEHOLDER
         except FrameSuspended:
+            mark_tool_suspended(call.tool_name)
             return await self._child(call, tool_def, step, scope)
         except BaseExceptionGroup as group:  # a TaskGroup whose sub-agents suspended
             if not (scope.suspended and is_suspension(group)):
                 raise
+            mark_tool_suspended(call.tool_name)
             return await self._child(call, tool_def, step, scope)
         except CallDeferred as deferred:
+            mark_tool_suspended(call.tool_name)
             self._add_pending(
                 call,
                 tool_def,
@@ -338,6 +342,7 @@ class Continuations(NestingHooks, OutputHooks, AbstractCapability[Any]):
             await self._suspended_call(path, call.tool_name)
             return PLACEHOLDER
         except ApprovalRequired as required:
+            mark_tool_suspended(call.tool_name)
             reason = (required.metadata or {}).get("reason")
             self._add_pending(
                 call,

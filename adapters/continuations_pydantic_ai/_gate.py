@@ -35,6 +35,7 @@ from continuations_core.spi import (
     admitted,
     is_idempotent,
     journal,
+    mark_tool_suspended,
     unresolved_call,
 )
 
@@ -164,10 +165,12 @@ class GateToolset(WrapperToolset[Any]):
             # cannot tell which function would run, so a person decides.
             held = ApprovalSpec(reason="The gate could not resolve which function this runs.")
             if not gate.admitted:
+                mark_tool_suspended(name)
                 raise Hold(held, name)
             return await self._run(gate, None, name, tool_args, ctx, tool)
         function, spec = resolved
         if spec is not None and not gate.admitted and spec.applies(tool_args):
+            mark_tool_suspended(name)
             raise Hold(spec, name)
         return await self._run(gate, function, name, tool_args, ctx, tool)
 
@@ -251,4 +254,5 @@ class OutputGate:
                 "suspend for a decision; it did not run. Use continuations_pydantic_ai.run()."
             )
         self.held = args
+        mark_tool_suspended(key.name)
         raise Hold(spec, key.name)

@@ -23,6 +23,7 @@ from continuations_core.spi import (
     FramePlan,
     OnSuspend,
     Opened,
+    TraceMode,
     check_fingerprint,
     default_owner,
     new_run_id,
@@ -134,6 +135,7 @@ async def resume(
     lease_seconds: float = 30.0,
     single_use: bool = True,
     on_suspend: OnSuspend | None = None,
+    trace: TraceMode = "link",
     **run_kwargs: Any,
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``.
@@ -167,6 +169,9 @@ async def resume(
         lease_seconds: The lease on claims and checkpoints.
         single_use: Without ``store``, claim through the default store (the default).
         on_suspend: Called with the next continuation if the run suspends again.
+        trace: ``"link"`` (default): the ``continuation.resume`` span starts in this
+            process's trace context, linked to the suspend and decide spans; ``"continue"``:
+            it continues the suspension's trace, as a child of its span.
         **run_kwargs: Passed to ``agent.run``.
 
     Returns:
@@ -222,6 +227,7 @@ async def resume(
         single_use=single_use,
         checkpoint=checkpoint,
         on_suspend=on_suspend,
+        trace=trace,
     )
 
 

@@ -25,6 +25,7 @@ from continuations_core.spi import (
     FramePlan,
     OnSuspend,
     Opened,
+    TraceMode,
     check_fingerprint,
     default_owner,
     new_run_id,
@@ -163,6 +164,7 @@ async def resume(
     lease_seconds: float = 30.0,
     single_use: bool = True,
     on_suspend: OnSuspend | None = None,
+    trace: TraceMode = "link",
 ) -> Outcome[Any]:
     """Resume a decided continuation of ``agent``; see ``continuations_pydantic_ai.resume``.
 
@@ -171,6 +173,7 @@ async def resume(
     single use even without one (``single_use=False`` opts out). A structured output model
     recorded at suspension is imported and re-applied unless ``structured_output_model`` is
     given. If the run suspends again, ``agent`` is left as it was before the call.
+    ``trace="continue"`` continues the suspension's trace instead of linking to it.
     """
     _plugin_of(agent)
     continuation.verify(keys, allow_unsigned=allow_unsigned)
@@ -225,6 +228,7 @@ async def resume(
         single_use=single_use,
         checkpoint=checkpoint,
         on_suspend=on_suspend,
+        trace=trace,
     )
 
 

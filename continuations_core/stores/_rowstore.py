@@ -11,14 +11,24 @@ from __future__ import annotations
 import logging
 from abc import abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, TypeAlias, TypeVar
 
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
+from .._tracing import carrier, claim_span, decide_span, metrics
 from ..dispatch import earliest_deadline
-from ..errors import ConflictError, ContinuationFailed, DecisionError, DispatchFailed
+from ..errors import (
+    AlreadyClaimed,
+    BackingOff,
+    ConflictError,
+    ContinuationFailed,
+    DecisionError,
+    DispatchFailed,
+    MissingDecisions,
+)
 from ._base import (
     DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
@@ -167,18 +177,31 @@ class RowStore(Store):
         expected_version: int | None = None,
         replace: bool = False,
     ) -> StoredContinuation:
-        """See :meth:`Store.decide`."""
+        """See :meth:`Store.decide`. Recorded in a ``continuation.decide`` span, whose context
+        is stored with the decision."""
+        kind = record.decision.kind
+        with decide_span(id, record.path, kind, record.by) as span:
+            record = record.model_copy(update={"trace": carrier(span)})
 
-        def change(row: Row, at: datetime) -> tuple[Row, Events, tuple[Row, bool]]:
-            new, events = decide_row(
-                row, record, expected_version=expected_version, at=at, replace=replace
-            )
-            return new, events, (new, row.status != "ready" and new.status == "ready")
+            def change(row: Row, at: datetime) -> tuple[Row, Events, _Decided]:
+                new, events = decide_row(
+                    row, record, expected_version=expected_version, at=at, replace=replace
+                )
+                ready = row.status != "ready" and new.status == "ready"
+                return new, events, _Decided(new, ready, _requested(row, record), at)
 
-        new, became_ready = await self._transact(id, change)
-        if became_ready:  # the last decision landed: once, after the commit
-            await self._dispatch(id, self.dispatcher.ready(id, new.document.seq))
-        return new.record()
+            done = await self._transact(id, change)
+            span.set_attribute("gen_ai.conversation.id", done.row.document.run_id)
+            span.set_attribute("continuation.run_id", done.row.document.run_id)
+        if not replace:
+            instruments = metrics()
+            attrs = {"continuation.request.kind": done.requested}
+            instruments.pending.add(-1, attrs)
+            latency = (done.at - done.row.created_at).total_seconds()
+            instruments.decision_latency.record(max(latency, 0.0), attrs)
+        if done.ready:  # the last decision landed: once, after the commit
+            await self._dispatch(id, self.dispatcher.ready(id, done.row.document.seq))
+        return done.row.record()
 
     async def save(self, cont: Continuation, *, actor: str | None = None) -> StoredContinuation:
         """See :meth:`Store.save`; the dispatcher is told once the row is stored."""
@@ -205,6 +228,11 @@ class RowStore(Store):
 
     async def _suspended(self, cont: Continuation) -> None:
         """Tell the dispatcher about a stored suspension: ready, or when it expires."""
+        decided = {r.path for r in cont.decisions}
+        pending = metrics().pending
+        for path, _, call in cont.leaves():
+            if path not in decided:
+                pending.add(1, {"continuation.request.kind": call.kind})
         if not cont.undecided:
             await self._dispatch(cont.id, self.dispatcher.ready(cont.id, cont.seq))
             return
@@ -255,7 +283,59 @@ class RowStore(Store):
         expected_version: int | None = None,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim:
-        """See :meth:`Store.claim`."""
+        """See :meth:`Store.claim`, in a ``continuation.claim`` span."""
+        with claim_span(owner, id) as span:
+            try:
+                claim = await self._claim(
+                    id, owner=owner, lease_seconds=lease_seconds,
+                    expected_version=expected_version, max_attempts=max_attempts,
+                )  # fmt: skip
+            except BaseException as exc:
+                span.set_attribute("continuation.claim.result", _claim_result(exc))
+                raise
+            span.set_attribute("continuation.claim.result", "claimed")
+            span.set_attribute("continuation.claim.token", claim.token)
+            return claim
+
+    async def claim_next(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`, in a ``continuation.claim`` span."""
+        with claim_span(owner) as span:
+            try:
+                claim = await self._claim_next(
+                    owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                )
+            except BaseException as exc:
+                span.set_attribute("continuation.claim.result", _claim_result(exc))
+                raise
+            if claim is None:
+                span.set_attribute("continuation.claim.result", "empty")
+                return None
+            span.set_attribute("continuation.claim.result", "claimed")
+            span.set_attribute("continuation.id", claim.id)
+            span.set_attribute("continuation.claim.token", claim.token)
+            return claim
+
+    @abstractmethod
+    async def _claim_next(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> Claim | None:
+        """See :meth:`Store.claim_next`: the backend's one atomic pick-and-claim."""
+
+    async def _claim(
+        self,
+        id: str,
+        *,
+        owner: str,
+        lease_seconds: float,
+        expected_version: int | None,
+        max_attempts: int,
+    ) -> Claim:
         holder = holder_id()
 
         def takeover(held_by: str | None, held: str | None) -> str | None:
@@ -419,3 +499,31 @@ class RowStore(Store):
         detail: dict[str, Any] | None,
     ) -> None:
         """Append one audit event outside any claim, stamped with the backend's clock."""
+
+
+@dataclass(frozen=True)
+class _Decided:
+    row: Row
+    ready: bool  # the last decision landed with this one
+    requested: str  # the kind of the request it decided
+    at: datetime
+
+
+def _requested(row: Row, record: DecisionRecord) -> str:
+    for path, _, call in row.document.leaves():
+        if path == record.path:
+            return call.kind
+    return "unknown"
+
+
+def _claim_result(exc: BaseException) -> str:
+    if isinstance(exc, ContinuationFailed):
+        return "failed"
+    if isinstance(exc, BackingOff):
+        return "backing_off"
+    if isinstance(exc, MissingDecisions):
+        return "undecided"
+    if isinstance(exc, AlreadyClaimed | ConflictError):
+        metrics().claim_conflicts.add(1)
+        return "conflict"
+    return "error"

@@ -200,7 +200,7 @@ class MemoryStore(RowStore):
             self._events.append(event)
         return True
 
-    async def claim_next(
+    async def _claim_next(
         self,
         owner: str,
         *,

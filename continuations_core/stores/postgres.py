@@ -464,7 +464,7 @@ class PostgresStore(RowStore):
             cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
-    async def claim_next(
+    async def _claim_next(
         self,
         owner: str,
         *,

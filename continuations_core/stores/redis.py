@@ -145,7 +145,7 @@ class RedisStore(RowStore):
         self._closed = False
         self._pubsub: PubSub | None = None
         self._listen_lock = asyncio.Lock()
-        self._claim_next = self._client.register_script(CLAIM_NEXT)
+        self._claim_next_script = self._client.register_script(CLAIM_NEXT)
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -508,7 +508,7 @@ class RedisStore(RowStore):
                 start += page
         return found[: max(limit, 0)]
 
-    async def claim_next(
+    async def _claim_next(
         self,
         owner: str,
         *,
@@ -529,7 +529,7 @@ class RedisStore(RowStore):
         skipped: builtins.list[str] = []
         while True:
             with self._guard():
-                found: Any = await self._claim_next(args=[*args, *skipped])
+                found: Any = await self._claim_next_script(args=[*args, *skipped])
             if found is None:
                 return None
             kind, id, *values = (codec.text(v) for v in found)

@@ -443,7 +443,7 @@ class SQLiteStore(RowStore):
 
         return await self._call(run)
 
-    async def claim_next(
+    async def _claim_next(
         self,
         owner: str,
         *,

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._attempts import DEFAULT_BACKOFF_SECONDS, RetryPolicy
 from ._signing import Keyring
-from .cli import KEYS_ENV, STORE_ENV, _emit, _open, _whoami
+from .cli import DBOS_URL_ENV, ENGINE_ENV, KEYS_ENV, STORE_ENV, _emit, _open, _whoami
 from .errors import ConfigurationError, StoreUnavailable
 from .stores import (
     DEFAULT_MAX_ATTEMPTS,
@@ -71,6 +71,24 @@ def add_commands(add: Add, with_store: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     worker.add_argument(
         "--allow-unsigned", action="store_true", help="resume unsigned continuations too"
+    )
+    worker.add_argument(
+        "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
+        help=f"who runs decided continuations: this worker's own claims (builtin, the default) "
+        f"or DBOS workflows (dbos; extra: dbos). Default: ${ENGINE_ENV} or builtin",
+    )  # fmt: skip
+    worker.add_argument(
+        "--executor-id",
+        help="with --engine dbos: this process's stable DBOS executor id, one per pod or "
+        "instance (default: --owner, else host:pid); a restart under it recovers its workflows",
+    )
+    worker.add_argument(
+        "--dbos-url", default=os.environ.get(DBOS_URL_ENV),
+        help=f"with --engine dbos: DBOS's system database (default: ${DBOS_URL_ENV}, else the "
+        "store's Postgres database)",
+    )  # fmt: skip
+    worker.add_argument(
+        "--dbos-schema", default="dbos", help="with --engine dbos: DBOS's schema (default: dbos)"
     )
     worker.add_argument(
         "--connect-timeout", type=float, default=30.0,
@@ -151,7 +169,7 @@ def _cmd_retry(args: argparse.Namespace) -> None:
 
 def _cmd_worker(args: argparse.Namespace) -> None:
     from ._durable import default_owner
-    from .worker import Worker, load_agents
+    from .worker import Worker, load_agents, load_engine
 
     logging.basicConfig(level=logging.INFO, format=LOG_FORMAT)
     url = args.store or os.environ.get(STORE_ENV)
@@ -167,6 +185,22 @@ def _cmd_worker(args: argparse.Namespace) -> None:
         )
     agents = load_agents(args.agents)
     policy = RetryPolicy(max_attempts=args.max_attempts, backoff=args.backoff)
+    if args.engine != "builtin":
+        if args.once:
+            raise ConfigurationError("--once is for the built-in engine; use --idle-exit.")
+        engine = load_engine(args.engine)
+        asyncio.run(
+            engine.serve(
+                url, agents, executor_id=args.executor_id or args.owner or default_owner(),
+                concurrency=args.concurrency, polling_seconds=args.poll, keys=keys,
+                lease_seconds=args.lease,
+                on_expired=args.on_expired, allow_unsigned=args.allow_unsigned, retry=policy,
+                system_database_url=args.dbos_url, schema=args.dbos_schema,
+                idle_exit=args.idle_exit,
+            )
+        )  # fmt: skip
+        print(f"{args.engine} worker stopped")
+        return
 
     async def work() -> int:
         async with open_store(url) as store:

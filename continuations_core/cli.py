@@ -36,6 +36,7 @@ from ._terminal import inert, inert_json
 from .errors import (
     ConfigurationError,
     ContinuationError,
+    DispatchFailed,
     InvalidDecision,
     MalformedContinuation,
     UnknownPath,
@@ -47,6 +48,10 @@ __all__ = ["main"]
 
 STORE_ENV = "CONTINUATIONS_STORE"
 KEYS_ENV = "CONTINUATIONS_SIGNING_KEYS"
+#: The engine decisions are dispatched to and ``worker`` runs (``builtin`` or ``dbos``).
+ENGINE_ENV = "CONTINUATIONS_ENGINE"
+#: DBOS's system database, when it is not the store's Postgres database.
+DBOS_URL_ENV = "CONTINUATIONS_DBOS_URL"
 Handler = Callable[[argparse.Namespace], None]
 # A request number is 1 to 6 ASCII digits: "²" and "٣" are digits to str.isdigit, not to us.
 _REQUEST_NUMBER = re.compile(r"[0-9]{1,6}")
@@ -196,9 +201,15 @@ def _cmd_decide(args: argparse.Namespace) -> None:
             decided = cont.respond(path, value, by=by, comment=args.comment, replace=args.replace)
         record = decided.decision_for(path)
         assert record is not None
-        result = store.decide(
-            stored.id, record, expected_version=stored.version, replace=args.replace
-        )
+        try:
+            result = store.decide(
+                stored.id, record, expected_version=stored.version, replace=args.replace
+            )
+        except DispatchFailed as exc:
+            # The decision is stored and the continuation is ready; only the engine was not
+            # told. Its workers re-dispatch what is ready when they start.
+            print(f"warning: {inert(str(exc))}", file=sys.stderr)
+            result = store.get(stored.id)
     decision = record.model_dump(mode="json")
     view = {
         "id": result.id,
@@ -253,7 +264,17 @@ def _open(args: argparse.Namespace) -> SyncStore:
     url = args.store or os.environ.get(STORE_ENV)
     if not url:
         raise ConfigurationError(f"No store given: pass --store URL or set ${STORE_ENV}.")
-    return SyncStore(open_store(url))
+    store = open_store(url)
+    engine = getattr(args, "engine", None) or "builtin"
+    if engine != "builtin":
+        # A decision that makes a continuation ready is dispatched to that engine's workers.
+        from .worker import load_engine
+
+        load_engine(engine).client_dispatcher(
+            store, url, system_database_url=getattr(args, "dbos_url", None)
+            or os.environ.get(DBOS_URL_ENV), schema=getattr(args, "dbos_schema", "dbos"),
+        )  # fmt: skip
+    return SyncStore(store)
 
 
 def _whoami() -> str | None:
@@ -380,6 +401,16 @@ def _parser() -> argparse.ArgumentParser:
     decide.add_argument("id", help="continuation id")
     decide.add_argument("request", help="request number from `show`, or a JSON array path")
     decide.add_argument("--by", help="who decides (default: your login name)")
+    decide.add_argument(
+        "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
+        help="who is told once the continuation is ready: the built-in workers (builtin) or "
+        f"DBOS workers (dbos: enqueues their workflow). Default: ${ENGINE_ENV} or builtin",
+    )  # fmt: skip
+    decide.add_argument(
+        "--dbos-url", help=f"with --engine dbos: DBOS's system database (default: "
+        f"${DBOS_URL_ENV}, else the store's)",
+    )  # fmt: skip
+    decide.add_argument("--dbos-schema", default="dbos", help="with --engine dbos: its schema")
     decide.add_argument("--comment", help="a note kept with the decision")
     decide.add_argument(
         "--replace",

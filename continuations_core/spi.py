@@ -66,7 +66,10 @@ reference for how the pieces fit. A third adapter needs the following.
 continuation becomes ready and when a stored suspension's requests expire; the built-in
 :class:`StoreDispatcher` leaves both to the store's status and the built-in worker. An engine
 installs its own (``store.dispatcher = ...``) and resumes with :func:`resume_root` through an
-adapter, under a store claim. See :mod:`continuations_core.dispatch`.
+adapter, under a store claim. See :mod:`continuations_core.dispatch`. :class:`RetryPolicy` is
+how failed attempts are retried (the built-in worker's ``--max-attempts`` and ``--backoff``);
+an engine passes the same policy to the :class:`~continuations_core.worker.Worker` whose
+``resume_claimed`` it calls, so a run fails after the same number of attempts on either.
 
 **Small helpers.** :func:`segment` builds one path segment; :func:`digest` is the SHA-256 of a
 value's canonical JSON (fingerprints); :data:`Clock` and :func:`default_clock` are the clock
@@ -75,6 +78,7 @@ suspension policies read; :data:`ExpiryMode` is how a resume treats expired requ
 
 from __future__ import annotations
 
+from ._attempts import RetryPolicy
 from ._decisions import ExpiryMode, FramePlan
 from ._durable import (
     CHECKPOINTER,
@@ -132,6 +136,7 @@ __all__ = [
     "GateKey",
     "OnSuspend",
     "Opened",
+    "RetryPolicy",
     "StoreDispatcher",
     "SubRun",
     "TraceMode",

@@ -54,7 +54,7 @@ from .errors import (
 )
 from .stores import Claim, Store
 
-__all__ = ["ADAPTERS", "FRAMEWORK_PACKAGES", "Worker", "load_agents"]
+__all__ = ["ADAPTERS", "ENGINES", "FRAMEWORK_PACKAGES", "Worker", "load_agents", "load_engine"]
 
 log = logging.getLogger("continuations.worker")
 
@@ -65,6 +65,9 @@ ADAPTERS: dict[str, str] = {
 }
 #: Framework name to the top-level package its agent classes come from.
 FRAMEWORK_PACKAGES: dict[str, str] = {"pydantic-ai": "pydantic_ai", "strands": "strands"}
+#: Engine name (``worker --engine NAME``) to the module that implements it. The module offers
+#: ``serve(...)`` (a worker process) and ``client_dispatcher(store, ...)`` (for the CLI).
+ENGINES: dict[str, str] = {"dbos": "continuations_dbos"}
 #: A worker that cannot reach its store waits this long at most before trying again.
 STORE_BACKOFF_MAX_SECONDS = 30.0
 
@@ -107,6 +110,25 @@ def _adapter(framework: str) -> Any:
         extra = "pydantic-ai" if framework == "pydantic-ai" else framework
         raise ConfigurationError(
             f'The {framework} adapter is not installed: pip install "agent-continuations[{extra}]"'
+        ) from exc
+
+
+def load_engine(name: str) -> Any:
+    """Import the engine module named ``name`` (see :data:`ENGINES`).
+
+    Raises:
+        ConfigurationError: If no such engine exists, or its extra is not installed.
+    """
+    module = ENGINES.get(name)
+    if module is None:
+        raise ConfigurationError(
+            f"No engine named {name!r}; choose one of {sorted(ENGINES)} or 'builtin'."
+        )
+    try:
+        return importlib.import_module(module)
+    except ImportError as exc:
+        raise ConfigurationError(
+            f'The {name} engine is not installed: pip install "agent-continuations[{name}]"'
         ) from exc
 
 
@@ -286,6 +308,16 @@ class Worker:
                 log, "failed", logging.ERROR, continuation=cid, owner=self.owner,
                 permanent=True, error=error,
             )  # fmt: skip
+
+    async def resume_claimed(self, claim: Claim) -> None:
+        """Resume the continuation of ``claim``, which an engine claimed under :attr:`owner`.
+
+        The same path as the worker's own claims: the adapter named by the root frame
+        resumes it with this worker's agents, keys and policies, and a failure is settled
+        (retried after a backoff, or ``failed``). It raises only when cancelled; the store
+        tells how it ended (:meth:`Store.status`).
+        """
+        await self._resume(claim)
 
     async def _resume(self, claim: Claim) -> None:
         token = RETRY_POLICY.set(self.retry)

@@ -35,7 +35,7 @@ from pydantic_ai.models import Model
 from pydantic_ai.models.function import AgentInfo, FunctionModel
 
 from continuations_core import Completed, Keyring, Suspended, requires_approval, step
-from continuations_core.stores import SQLiteStore
+from continuations_core.stores import SQLiteStore, open_store
 from continuations_pydantic_ai import Continuations, resume, run
 
 PROMPT = "Onboard Alice Martin (alice@example.com) as a payroll administrator."
@@ -146,6 +146,10 @@ async def open_accounts(ctx: RunContext[None], request: str) -> str:
     return f"{ticket}: {result.output}"
 
 
+#: For workers: ``continuations worker --agents hr_agents:AGENTS`` (with examples/ on the path).
+AGENTS = {"hr": hr}
+
+
 def keyring(db: Path) -> Keyring:
     """Real keys from $CONTINUATIONS_SIGNING_KEYS, else a local key file beside the database."""
     if os.environ.get("CONTINUATIONS_SIGNING_KEYS"):
@@ -153,15 +157,19 @@ def keyring(db: Path) -> Keyring:
     return Keyring.load_or_create(db.with_suffix(".key"))
 
 
-async def start(db: Path, prompt: str) -> int:
-    """Run the HR agent until it completes or suspends; store the continuation."""
+async def start(db: Path, prompt: str, store_url: str | None = None) -> int:
+    """Run the HR agent until it completes or suspends; store the continuation.
+
+    In the SQLite file ``db``, or in the store at ``store_url`` when given (Postgres, say, for
+    workers on other machines).
+    """
     outcome = await run(hr, prompt, keys=keyring(db))
     if isinstance(outcome, Completed):
         print(f"completed without approval: {outcome.output}")
         return 0
-    async with SQLiteStore(db) as store:
+    async with open_store(store_url) if store_url else SQLiteStore(db) as store:
         await store.save(outcome.continuation, actor="hr-demo")
-    print(f"suspended: continuation {outcome.continuation.id} stored in {db}")
+    print(f"suspended: continuation {outcome.continuation.id} stored in {store_url or db}")
     print(outcome.continuation.id, file=sys.stderr)
     return 0
 
@@ -188,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--db", type=Path, default=Path(".demo/hr.db"))
+    parser.add_argument("--store", help="store the suspension at this store URL instead of --db")
     sub = parser.add_subparsers(dest="command", required=True)
     p_start = sub.add_parser("start")
     p_start.add_argument("prompt", nargs="?", default=PROMPT)
@@ -196,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.db.parent.mkdir(parents=True, exist_ok=True)
     if args.command == "start":
-        return asyncio.run(start(args.db, args.prompt))
+        return asyncio.run(start(args.db, args.prompt, args.store))
     return asyncio.run(resume_run(args.db, args.id))
 
 

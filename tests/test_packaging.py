@@ -1,5 +1,6 @@
 """Packaging boundaries of the distribution."""
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -183,6 +184,19 @@ def test_adapters_import_the_core_only_through_its_public_seam() -> None:
     assert len(modules) > 10, "the adapters were not found"
     offenders = [hit for path in modules for hit in _private_core_imports(path)]
     assert offenders == []
+
+
+def test_engines_import_the_core_only_through_its_public_seam() -> None:
+    """No engine (DBOS) imports a private core module, nor an adapter: it resumes through
+    the adapter a continuation names, looked up by the core's public worker."""
+    root = Path(__file__).resolve().parent.parent
+    modules = sorted((root / "engines").rglob("*.py"))
+    assert modules, "the engines were not found"
+    offenders = [hit for path in modules for hit in _private_core_imports(path)]
+    assert offenders == []
+    for path in modules:
+        text = path.read_text()
+        assert not re.search(r"^\s*(from|import)\s+continuations_(pydantic_ai|strands)", text, re.M)
 
 
 def test_the_private_import_check_finds_every_form(tmp_path: Path) -> None:

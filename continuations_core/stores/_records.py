@@ -47,6 +47,9 @@ AuditKind = Literal[
     "tool_completed",
     "tool_suspended",
     "tool_failed",
+    # Written by an engine (say DBOS) with its own ids: ``detail["event"]`` is ``claim``,
+    # ``resume`` or ``complete``, next to the engine's fields (``dbos.workflow_id``).
+    "engine",
 ]
 STATUSES: tuple[Status, ...] = ("waiting", "ready", "claimed", "done", "failed")
 RunState = Literal[

@@ -1,0 +1,314 @@
+"""The engine conformance suite: the built-in worker and the DBOS engine keep the same promises.
+
+Each test runs on the built-in engine (SQLite, Postgres) and on DBOS (Postgres):
+
+- a continuation dispatched twice is resumed once;
+- expiry fires once, and never after a decision;
+- a worker SIGKILLed mid-run is recovered by its restart (same owner / executor id): at most the
+  step in flight runs again, and a non-idempotent tool never runs twice.
+
+The HR demo runs on DBOS too: the CLI's approve enqueues through ``DBOSClient`` and a DBOS
+worker resumes the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import engine_agents
+import fleet_agents
+import pytest
+from _backends import POSTGRES_URL, namespace_url
+
+from continuations_core import Keyring, Suspended
+from continuations_core.stores import Store, open_store
+from continuations_core.testing.spec import Ledger
+from continuations_core.worker import Worker
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+KEYS = Keyring.generate("engines")
+
+
+@dataclass
+class Engine:
+    """One engine on one store: how to dispatch to it, serve it in-process, or run its CLI."""
+
+    name: str  # "builtin" or "dbos"
+    url: str
+    dbos_schema: str | None = None
+
+    def bind(self, store: Store) -> Store:
+        """Make ``store`` dispatch to this engine (DBOS: through a ``DBOSClient``)."""
+        if self.name == "dbos":
+            from continuations_dbos import client_dispatcher
+
+            client_dispatcher(store, self.url, schema=self.dbos_schema or "dbos")
+        return store
+
+    @contextlib.asynccontextmanager
+    async def serving(
+        self, agents: dict[str, Any], *, idle: float = 2.0, on_expired: str = "raise"
+    ) -> AsyncIterator[None]:
+        """Serve in this process while the block runs; on leaving, until idle for ``idle`` s."""
+        if self.name == "dbos":
+            from continuations_dbos import DBOSEngine
+
+            engine = DBOSEngine(
+                self.url, agents, "exec-1", keys=KEYS, schema=self.dbos_schema or "dbos",
+                lease_seconds=5, on_expired=on_expired,  # type: ignore[arg-type]
+            )  # fmt: skip
+            task = asyncio.create_task(engine.serve(idle_exit=idle, install_signals=False))
+            waiter = asyncio.create_task(engine.started.wait())
+            await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+            if task.done():
+                task.result()  # launch failed: raise its error
+            yield
+            await asyncio.wait_for(task, timeout=60)
+            return
+        async with open_store(self.url) as store:
+            worker = Worker(
+                store, agents, keys=KEYS, owner="w-1", poll_seconds=0.05, lease_seconds=5,
+                on_expired=on_expired,  # type: ignore[arg-type]
+            )  # fmt: skip
+            task = asyncio.create_task(worker.run(install_signals=False, idle_exit=idle))
+            yield
+            await asyncio.wait_for(task, 60)
+            # It may have gone idle before the block stored its work: drain what is left.
+            await asyncio.wait_for(worker.run(install_signals=False, once=True), 60)
+
+    def command(self, agents: str, name: str, *, idle: float) -> list[str]:
+        """The worker command line (``name`` is the owner / executor id)."""
+        base = [sys.executable, "-m", "continuations_core", "worker", "--store", self.url,
+                "--agents", agents, "--lease", "2", "--idle-exit", str(idle)]  # fmt: skip
+        if self.name == "dbos":
+            return [*base, "--engine", "dbos", "--executor-id", name,
+                    "--dbos-schema", self.dbos_schema or "dbos"]  # fmt: skip
+        return [*base, "--owner", name, "--poll", "0.05"]
+
+
+def _drop_schema(schema: str) -> None:
+    import psycopg
+
+    with psycopg.connect(POSTGRES_URL, autocommit=True) as conn:
+        conn.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+
+
+ENGINES = {
+    "builtin-sqlite": ("builtin", "sqlite"),
+    "builtin-postgres": ("builtin", "postgres"),
+    "dbos-postgres": ("dbos", "postgres"),
+}
+
+
+def _engine(key: str, tmp_path: Path) -> Iterator[Engine]:
+    name, backend = ENGINES[key]
+    for url in namespace_url(backend, tmp_path):
+        if name != "dbos":
+            yield Engine(name, url)
+            continue
+        schema = f"dbos_{uuid.uuid4().hex[:12]}"
+        try:
+            yield Engine(name, url, schema)
+        finally:
+            _drop_schema(schema)
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("builtin-sqlite"),
+        pytest.param("builtin-postgres", marks=pytest.mark.postgres),
+        pytest.param("dbos-postgres", marks=pytest.mark.postgres),
+    ]
+)
+def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """Each engine on each store it runs on."""
+    yield from _engine(request.param, tmp_path)
+
+
+@pytest.fixture(params=[pytest.param("dbos-postgres", marks=pytest.mark.postgres)])
+def dbos_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    """The DBOS engine only (for what only an engine with durable timers does)."""
+    yield from _engine(request.param, tmp_path)
+
+
+async def _workflows(engine: Engine, prefix: str) -> list[tuple[str, str, str]]:
+    """DBOS's workflows whose id starts with ``prefix``: (id, name, status)."""
+    import psycopg
+
+    async with await psycopg.AsyncConnection.connect(POSTGRES_URL) as conn:
+        cur = await conn.execute(
+            f'SELECT workflow_uuid, name, status FROM "{engine.dbos_schema}".workflow_status '
+            "WHERE workflow_uuid LIKE %s ORDER BY workflow_uuid",
+            (prefix + "%",),
+        )
+        return [tuple(row) for row in await cur.fetchall()]  # type: ignore[misc]
+
+
+def _kinds(events: list[Any], kind: str) -> list[Any]:
+    return [e for e in events if e.kind == kind]
+
+
+# -- double dispatch -------------------------------------------------------------------------
+
+
+async def test_a_continuation_dispatched_twice_is_resumed_once(engine: Engine) -> None:
+    fleet_agents.LEDGER.entries.clear()
+    async with engine.serving(fleet_agents.AGENTS), open_store(engine.url) as store:
+        engine.bind(store)
+        cont = await fleet_agents.decided_run(store, KEYS)  # dispatches once (ready)
+        await store.dispatcher.ready(cont.id, cont.seq)  # and twice more, by hand
+        await store.dispatcher.ready(cont.id, cont.seq)
+    async with open_store(engine.url) as store:
+        status = await store.status(cont.run_id)
+        events = await store.audit(cont.run_id)
+    assert status.state == "completed"
+    assert len(_kinds(events, "completed")) == 1
+    assert len(_kinds(events, "claimed")) == 1
+    mine = [r for r in fleet_agents.LEDGER.runs("transfer") if cont.run_id in r["key"]]
+    assert len(mine) == 1, "the approved transfer must run exactly once"
+    if engine.name == "dbos":
+        rows = await _workflows(engine, cont.run_id)
+        assert rows == [(f"{cont.run_id}:{cont.seq}", "continuations.resume", "SUCCESS")]
+        noted = _kinds(events, "engine")
+        assert [e.detail["event"] for e in noted] == ["claim", "complete"]
+        assert {e.detail["dbos.workflow_id"] for e in noted} == {f"{cont.run_id}:{cont.seq}"}
+
+
+# -- expiry ----------------------------------------------------------------------------------
+
+
+async def _suspend_wirer(store: Store) -> Any:
+    from continuations_pydantic_ai import run
+
+    outcome = await run(engine_agents.wirer, "pay ann", keys=KEYS, store=store)
+    assert isinstance(outcome, Suspended)
+    return outcome.continuation
+
+
+async def test_a_request_decided_before_its_deadline_never_expires(engine: Engine) -> None:
+    engine_agents.LEDGER.entries.clear()
+    async with engine.serving(engine_agents.AGENTS, idle=3.5, on_expired="deny"):
+        async with open_store(engine.url) as store:
+            engine.bind(store)
+            cont = await _suspend_wirer(store)
+            decided = cont.approve(cont.requests[0].path, by="ops")
+            await store.decide(cont.id, decided.decisions[0])
+        await asyncio.sleep(2.5)  # past the deadline: an expiry must find it decided
+    async with open_store(engine.url) as store:
+        status = await store.status(cont.run_id)
+        events = await store.audit(cont.run_id)
+    assert status.state == "completed"
+    assert engine_agents.LEDGER.count("wire") == 1
+    decided_by = [e.actor for e in _kinds(events, "decided")]
+    assert decided_by == ["ops"], "only the person decided; expiry wrote nothing"
+    assert not [e for e in _kinds(events, "engine") if e.detail["event"] == "expire"]
+    if engine.name == "dbos":
+        rows = await _workflows(engine, f"{cont.run_id}:{cont.seq}:expire")
+        assert rows == [(f"{cont.run_id}:{cont.seq}:expire", "continuations.expire", "SUCCESS")]
+
+
+@pytest.mark.parametrize("dispatches", [1, 2])
+async def test_an_undecided_request_expires_once_on_dbos(
+    dbos_engine: Engine, dispatches: int
+) -> None:
+    """DBOS fires a durable timer at the deadline and applies ``on_expired`` (here deny).
+
+    The built-in engine applies expiry when a continuation is resumed (an expired request
+    is denied or fails the resume), not at the deadline, so this runs on DBOS only.
+    """
+    engine = dbos_engine
+    engine_agents.LEDGER.entries.clear()
+    async with (
+        engine.serving(engine_agents.AGENTS, idle=3.5, on_expired="deny"),
+        open_store(engine.url) as store,
+    ):
+        engine.bind(store)
+        cont = await _suspend_wirer(store)  # schedules the expiry once
+        for _ in range(dispatches - 1):
+            assert cont.requests[0].expires_at is not None
+            await store.dispatcher.expire_at(cont.id, cont.seq, cont.requests[0].expires_at)
+    async with open_store(engine.url) as store:
+        status = await store.status(cont.run_id)
+        events = await store.audit(cont.run_id)
+    assert status.state == "completed"
+    assert engine_agents.LEDGER.count("wire") == 0, "an expired request never runs its tool"
+    told = engine_agents.LEDGER.received("wirer")
+    assert len(told) == 1 and "expired" in told[0]
+    assert [e.actor for e in _kinds(events, "decided")] == ["expiry"]
+    expiries = [e for e in _kinds(events, "engine") if e.detail["event"] == "expire"]
+    assert len(expiries) == 1
+    rows = await _workflows(engine, cont.run_id)
+    assert [(r[0], r[2]) for r in rows] == [
+        (f"{cont.run_id}:{cont.seq}", "SUCCESS"),
+        (f"{cont.run_id}:{cont.seq}:expire", "SUCCESS"),
+    ]
+
+
+# -- a worker killed mid-run -------------------------------------------------------------------
+
+
+def _wait_for(what: str, check: Any, timeout: float, procs: list[subprocess.Popen[bytes]]) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_a_killed_worker_is_recovered_by_its_restart(engine: Engine, tmp_path: Path) -> None:
+    """SIGKILL while the idempotent receipt runs (after the approved transfer ran): the
+    restarted worker (same owner / executor id) finishes the run; the transfer ran once."""
+    ledger_path = tmp_path / "ledger.jsonl"
+    env = {
+        **os.environ,
+        "CONTINUATIONS_SIGNING_KEYS": KEYS.export(),
+        "FLEET_LEDGER": str(ledger_path),
+        "FLEET_SLOW": "3",
+        "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")]),
+    }
+    book = Ledger(path=ledger_path)
+    cmd = engine.command("fleet_agents:AGENTS", "pod-0", idle=2)
+    first = subprocess.Popen(cmd, env=env, stdout=(tmp_path / "w1.log").open("wb"),
+                             stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        if engine.name == "dbos":  # its tables exist once it launched: then decide
+            _wait_for("the DBOS worker", lambda: "engine_started" in
+                      (tmp_path / "w1.log").read_text(errors="replace"), 60, [first])  # fmt: skip
+
+        async def decided() -> Any:
+            async with open_store(engine.url) as store:
+                engine.bind(store)
+                return await fleet_agents.decided_run(store, KEYS)
+
+        cont = asyncio.run(decided())
+        _wait_for("the receipt to start", lambda: book.count("receipt") == 1, 60, [first])
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+    second = subprocess.run(cmd, env=env, capture_output=True, timeout=120)
+    assert second.returncode == 0, second.stdout.decode()[-3000:]
+
+    async def read() -> tuple[Any, list[Any]]:
+        async with open_store(engine.url) as store:
+            return await store.status(cont.run_id), await store.audit(cont.run_id)
+
+    status, events = asyncio.run(read())
+    assert status.state == "completed", (status, second.stdout.decode()[-3000:])
+    assert len(_kinds(events, "completed")) == 1
+    assert book.count("transfer") == 1, "a non-idempotent tool never runs twice"
+    assert book.count("lookup") == 0, "the step before the suspension is not repeated"
+    assert book.count("receipt") == 2, "only the step in flight ran again"
+    # Taken back at once (same owner, dead holder) or after the two-second lease expired.
+    assert _kinds(events, "taken_over") or _kinds(events, "expired")

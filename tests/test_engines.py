@@ -312,3 +312,65 @@ def test_a_killed_worker_is_recovered_by_its_restart(engine: Engine, tmp_path: P
     assert book.count("receipt") == 2, "only the step in flight ran again"
     # Taken back at once (same owner, dead holder) or after the two-second lease expired.
     assert _kinds(events, "taken_over") or _kinds(events, "expired")
+
+
+# -- the HR demo on DBOS ---------------------------------------------------------------------
+
+
+def test_the_hr_demo_runs_on_dbos(dbos_engine: Engine, tmp_path: Path) -> None:
+    """Suspend in one process, approve from the CLI (it enqueues through ``DBOSClient``), and
+    a DBOS worker resumes the nested run."""
+    engine = dbos_engine
+    log = tmp_path / "tool-calls.log"
+    env = {
+        **os.environ,
+        "CONTINUATIONS_SIGNING_KEYS": KEYS.export(),
+        "HR_DEMO_LOG": str(log),
+        "PYTHONPATH": os.pathsep.join([str(ROOT / "examples"), os.environ.get("PYTHONPATH", "")]),
+    }
+    worker_log = tmp_path / "worker.log"
+    worker = subprocess.Popen(
+        engine.command("hr_agents:AGENTS", "hr-pod-0", idle=12), env=env, cwd=tmp_path,
+        stdout=worker_log.open("wb"), stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    try:
+        _wait_for("the DBOS worker", lambda: "engine_started" in
+                  worker_log.read_text(errors="replace"), 60, [worker])  # fmt: skip
+        py, cli = sys.executable, "continuations_core"
+        started = subprocess.run(
+            [py, str(ROOT / "examples" / "hr_agents.py"), "--db", str(tmp_path / "hr.db"),
+             "--store", engine.url, "start"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert started.returncode == 0, started.stderr
+        cid = started.stderr.strip().splitlines()[-1]
+        assert "authorize_account" not in log.read_text(), "the gated call waits for a person"
+        approved = subprocess.run(
+            [py, "-m", cli, "approve", "--store", engine.url, "--engine", "dbos",
+             "--dbos-schema", str(engine.dbos_schema), cid, "1", "--by", "manager@example.com"],
+            env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        )  # fmt: skip
+        assert approved.returncode == 0, approved.stderr
+        assert "warning" not in approved.stderr, approved.stderr
+        assert worker.wait(timeout=120) == 0, worker_log.read_text()[-3000:]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+    async def read() -> tuple[Any, list[Any], list[tuple[str, str, str]], int]:
+        async with open_store(engine.url) as store:
+            record = await store.get(cid)
+            flows = await _workflows(engine, record.run_id)
+            status, events = await store.status(record.run_id), await store.audit(record.run_id)
+            return status, events, flows, record.continuation.seq
+
+    status, events, flows, suspended_at = asyncio.run(read())
+    assert status.state == "completed", worker_log.read_text()[-3000:]
+    calls = log.read_text().splitlines()
+    assert sum("authorize_account" in line for line in calls) == 1
+    assert [e.actor for e in _kinds(events, "decided")] == ["manager@example.com"]
+    assert [(name, state) for _, name, state in flows] == [("continuations.resume", "SUCCESS")]
+    workflow_id = flows[0][0]
+    assert {e.detail["dbos.workflow_id"] for e in _kinds(events, "engine")} == {workflow_id}
+    assert workflow_id == f"{status.run_id}:{suspended_at}", "id: run id and the suspension's seq"

@@ -6,6 +6,7 @@ a benchmark never touches data of the tests or of other runs sharing the service
 
 from __future__ import annotations
 
+import asyncio
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -13,7 +14,7 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["BACKENDS", "POSTGRES_URL", "REDIS_URL", "Unavailable", "namespace"]
+__all__ = ["BACKENDS", "POSTGRES_URL", "REDIS_URL", "Unavailable", "dbos_schema", "namespace"]
 
 POSTGRES_URL = os.environ.get(
     "CONTINUATIONS_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"
@@ -93,3 +94,33 @@ async def _redis() -> AsyncIterator[str]:
         if keys:
             await admin.delete(*keys)
         await admin.aclose()
+
+
+@asynccontextmanager
+async def dbos_schema(store_url: str) -> AsyncIterator[str]:
+    """Yield a fresh, migrated DBOS system schema in the Postgres of ``store_url``; drop it after.
+
+    The DBOS engine's workers (``--dbos-schema``) and clients share it. Migrating it here, before
+    any worker starts, keeps DBOS's schema creation (which its workers serialize on an advisory
+    lock, polled once a second) out of the measurement.
+
+    Raises:
+        Unavailable: If the DBOS engine (the ``[dbos]`` extra) or psycopg is not installed.
+    """
+    try:
+        import psycopg
+        from dbos import DBOS
+
+        from continuations_dbos import system_url
+    except ImportError as exc:
+        raise Unavailable(f"the DBOS engine is not installed ({exc})") from exc
+    schema = f"bench_dbos_{uuid.uuid4().hex[:16]}"
+    url = system_url(store_url)
+    try:
+        await asyncio.to_thread(DBOS.migrate, url, schema=schema)
+        yield schema
+    finally:
+        async with await psycopg.AsyncConnection.connect(
+            url, autocommit=True, connect_timeout=5
+        ) as admin:
+            await admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')

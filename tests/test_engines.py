@@ -32,6 +32,7 @@ import pytest
 from _backends import POSTGRES_URL, namespace_url
 
 from continuations_core import Keyring, Suspended
+from continuations_core.errors import ContinuationFailed
 from continuations_core.stores import Store, open_store
 from continuations_core.testing.spec import Ledger
 from continuations_core.worker import Worker
@@ -254,6 +255,73 @@ async def test_an_undecided_request_expires_once_on_dbos(
         (f"{cont.run_id}:{cont.seq}", "SUCCESS"),
         (f"{cont.run_id}:{cont.seq}:expire", "SUCCESS"),
     ]
+
+
+async def test_an_undecided_request_fails_its_continuation_at_the_deadline_on_dbos(
+    dbos_engine: Engine,
+) -> None:
+    """With ``on_expired="raise"`` the expiry fails the continuation (typed, permanent): the
+    tool never runs, and a decision arriving afterwards makes nothing run."""
+    engine = dbos_engine
+    engine_agents.LEDGER.entries.clear()
+    async with (
+        engine.serving(engine_agents.AGENTS, idle=3.5, on_expired="raise"),
+        open_store(engine.url) as store,
+    ):
+        engine.bind(store)
+        cont = await _suspend_wirer(store)
+    async with open_store(engine.url) as store:
+        record = await store.get(cont.id)
+        events = await store.audit(cont.run_id)
+        late = cont.approve(cont.requests[0].path, by="late")
+        with pytest.raises(ContinuationFailed):
+            await store.decide(cont.id, late.decisions[0])
+        after = await store.get(cont.id)
+    assert record.status == "failed"
+    assert record.last_error is not None and record.last_error.type == "ContinuationExpired"
+    assert after.status == "failed", "a late decision is refused: it does not make it ready"
+    await asyncio.sleep(1.0)
+    assert engine_agents.LEDGER.count("wire") == 0
+    assert [e.detail["event"] for e in _kinds(events, "engine")] == ["expire"]
+    assert _kinds(events, "decided") == []
+
+
+async def test_a_run_started_on_dbos_suspends_and_resumes_there(dbos_engine: Engine) -> None:
+    """``DBOSEngine.start`` runs a new run as ``continuations.start``: it suspends (the workflow
+    ends), the decision enqueues ``continuations.resume``, and the run completes."""
+    from continuations_dbos import DBOSEngine
+
+    engine = dbos_engine
+    fleet_agents.LEDGER.entries.clear()
+    dbos = DBOSEngine(
+        engine.url, fleet_agents.AGENTS, "exec-1", keys=KEYS, schema=str(engine.dbos_schema)
+    )
+    serving = asyncio.create_task(dbos.serve(idle_exit=2.0, install_signals=False))
+    await asyncio.wait_for(dbos.started.wait(), 60)
+    run_id = await dbos.start("payer", "pay bob")
+    async with open_store(engine.url) as store:
+        engine.bind(store)
+        deadline = asyncio.get_running_loop().time() + 30
+        while (status := await store.status(run_id)).state != "waiting":
+            assert asyncio.get_running_loop().time() < deadline, status
+            await asyncio.sleep(0.05)
+        assert fleet_agents.LEDGER.count("transfer") == 0, "the gated call waits"
+        assert status.continuation_id is not None
+        cont = await store.load(status.continuation_id)
+        await store.decide(cont.id, cont.approve(cont.requests[0].path, by="ops").decisions[0])
+    await asyncio.wait_for(serving, 60)
+    async with open_store(engine.url) as store:
+        status = await store.status(run_id)
+        events = await store.audit(run_id)
+    assert status.state == "completed"
+    assert fleet_agents.LEDGER.count("transfer") == 1
+    assert fleet_agents.LEDGER.count("lookup") == 1, "the step before the suspension ran once"
+    rows = await _workflows(engine, run_id)
+    assert [(r[0], r[1], r[2]) for r in rows] == [
+        (f"{run_id}:{cont.seq}", "continuations.resume", "SUCCESS"),
+        (f"{run_id}:start", "continuations.start", "SUCCESS"),
+    ]
+    assert [e.detail["event"] for e in _kinds(events, "engine")] == ["start", "claim", "complete"]
 
 
 # -- a worker killed mid-run -------------------------------------------------------------------

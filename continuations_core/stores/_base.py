@@ -123,6 +123,7 @@ class Store(ABC):
             AlreadyDecided: If the path is decided and ``replace`` is false (it names who
                 decided it and when).
             AlreadyClaimed: If the continuation is claimed or done.
+            ContinuationFailed: If it failed: only a retry makes it runnable again.
             ConflictError: If ``expected_version`` is given and is not the current version.
             DispatchFailed: If it was the last decision, it is stored, but :attr:`dispatcher`
                 failed.

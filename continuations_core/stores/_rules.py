@@ -146,11 +146,19 @@ def decide_row(
 
     A path takes one decision: a second one raises ``AlreadyDecided`` (who decided it, when)
     unless ``replace`` is true, and a replacement is audited with the decision it replaced.
+    A failed continuation takes none (``ContinuationFailed``): it runs again only if retried.
     """
     if row.status in ("claimed", "done"):
         raise AlreadyClaimed(
             f"The continuation is {'being resumed' if row.status == 'claimed' else 'resumed'}; "
             "its decisions can no longer change. Decide on the run's next continuation.",
+            continuation_id=row.id,
+        )
+    if row.status == "failed":
+        # A decision must not bring a failed continuation back: only an audited retry does.
+        raise ContinuationFailed(
+            "The continuation failed; a decision cannot make it runnable again. Retry it "
+            "first (`continuations retry ID`) if it should run, then decide.",
             continuation_id=row.id,
         )
     row._check_version(expected_version)

@@ -24,6 +24,7 @@ from ..errors import (
     AlreadyClaimed,
     AlreadyDecided,
     ConflictError,
+    ContinuationFailed,
     ContinuationNotFound,
     InvalidDecision,
     MissingDecisions,
@@ -53,6 +54,7 @@ __all__ = [
     "lease_expiry",
     "list_by_status",
     "make_continuation",
+    "no_decision_revives_a_failure",
     "one_decision_per_path",
     "race_to_claim",
     "release_and_reclaim",
@@ -164,6 +166,24 @@ async def one_decision_per_path(store: Store, make: ContinuationFactory) -> None
     twice = make(leaves=1)
     doubled = twice.model_copy(update={"decisions": (*twice.deny(path, "no").decisions, approve)})
     await raises(AlreadyDecided, store.save(doubled), "saving two decisions for one path")
+
+
+async def no_decision_revives_a_failure(store: Store, make: ContinuationFactory) -> None:
+    """A failed continuation takes no decision: only an audited retry makes it run again.
+
+    (An expiry engine fails a continuation whose request expired undecided; a late decision
+    must not make it ``ready`` behind the operator's back.)
+    """
+    cont = make(leaves=1)
+    await store.save(cont)
+    changed = await store.fail_unreadable(cont.id, RuntimeError("expired"), actor="expiry")
+    check(changed, "a waiting continuation can be failed")
+    failed = await store.get(cont.id)
+    late = store.decide(cont.id, decision(cont, 0))
+    await raises(ContinuationFailed, late, "a decision on a failed continuation")
+    after = await store.get(cont.id)
+    check(after.status == "failed", f"a decision revived a failed continuation: {after.status}")
+    check(after.version == failed.version, "a refused decision changed the version")
 
 
 async def decide_concurrent(store: Store, make: ContinuationFactory) -> None:
@@ -332,6 +352,7 @@ STORE_SCENARIOS: list[Scenario] = [
     save_load,
     list_by_status,
     decide_cas,
+    no_decision_revives_a_failure,
     one_decision_per_path,
     decide_concurrent,
     single_use_claim,

@@ -203,3 +203,28 @@ async def test_runs_go_on_while_the_dispatcher_is_down(harness: Harness, tmp_pat
         assert ledger.runs("transfer") == [BIG]
         assert recorder.calls[1:] == [("ready", cont.id, cont.seq, None)]
         assert (await store.get(cont.id)).status == "done"
+
+
+@pytest.mark.asyncio
+async def test_a_retry_that_makes_a_continuation_ready_dispatches_it(store: Store) -> None:
+    """An operator's retry of a failed, decided continuation dispatches ready once; a failed
+    one with undecided requests goes back to waiting (and dispatches nothing)."""
+    decided = make_continuation(KEYS, leaves=1)
+    await store.save(decided)
+    for i in range(len(decided.requests)):
+        await store.decide(decided.id, decision(decided, i))
+    await store.fail_unreadable(decided.id, RuntimeError("broken"), actor="test")
+    undecided = make_continuation(KEYS, leaves=1)
+    await store.save(undecided)
+    await store.fail_unreadable(undecided.id, RuntimeError("expired"), actor="expiry")
+    calls = _calls(store)
+    calls.clear()
+    assert (await store.retry(decided.id, by="ops")).status == "ready"
+    assert calls == [("ready", decided.id, decided.seq, None)]
+    calls.clear()
+    assert (await store.retry(undecided.id, by="ops")).status == "waiting"
+    assert calls == []
+    for i in range(len(undecided.requests)):
+        ready = await store.decide(undecided.id, decision(undecided, i))
+    assert ready.status == "ready"
+    assert calls == [("ready", undecided.id, undecided.seq, None)]

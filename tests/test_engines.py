@@ -324,6 +324,30 @@ async def test_a_run_started_on_dbos_suspends_and_resumes_there(dbos_engine: Eng
     assert [e.detail["event"] for e in _kinds(events, "engine")] == ["start", "claim", "complete"]
 
 
+async def test_a_retried_continuation_runs_again(engine: Engine) -> None:
+    """A continuation that failed (its agent was missing) and that an operator retried is
+    resumed again; on DBOS under a new workflow id, since its first workflow finished."""
+    fleet_agents.LEDGER.entries.clear()
+    async with engine.serving({}), open_store(engine.url) as store:  # no agents: it fails
+        engine.bind(store)
+        cont = await fleet_agents.decided_run(store, KEYS)
+    async with open_store(engine.url) as store:
+        failed = await store.get(cont.id)
+    assert failed.status == "failed" and failed.last_error is not None
+    assert failed.last_error.type == "ConfigurationError"
+    async with engine.serving(fleet_agents.AGENTS), open_store(engine.url) as store:
+        engine.bind(store)
+        await store.retry(cont.id, by="ops")
+    async with open_store(engine.url) as store:
+        status = await store.status(cont.run_id)
+    assert status.state == "completed"
+    assert fleet_agents.LEDGER.count("transfer") == 1
+    if engine.name == "dbos":
+        rows = await _workflows(engine, cont.run_id)
+        base = f"{cont.run_id}:{cont.seq}"
+        assert [(r[0], r[2]) for r in rows] == [(base, "SUCCESS"), (f"{base}:1", "SUCCESS")]
+
+
 # -- a worker killed mid-run -------------------------------------------------------------------
 
 

@@ -205,7 +205,9 @@ class Store(ABC):
         """Put a ``failed`` (or backing-off) continuation back to ``ready`` now; audit ``retried``.
 
         Its attempt count restarts, and its last error stays on record until the next
-        attempt. An approved call that failed in an earlier attempt may run again.
+        attempt. An approved call that failed in an earlier attempt may run again. One with
+        undecided requests (it expired undecided) goes back to ``waiting`` for them instead.
+        A continuation made ``ready`` is dispatched (:attr:`dispatcher`), as a last decision is.
 
         Raises:
             ConflictError: If it is neither failed nor backing off.

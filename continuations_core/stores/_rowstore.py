@@ -406,6 +406,8 @@ class RowStore(Store):
 
         record = (await self._transact(id, change)).record()
         log_event(log, "retried", continuation=id, run=record.run_id, by=by)
+        if record.status == "ready":  # runnable again now: tell the engine, after the commit
+            await self._dispatch(id, self.dispatcher.ready(id, record.continuation.seq))
         return record
 
     async def record(

@@ -25,6 +25,7 @@ from ..errors import (
     AlreadyClaimed,
     BackingOff,
     ConflictError,
+    ContinuationError,
     ContinuationFailed,
     MissingDecisions,
 )
@@ -325,14 +326,21 @@ def fail_row(
 
 
 def retry_row(row: Row, *, by: str | None, at: datetime) -> tuple[Row, Events]:
-    """Put a failed or backing-off row back to ``ready`` now; audit ``retried`` with who."""
+    """Put a failed or backing-off row back to ``ready`` now (``waiting`` if some request is
+    undecided); audit ``retried`` with who."""
     backing_off = row.status == "ready" and row.not_before is not None and row.not_before > at
     if row.status != "failed" and not backing_off:
         raise ConflictError(
             f"Only a failed or backing-off continuation can be retried; this one is {row.status}.",
             continuation_id=row.id,
         )
-    new = row._changed(at, status="ready", attempts=0, not_before=None)
+    # One whose requests were never all decided (it expired undecided) waits for them again.
+    try:
+        undecided = row.document.with_decisions(row.decisions).undecided
+    except ContinuationError:  # unreadable by this version: claims fail it again until upgraded
+        undecided = []
+    status: Status = "waiting" if undecided else "ready"
+    new = row._changed(at, status=status, attempts=0, not_before=None)
     last = _error(row.last_error) if row.last_error is not None else None
     return new, [new.event("retried", at, by, attempts=row.attempts, last_error=last)]
 

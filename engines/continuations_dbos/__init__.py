@@ -58,7 +58,7 @@ from continuations_core.errors import (
     MissingDecisions,
 )
 from continuations_core.spi import Dispatcher, RetryPolicy, new_run_id
-from continuations_core.stores import open_store
+from continuations_core.stores import StoredContinuation, open_store
 from continuations_core.worker import ADAPTERS, FRAMEWORK_PACKAGES, Worker
 
 __all__ = [
@@ -93,6 +93,7 @@ APP_VERSION = "agent-continuations-1"
 #: What the model is told about a call whose request expired (``on_expired="deny"``).
 EXPIRED_MESSAGE = "The request expired before anyone decided it; the call was not made."
 _PORTABLE = WorkflowSerializationFormat.PORTABLE
+_UNFINISHED = ("ENQUEUED", "PENDING", "DELAYED")
 
 
 def resume_workflow_id(run_id: str, seq: int) -> str:
@@ -154,13 +155,13 @@ class DBOSDispatcher(Dispatcher):
             )  # fmt: skip
         return self._client
 
-    async def _run_id(self, continuation_id: str) -> str:
+    async def _record(self, continuation_id: str) -> StoredContinuation:
         if self._store is None:
             raise ConfigurationError(
                 "This DBOSDispatcher is not bound to a store; use client_dispatcher(store, ...) "
                 "or dispatcher.bind(store)."
             )
-        return (await self._store.get(continuation_id)).run_id
+        return await self._store.get(continuation_id)
 
     async def enqueue(
         self, workflow: str, workflow_id: str, *args: Any, delay_seconds: float | None = None
@@ -175,16 +176,33 @@ class DBOSDispatcher(Dispatcher):
         await self._dbos().enqueue_async(options, *args)
 
     async def ready(self, continuation_id: str, seq: int) -> None:
-        """Enqueue ``continuations.resume`` for the run at ``seq``."""
-        run_id = await self._run_id(continuation_id)
-        await self.enqueue(
-            RESUME_WORKFLOW, resume_workflow_id(run_id, seq), run_id, continuation_id, seq
+        """Enqueue ``continuations.resume`` for the run at ``seq``.
+
+        Under ``"{run_id}:{seq}"``; while a resume workflow of that suspension is unfinished,
+        nothing more is enqueued. Once they all finished (the continuation failed, then an
+        operator retried it), under ``"{run_id}:{seq}:{n}"``, ``n`` counting the finished ones,
+        so concurrent dispatches of one retry still agree on one id.
+        """
+        record = await self._record(continuation_id)
+        if record.status != "ready":
+            return  # resumed already, or not runnable: the store is the truth
+        run_id = record.run_id
+        base = resume_workflow_id(run_id, seq)
+        earlier = await self._dbos().list_workflows_async(
+            workflow_id_prefix=base, name=RESUME_WORKFLOW, load_input=False, load_output=False
         )
-        _event("dispatched", run=run_id, continuation=continuation_id, seq=seq)
+        mine = [w for w in earlier if w.workflow_id == base or w.workflow_id.startswith(base + ":")]
+        if any(w.status in _UNFINISHED for w in mine):
+            return  # the running workflow resumes it
+        workflow_id = f"{base}:{len(mine)}" if mine else base
+        await self.enqueue(RESUME_WORKFLOW, workflow_id, run_id, continuation_id, seq)
+        _event(
+            "dispatched", run=run_id, continuation=continuation_id, seq=seq, workflow=workflow_id
+        )
 
     async def expire_at(self, continuation_id: str, seq: int, when: datetime) -> None:
         """Enqueue ``continuations.expire`` to fire at ``when``."""
-        run_id = await self._run_id(continuation_id)
+        run_id = (await self._record(continuation_id)).run_id
         delay = (when - datetime.now(UTC)).total_seconds()
         await self.enqueue(
             EXPIRE_WORKFLOW, expire_workflow_id(run_id, seq), run_id, continuation_id, seq,

@@ -79,8 +79,8 @@ def add_commands(add: Add, with_store: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     worker.add_argument(
         "--executor-id",
-        help="with --engine dbos: this process's stable DBOS executor id, one per pod or "
-        "instance (default: --owner, else host:pid); a restart under it recovers its workflows",
+        help="with --engine dbos (required, or --owner): this process's stable DBOS executor "
+        "id, one per pod or instance; a restart under it recovers its workflows",
     )
     worker.add_argument(
         "--dbos-url", default=os.environ.get(DBOS_URL_ENV),
@@ -188,10 +188,23 @@ def _cmd_worker(args: argparse.Namespace) -> None:
     if args.engine != "builtin":
         if args.once:
             raise ConfigurationError("--once is for the built-in engine; use --idle-exit.")
+        executor = args.executor_id or args.owner
+        if not executor:
+            raise ConfigurationError(
+                f"--engine {args.engine} needs a stable --executor-id (one per pod or instance, "
+                "the same after a restart): a worker recovers the workflows of its own id only, "
+                "so a new id on every start would leave a dead worker's runs pending."
+            )
         engine = load_engine(args.engine)
+
+        async def reach() -> None:
+            async with open_store(url) as store:
+                await _reach(store, timeout=args.connect_timeout)
+
+        asyncio.run(reach())
         asyncio.run(
             engine.serve(
-                url, agents, executor_id=args.executor_id or args.owner or default_owner(),
+                url, agents, executor_id=executor,
                 concurrency=args.concurrency, polling_seconds=args.poll, keys=keys,
                 lease_seconds=args.lease,
                 on_expired=args.on_expired, allow_unsigned=args.allow_unsigned, retry=policy,

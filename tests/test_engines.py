@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -466,3 +467,100 @@ def test_the_hr_demo_runs_on_dbos(dbos_engine: Engine, tmp_path: Path) -> None:
     workflow_id = flows[0][0]
     assert {e.detail["dbos.workflow_id"] for e in _kinds(events, "engine")} == {workflow_id}
     assert workflow_id == f"{status.run_id}:{suspended_at}", "id: run id and the suspension's seq"
+
+
+async def test_dbos_workers_ride_out_a_flaky_store(dbos_engine: Engine) -> None:
+    """A fifth of the engine's store calls fail (half after committing): every run completes
+    once, the transfer runs once per run, and the worker keeps serving."""
+    from _faulty import FlakyStore
+
+    from continuations_dbos import DBOSEngine
+
+    engine = dbos_engine
+    fleet_agents.LEDGER.entries.clear()
+    runs = 12
+    async with open_store(engine.url) as store:
+        run_ids = [(await fleet_agents.decided_run(store, KEYS)).run_id for _ in range(runs)]
+    flaky: list[FlakyStore] = []
+
+    def opener(url: str) -> Store:
+        flaky.append(FlakyStore(open_store(url), rate=0.2, seed=3))
+        return flaky[-1]
+
+    dbos = DBOSEngine(
+        engine.url, fleet_agents.AGENTS, "exec-1", keys=KEYS, schema=str(engine.dbos_schema),
+        lease_seconds=2.0, concurrency=4, polling_seconds=0.05, open_store=opener,
+        sweep_seconds=1.0,
+    )  # fmt: skip
+    serving = asyncio.create_task(dbos.serve(install_signals=False))
+    states: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(dbos.started.wait(), 60)
+        async with open_store(engine.url) as store:
+            deadline = asyncio.get_running_loop().time() + 120
+            while asyncio.get_running_loop().time() < deadline and not serving.done():
+                states = {rid: (await store.status(rid)).state for rid in run_ids}
+                if all(s == "completed" for s in states.values()):
+                    break
+                await asyncio.sleep(0.2)
+            events = {rid: await store.audit(rid) for rid in run_ids}
+    finally:
+        dbos.stop()
+        await asyncio.wait_for(serving, 60)
+    failures = sum(sum(f.failures.values()) for f in flaky)
+    assert failures > runs, "too few injected failures to test anything"
+    assert set(states.values()) == {"completed"}, states
+    assert all(len(_kinds(ev, "completed")) == 1 for ev in events.values())
+    transfers = Counter(r["key"] for r in fleet_agents.LEDGER.runs("transfer"))
+    assert len(transfers) == runs and max(transfers.values()) == 1
+
+
+def test_a_dbos_worker_needs_a_stable_executor_id(tmp_path: Path) -> None:
+    """Without --executor-id (or --owner) a restart could not recover its workflows: refused."""
+    done = subprocess.run(
+        [sys.executable, "-m", "continuations_core", "worker", "--engine", "dbos", "--store",
+         f"sqlite:///{tmp_path / 's.db'}", "--agents", "engine_agents:AGENTS",
+         "--allow-unsigned"],
+        env={**os.environ, "PYTHONPATH": str(HERE)}, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 2
+    assert "--executor-id" in done.stderr
+
+
+def test_an_approval_dbos_could_not_be_told_of_is_kept_and_sent_at_launch(
+    dbos_engine: Engine, tmp_path: Path
+) -> None:
+    """The CLI approves before any DBOS worker ever ran (no DBOS tables): the decision is
+    stored and ready, the CLI warns and exits 0, and the first worker enqueues and runs it."""
+    engine = dbos_engine
+
+    async def suspended() -> Any:
+        from continuations_pydantic_ai import run
+
+        async with open_store(engine.url) as store:
+            outcome = await run(fleet_agents.payer, "pay bob", keys=KEYS, store=store)
+            assert isinstance(outcome, Suspended)
+            return outcome.continuation
+
+    cont = asyncio.run(suspended())
+    env = {**os.environ, "CONTINUATIONS_SIGNING_KEYS": KEYS.export(),
+           "PYTHONPATH": os.pathsep.join([str(HERE), os.environ.get("PYTHONPATH", "")])}  # fmt: skip
+    approved = subprocess.run(
+        [sys.executable, "-m", "continuations_core", "approve", "--store", engine.url,
+         "--engine", "dbos", "--dbos-schema", str(engine.dbos_schema), cont.id, "1"],
+        env=env, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert approved.returncode == 0, approved.stderr
+    assert "warning" in approved.stderr and cont.id in approved.stderr
+    assert "ready" in approved.stdout
+    worker = subprocess.run(
+        engine.command("fleet_agents:AGENTS", "pod-0", idle=2), env=env, capture_output=True,
+        text=True, timeout=120,
+    )  # fmt: skip
+    assert worker.returncode == 0, worker.stdout[-3000:]
+
+    async def state() -> str:
+        async with open_store(engine.url) as store:
+            return (await store.status(cont.run_id)).state
+
+    assert asyncio.run(state()) == "completed"

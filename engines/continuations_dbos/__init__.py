@@ -56,6 +56,7 @@ from continuations_core.errors import (
     ContinuationNotFound,
     DecisionError,
     MissingDecisions,
+    StoreUnavailable,
 )
 from continuations_core.spi import Dispatcher, RetryPolicy, new_run_id
 from continuations_core.stores import StoredContinuation, open_store
@@ -286,6 +287,11 @@ class DBOSEngine:
         schema: DBOS's schema there.
         polling_seconds: How often the queue is polled for new workflows (``--poll``); a
             worker starts at most ``concurrency`` workflows per poll.
+        open_store: Opens the store from ``store_url`` (to wrap it, say for metrics).
+        sweep_seconds: How often continuations the store holds ready are enqueued again, in
+            case a decision's dispatch was lost (DBOS unreachable when it was made); also at
+            launch. Their workflow ids make it a no-op for those enqueued already.
+        sweep_limit: The most ready continuations one sweep looks at (oldest changes last).
     """
 
     store_url: str
@@ -300,6 +306,9 @@ class DBOSEngine:
     system_database_url: str | None = None
     schema: str = "dbos"
     polling_seconds: float = 0.2
+    open_store: Callable[[str], Store] = open_store
+    sweep_seconds: float = 30.0
+    sweep_limit: int = 1_000
     store: Store | None = field(default=None, init=False)
     dispatcher: DBOSDispatcher | None = field(default=None, init=False)
     _worker: Worker | None = field(default=None, init=False)
@@ -329,7 +338,7 @@ class DBOSEngine:
         if _ENGINE is not None:
             raise ConfigurationError("A DBOSEngine is serving in this process already.")
         sys_url = system_url(self.store_url, self.system_database_url)
-        self.store = open_store(self.store_url)
+        self.store = self.open_store(self.store_url)
         self.dispatcher = DBOSDispatcher(sys_url, schema=self.schema).bind(self.store)
         self._worker = Worker(
             self.store, dict(self.agents), keys=self.keys, owner=self.executor_id,
@@ -349,18 +358,36 @@ class DBOSEngine:
                 QUEUE, worker_concurrency=self.concurrency,
                 polling_interval_sec=self.polling_seconds,
             )  # fmt: skip
-            await self._redispatch()
+            await self._sweep()
         except BaseException:
             await self.shutdown()
             raise
         self.started.set()
         _event("engine_started", executor=self.executor_id, concurrency=self.concurrency)
 
-    async def _redispatch(self) -> None:
+    async def _redispatch(self) -> int:
+        """Enqueue what the store holds ready (a dispatch lost to an outage, say).
+
+        A no-op for those whose workflow is enqueued or running. Returns how many could not
+        be dispatched now (the next sweep tries them again).
+        """
         assert self.store is not None and self.dispatcher is not None
-        for record in await self.store.list(status="ready", limit=10_000):
-            with contextlib.suppress(ContinuationError):
+        missed = 0
+        for record in await self.store.list(status="ready", limit=self.sweep_limit):
+            try:
                 await self.dispatcher.ready(record.id, record.continuation.seq)
+            except ContinuationError:
+                missed += 1
+        return missed
+
+    async def _sweep(self) -> None:
+        try:
+            missed = await self._redispatch()
+        except ContinuationError as exc:
+            missed = -1
+            _event("sweep_failed", logging.WARNING, error=type(exc).__name__)
+        if missed:
+            _event("sweep_incomplete", logging.WARNING, missed=missed)
 
     async def shutdown(self) -> None:
         """Stop DBOS and close the store."""
@@ -381,10 +408,13 @@ class DBOSEngine:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
         async with self:
-            idle_since = loop.time()
+            idle_since = swept = loop.time()
             while not self._stop.is_set():
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stop.wait(), timeout=0.5)
+                if loop.time() - swept >= self.sweep_seconds:
+                    await self._sweep()
+                    swept = loop.time()
                 if idle_exit is None:
                     continue
                 if await self._busy():
@@ -536,9 +566,21 @@ def _adapter_module(framework: str) -> Any:
 
 
 async def _loop(step: Callable[[], Any]) -> str:
-    """Run ``step`` until it ends, sleeping durably where it asks to wait."""
+    """Run ``step`` until it ends, sleeping durably where it asks to wait.
+
+    A store that cannot be reached is waited out with backoff (the step looks again), so
+    an outage never ends a workflow with its continuation left behind.
+    """
+    outage = 0
     while True:
-        outcome: dict[str, Any] = await step()
+        try:
+            outcome: dict[str, Any] = await step()
+            outage = 0
+        except StoreUnavailable as exc:
+            outage += 1
+            delay = min(30.0, 0.5 * 2**outage)
+            _event("store_error", logging.WARNING, retry_in=delay, error=type(exc).__name__)
+            outcome = {"next": "wait", "seconds": delay}
         if outcome["next"] == "end":
             return str(outcome.get("state"))
         if outcome["next"] == "wait":

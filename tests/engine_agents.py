@@ -1,7 +1,7 @@
 """Agents for the engine conformance suite (``engine_agents:AGENTS``).
 
 ``wirer`` asks to wire money in its first turn: ``wire`` needs approval, expires
-``$ENGINE_EXPIRES`` seconds after the suspension (2 by default) and is not idempotent. Its body
+``$ENGINE_EXPIRES`` seconds after the suspension (3 by default) and is not idempotent. Its body
 and the model's second turn append to the ledger in ``$FLEET_LEDGER`` (in memory without it),
 so a test can count executions and read what the model was told.
 """
@@ -23,7 +23,7 @@ from continuations_pydantic_ai import Continuations
 LEDGER = (
     Ledger(path=Path(os.environ["FLEET_LEDGER"])) if os.environ.get("FLEET_LEDGER") else Ledger()
 )
-EXPIRES = timedelta(seconds=float(os.environ.get("ENGINE_EXPIRES", "2")))
+EXPIRES = timedelta(seconds=float(os.environ.get("ENGINE_EXPIRES", "3")))
 
 
 def _respond(messages: list[ModelMessage], info: AgentInfo) -> ModelResponse:

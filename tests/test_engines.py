@@ -207,7 +207,7 @@ async def test_a_request_decided_before_its_deadline_never_expires(engine: Engin
             cont = await _suspend_wirer(store)
             decided = cont.approve(cont.requests[0].path, by="ops")
             await store.decide(cont.id, decided.decisions[0])
-        await asyncio.sleep(2.5)  # past the deadline: an expiry must find it decided
+        await asyncio.sleep(3.5)  # past the deadline: an expiry must find it decided
     async with open_store(engine.url) as store:
         status = await store.status(cont.run_id)
         events = await store.audit(cont.run_id)

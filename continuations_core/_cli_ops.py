@@ -73,6 +73,12 @@ def add_commands(add: Add, with_store: argparse.ArgumentParser) -> None:
         "--allow-unsigned", action="store_true", help="resume unsigned continuations too"
     )
     worker.add_argument(
+        "--expiry-sweep", type=float, default=30.0, metavar="SECONDS",
+        help="how often the built-in worker expires waiting continuations whose undecided "
+        "requests passed their deadline (--on-expired applies); 0 leaves it to the next resume "
+        "(default: 30). DBOS workers expire each at its deadline instead",
+    )  # fmt: skip
+    worker.add_argument(
         "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
         help=f"who runs decided continuations: this worker's own claims (builtin, the default) "
         f"or DBOS workflows (dbos; extra: dbos). Default: ${ENGINE_ENV} or builtin",
@@ -229,6 +235,7 @@ def _cmd_worker(args: argparse.Namespace) -> None:
                 allow_unsigned=args.allow_unsigned,
                 on_expired=args.on_expired,
                 retry=policy,
+                expiry_sweep_seconds=args.expiry_sweep or None,
             )
             return await worker.run(idle_exit=args.idle_exit, once=args.once)
 

@@ -70,6 +70,8 @@ adapter, under a store claim. See :mod:`continuations_core.dispatch`. :class:`Re
 how failed attempts are retried (the built-in worker's ``--max-attempts`` and ``--backoff``);
 an engine passes the same policy to the :class:`~continuations_core.worker.Worker` whose
 ``resume_claimed`` it calls, so a run fails after the same number of attempts on either.
+:func:`expire_due` applies ``on_expired`` to a waiting continuation whose undecided requests
+passed their deadline (:class:`Expiry` says what it did), once however many engines try.
 
 **Small helpers.** :func:`segment` builds one path segment; :func:`digest` is the SHA-256 of a
 value's canonical JSON (fingerprints); :data:`Clock` and :func:`default_clock` are the clock
@@ -92,6 +94,7 @@ from ._durable import (
     set_run_id,
     take_over,
 )
+from ._expiry import Expiry, expire_due
 from ._markers import (
     GateKey,
     admitted,
@@ -131,6 +134,7 @@ __all__ = [
     "Checkpointer",
     "Clock",
     "Dispatcher",
+    "Expiry",
     "ExpiryMode",
     "FramePlan",
     "GateKey",
@@ -149,6 +153,7 @@ __all__ = [
     "digest",
     "enter_call",
     "exit_call",
+    "expire_due",
     "fail_run",
     "fatal_error",
     "gate_hook",

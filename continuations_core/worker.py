@@ -31,6 +31,7 @@ import logging
 import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from ._attempts import (
@@ -42,6 +43,7 @@ from ._attempts import (
     with_retries,
 )
 from ._durable import default_owner
+from ._expiry import expire_due
 from ._resume import CLAIMED_RECORD
 from ._schema import Continuation
 from ._signing import Keyring
@@ -68,6 +70,8 @@ FRAMEWORK_PACKAGES: dict[str, str] = {"pydantic-ai": "pydantic_ai", "strands": "
 #: Engine name (``worker --engine NAME``) to the module that implements it. The module offers
 #: ``serve(...)`` (a worker process) and ``client_dispatcher(store, ...)`` (for the CLI).
 ENGINES: dict[str, str] = {"dbos": "continuations_dbos"}
+#: The most waiting continuations one expiry sweep looks at.
+EXPIRY_SWEEP_LIMIT = 1_000
 #: A worker that cannot reach its store waits this long at most before trying again.
 STORE_BACKOFF_MAX_SECONDS = 30.0
 
@@ -149,6 +153,9 @@ class Worker:
         on_expired: ``"raise"`` fails a continuation whose approval expired; ``"deny"`` denies
             the expired call and resumes.
         retry: Attempts and backoff for failed resumes.
+        expiry_sweep_seconds: How often waiting continuations are checked for requests past
+            their deadline, which then expire (``on_expired``: denied, so the run resumes, or
+            the continuation fails); None or 0 leaves expiry to the next resume.
         resumed: How many resumes finished (completed or suspended again) so far.
         failed: How many attempts failed so far.
     """
@@ -163,6 +170,7 @@ class Worker:
     allow_unsigned: bool = False
     on_expired: Literal["raise", "deny"] = "raise"
     retry: RetryPolicy = field(default_factory=RetryPolicy)
+    expiry_sweep_seconds: float | None = 30.0
     resumed: int = 0
     failed: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -190,8 +198,13 @@ class Worker:
         idle_since = loop.time()
         store_errors = 0
         log_event(log, "worker_started", owner=self.owner, concurrency=self.concurrency)
+        swept: float | None = None
         try:
             while not self._stop.is_set():
+                sweep = self.expiry_sweep_seconds
+                if sweep and (swept is None or loop.time() - swept >= sweep):
+                    swept = loop.time()
+                    await self._expire_due()
                 try:
                     started = await self._claim_some(slots, running)
                     store_errors = 0
@@ -220,6 +233,36 @@ class Worker:
                 log, "worker_stopped", owner=self.owner, resumed=self.resumed, failed=self.failed
             )
         return self.resumed
+
+    async def _expire_due(self) -> None:
+        """Expire waiting continuations whose undecided requests passed their deadline (G8)."""
+        try:
+            waiting = await self.store.list(status="waiting", limit=EXPIRY_SWEEP_LIMIT)
+        except ContinuationError as exc:
+            log_event(log, "store_error", logging.WARNING, owner=self.owner, during="expiry",
+                      error=exc)  # fmt: skip
+            return
+        now = datetime.now(UTC)
+        for record in waiting:
+            if not any(
+                call.expires_at is not None and call.expires_at <= now
+                for path, _, call in record.continuation.leaves()
+                if record.continuation.decision_for(path) is None
+            ):
+                continue
+            try:
+                done = await expire_due(
+                    self.store, record.id, on_expired=self.on_expired, seq=record.continuation.seq
+                )
+            except ContinuationError as exc:
+                log_event(log, "store_error", logging.WARNING, owner=self.owner,
+                          during="expiry", error=exc)  # fmt: skip
+                continue
+            if done.outcome in ("denied", "failed"):
+                log_event(
+                    log, "expired", continuation=record.id, run=record.run_id, owner=self.owner,
+                    outcome=done.outcome, requests=len(done.paths),
+                )  # fmt: skip
 
     async def _claim_some(self, slots: asyncio.Semaphore, running: set[asyncio.Task[None]]) -> bool:
         """Claim what is claimable now while a slot is free, one task each; True if any started."""

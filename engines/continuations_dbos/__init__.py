@@ -49,16 +49,13 @@ from dbos import DBOS, DBOSClient, DBOSConfig, EnqueueOptions, WorkflowSerializa
 from continuations_core import ConfigurationError, ContinuationError, Keyring, Store
 from continuations_core.errors import (
     AlreadyClaimed,
-    AlreadyDecided,
     BackingOff,
-    ContinuationExpired,
     ContinuationFailed,
     ContinuationNotFound,
-    DecisionError,
     MissingDecisions,
     StoreUnavailable,
 )
-from continuations_core.spi import Dispatcher, RetryPolicy, new_run_id
+from continuations_core.spi import Dispatcher, RetryPolicy, expire_due, new_run_id
 from continuations_core.stores import StoredContinuation, open_store
 from continuations_core.worker import ADAPTERS, FRAMEWORK_PACKAGES, Worker
 
@@ -91,8 +88,6 @@ APP_NAME = "agent-continuations"
 #: The application version workers run and clients enqueue for. Workflows carry ids only and
 #: their code is this package's, so every worker may run any of them.
 APP_VERSION = "agent-continuations-1"
-#: What the model is told about a call whose request expired (``on_expired="deny"``).
-EXPIRED_MESSAGE = "The request expired before anyone decided it; the call was not made."
 _PORTABLE = WorkflowSerializationFormat.PORTABLE
 _UNFINISHED = ("ENQUEUED", "PENDING", "DELAYED")
 
@@ -518,44 +513,12 @@ class DBOSEngine:
     async def expire(self, run_id: str, cid: str, seq: int) -> dict[str, Any]:
         """The step of ``continuations.expire``: apply ``on_expired`` to what is undecided."""
         assert self.store is not None
-        try:
-            record = await self.store.get(cid)
-        except ContinuationNotFound:
-            return {"next": "end", "state": "gone"}
-        cont = record.continuation
-        if record.status != "waiting" or cont.seq != seq:
-            return {"next": "end", "state": "decided"}
-        now = datetime.now(UTC)
-        decided = {r.path for r in cont.decisions}
-        pending = [
-            (path, call.expires_at)
-            for path, _, call in cont.leaves()
-            if path not in decided and call.expires_at is not None
-        ]
-        due = [path for path, when in pending if when <= now]
-        if not due:
-            if not pending:
-                return {"next": "end", "state": "decided"}
-            soonest = min(when for _, when in pending)
-            return {"next": "wait", "seconds": (soonest - now).total_seconds()}
-        if self.on_expired == "raise":
-            error = ContinuationExpired(
-                f"Pending call(s) expired undecided: {', '.join(' > '.join(p) for p in due)}.",
-                continuation_id=cid,
-            )
-            failed = await self.store.fail_unreadable(cid, error, actor="expiry")
-            await self._note(run_id, cid, "expire", failed=failed, requests=len(due))
-            return {"next": "end", "state": "failed" if failed else "decided"}
-        version = record.version
-        for path in due:
-            decision = cont.deny(path, EXPIRED_MESSAGE, by="expiry").decision_for(path)
-            assert decision is not None
-            try:
-                version = (await self.store.decide(cid, decision, expected_version=version)).version
-            except (AlreadyDecided, AlreadyClaimed, DecisionError, ContinuationError):
-                return {"next": "again"}  # a person decided meanwhile: look again
-        await self._note(run_id, cid, "expire", denied=len(due))
-        return {"next": "end", "state": "denied"}
+        done = await expire_due(self.store, cid, on_expired=self.on_expired, seq=seq)
+        if done.outcome == "not_due" and done.next_at is not None:  # a timer that fired early
+            return {"next": "wait", "seconds": (done.next_at - datetime.now(UTC)).total_seconds()}
+        if done.outcome in ("denied", "failed"):
+            await self._note(run_id, cid, "expire", outcome=done.outcome, requests=len(done.paths))
+        return {"next": "end", "state": done.outcome}
 
 
 def _adapter_module(framework: str) -> Any:

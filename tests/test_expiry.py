@@ -3,33 +3,18 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
-from contextlib import AsyncExitStack
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
-import pytest_asyncio
-from _backends import enter_namespace
 from test_dispatch import Recorder
-from test_stores import BACKEND_PARAMS
+from test_dispatch import store as store  # each backend, with a recording dispatcher
 
 from continuations_core import Continuation
 from continuations_core.errors import ContinuationFailed
 from continuations_core.spi import expire_due
-from continuations_core.stores import Store, open_store
+from continuations_core.stores import Store
 from continuations_core.testing._store_kit import decision, make_continuation
 from continuations_core.testing.conformance import KEYS
-
-
-@pytest_asyncio.fixture(params=BACKEND_PARAMS)
-async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[Store]:
-    """A fresh store of each backend, with a recording dispatcher."""
-    name: str = request.param
-    async with AsyncExitStack() as stack:
-        url = "memory://" if name == "memory" else await enter_namespace(stack, name, tmp_path)
-        async with open_store(url, dispatcher=Recorder()) as opened:
-            yield opened
 
 
 async def _waiting(store: Store) -> tuple[Continuation, int]:

@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import fleet_agents
@@ -68,6 +69,57 @@ async def _stuck(url: str, run_ids: list[str]) -> list[str]:
 async def _audit(url: str, run_ids: list[str]) -> dict[str, list[dict[str, object]]]:
     async with open_store(url) as store:
         return {rid: [e.model_dump(mode="json") for e in await store.audit(rid)] for rid in run_ids}
+
+
+@dataclass
+class Tally:
+    """What a fleet of workers did to ``run_ids``: from the store's audit and the tool ledger."""
+
+    lost: list[str]
+    twice: list[str]
+    transfers: Counter[str]
+    executions: Counter[str]
+    started: Counter[str]
+
+    @classmethod
+    def of(cls, url: str, run_ids: list[str], ledger_path: Path) -> Tally:
+        audit = asyncio.run(_audit(url, run_ids))
+        completed = {rid: sum(e["kind"] == "completed" for e in ev) for rid, ev in audit.items()}
+        book = Ledger(path=ledger_path)
+        return cls(
+            lost=[rid for rid, n in completed.items() if n == 0],
+            twice=[rid for rid, n in completed.items() if n > 1],
+            transfers=Counter(r["key"] for r in book.runs("transfer")),
+            executions=Counter(r["key"] for tool in ("lookup", "receipt") for r in book.runs(tool)),
+            started=Counter(
+                f"{rid}:{e['detail']['path']}"
+                for rid, events in audit.items()
+                for e in events
+                if e["kind"] == "tool_started" and e["detail"]["tool"] in ("lookup", "receipt")
+            ),
+        )
+
+    @property
+    def duplicates(self) -> int:
+        """Extra executions of the idempotent tools (a kill landed mid-step)."""
+        return sum(n - 1 for n in self.executions.values())
+
+    def line(self, backend: str, *, kills: int, stalls: int) -> str:
+        """The table line the fault-injection tests print."""
+        return (
+            f"\n[{backend}] continuations={RUNS} workers={WORKERS} kills={kills} stalls={stalls} "
+            f"lost={len(self.lost)} completed_twice={len(self.twice)} "
+            f"transfer_max={max(self.transfers.values(), default=0)} "
+            f"idempotent_duplicates={self.duplicates}"
+        )
+
+    def check(self) -> None:
+        """0 lost, 0 completed twice, the transfer once per run, every extra execution audited."""
+        assert self.lost == [] and self.twice == [], f"lost={self.lost[:5]} twice={self.twice[:5]}"
+        assert max(self.transfers.values()) == 1, "a non-idempotent tool ran twice"
+        for key, runs in self.executions.items():
+            ran = self.started[key]
+            assert ran >= runs, f"{key} ran {runs} times but only {ran} are audited"
 
 
 @pytest.fixture(
@@ -143,31 +195,13 @@ def test_workers_killed_or_stalled_at_random_lose_and_duplicate_nothing(
             proc.send_signal(signal.SIGCONT)
             proc.send_signal(signal.SIGTERM)
         codes = {n: proc.wait(timeout=30) for n, proc in workers.items()}
-    audit = asyncio.run(_audit(url, run_ids))
-    completed = {rid: sum(e["kind"] == "completed" for e in ev) for rid, ev in audit.items()}
-    lost = [rid for rid, n in completed.items() if n == 0]
-    twice = [rid for rid, n in completed.items() if n > 1]
-    book = Ledger(path=ledger_path)
-    transfers = Counter(r["key"] for r in book.runs("transfer"))
-    executions = Counter(r["key"] for tool in ("lookup", "receipt") for r in book.runs(tool))
-    started = Counter(
-        f"{rid}:{e['detail']['path']}"
-        for rid, events in audit.items()
-        for e in events
-        if e["kind"] == "tool_started" and e["detail"]["tool"] in ("lookup", "receipt")
-    )
-    duplicates = sum(n - 1 for n in executions.values())
-    print(
-        f"\n[{backend}] continuations={RUNS} workers={WORKERS} kills={kills} stalls={stalls} "
-        f"lost={len(lost)} completed_twice={len(twice)} "
-        f"transfer_max={max(transfers.values(), default=0)} idempotent_duplicates={duplicates}"
-    )
+    tally = Tally.of(url, run_ids, ledger_path)
+    print(tally.line(backend, kills=kills, stalls=stalls))
     assert kills > 0, "the run finished before any worker was killed; nothing was tested"
     assert stalls > 0, "the run finished before any worker was stalled; nothing was tested"
     woken = {n: code for n, code in codes.items() if n in were_stalled}
     assert set(woken.values()) <= {0}, f"stalled workers did not serve on: {woken}; see {tmp_path}"
-    assert duplicates > 0, "no kill landed mid-step; the audit of extra executions was not tested"
-    assert lost == [] and twice == []
-    assert max(transfers.values()) == 1, "a non-idempotent tool ran twice"
-    for key, runs in executions.items():
-        assert started[key] >= runs, f"{key} ran {runs} times but only {started[key]} are audited"
+    assert tally.duplicates > 0, (
+        "no kill landed mid-step; the audit of extra executions was not tested"
+    )
+    tally.check()

@@ -491,7 +491,12 @@ class DBOSEngine:
         assert self.store is not None and self._worker is not None
         if (await self.store.status(run_id)).state != "unknown":
             return {"next": "again"}  # it ran before this step was recovered: drive it
-        agent = self.agents[agent_name]
+        agent = self.agents.get(agent_name)
+        if agent is None:  # enqueued by a process with other agent definitions
+            raise ConfigurationError(
+                f"No agent named {agent_name!r} among {sorted(self.agents)}; start runs of the "
+                "agents the DBOS workers serve."
+            )
         framework = next(
             (name for name, package in FRAMEWORK_PACKAGES.items()
              if any(c.__module__.split(".")[0] == package for c in type(agent).__mro__)),
@@ -501,10 +506,15 @@ class DBOSEngine:
             raise ConfigurationError(f"Agent {agent_name!r} is of no supported framework.")
         adapter = _adapter_module(framework)
         await self._note(run_id, "", "start")
-        await adapter.run(
-            agent, prompt, keys=self.keys, run_id=run_id, store=self.store,
-            owner=self.executor_id, lease_seconds=self.lease_seconds,
-        )  # fmt: skip
+        try:
+            await adapter.run(
+                agent, prompt, keys=self.keys, run_id=run_id, store=self.store,
+                owner=self.executor_id, lease_seconds=self.lease_seconds,
+            )  # fmt: skip
+        except Exception:
+            if (await self.store.status(run_id)).state == "unknown":
+                raise  # failed before its first checkpoint: the workflow's error says why
+            return {"next": "again"}  # its attempt was settled: drive retries or ends it
         after = await self.store.status(run_id)
         if after.state == "completed":
             await self._note(run_id, after.continuation_id or "", "complete", state="completed")

@@ -18,7 +18,7 @@ from typing import Any
 
 from ._attempts import DEFAULT_BACKOFF_SECONDS, RetryPolicy
 from ._signing import Keyring
-from .cli import DBOS_URL_ENV, ENGINE_ENV, KEYS_ENV, STORE_ENV, _emit, _open, _whoami
+from .cli import DBOS_URL_ENV, KEYS_ENV, STORE_ENV, _emit, _open, _whoami
 from .errors import ConfigurationError, StoreUnavailable
 from .stores import (
     DEFAULT_MAX_ATTEMPTS,
@@ -79,22 +79,9 @@ def add_commands(add: Add, with_store: argparse.ArgumentParser) -> None:
         "(default: 30). DBOS workers expire each at its deadline instead",
     )  # fmt: skip
     worker.add_argument(
-        "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
-        help=f"who runs decided continuations: this worker's own claims (builtin, the default) "
-        f"or DBOS workflows (dbos; extra: dbos). Default: ${ENGINE_ENV} or builtin",
-    )  # fmt: skip
-    worker.add_argument(
         "--executor-id",
         help="with --engine dbos (required, or --owner): this process's stable DBOS executor "
         "id, one per pod or instance; a restart under it recovers its workflows",
-    )
-    worker.add_argument(
-        "--dbos-url", default=os.environ.get(DBOS_URL_ENV),
-        help=f"with --engine dbos: DBOS's system database (default: ${DBOS_URL_ENV}, else the "
-        "store's Postgres database)",
-    )  # fmt: skip
-    worker.add_argument(
-        "--dbos-schema", default="dbos", help="with --engine dbos: DBOS's schema (default: dbos)"
     )
     worker.add_argument(
         "--connect-timeout", type=float, default=30.0,
@@ -214,7 +201,8 @@ def _cmd_worker(args: argparse.Namespace) -> None:
                 concurrency=args.concurrency, polling_seconds=args.poll, keys=keys,
                 lease_seconds=args.lease,
                 on_expired=args.on_expired, allow_unsigned=args.allow_unsigned, retry=policy,
-                system_database_url=args.dbos_url, schema=args.dbos_schema,
+                system_database_url=args.dbos_url or os.environ.get(DBOS_URL_ENV),
+                schema=args.dbos_schema,
                 idle_exit=args.idle_exit,
             )
         )  # fmt: skip

@@ -42,7 +42,7 @@ from .errors import (
     UnknownPath,
     UnsignedContinuation,
 )
-from .stores import STATUSES, SyncStore, open_store
+from .stores import STATUSES, Store, SyncStore, open_store
 
 __all__ = ["main"]
 
@@ -265,16 +265,23 @@ def _open(args: argparse.Namespace) -> SyncStore:
     if not url:
         raise ConfigurationError(f"No store given: pass --store URL or set ${STORE_ENV}.")
     store = open_store(url)
+    bind_engine(store, url, args)
+    return SyncStore(store)
+
+
+def bind_engine(store: Store, url: str, args: argparse.Namespace) -> Store:
+    """Make ``store`` tell the engine of ``--engine`` (``$CONTINUATIONS_ENGINE``) what it makes
+    ready: a decision's or a retry's continuation is enqueued for DBOS workers, say. The
+    built-in engine needs nothing: its workers find ready work in the store."""
     engine = getattr(args, "engine", None) or "builtin"
     if engine != "builtin":
-        # A decision that makes a continuation ready is dispatched to that engine's workers.
         from .worker import load_engine
 
         load_engine(engine).client_dispatcher(
-            store, url, system_database_url=getattr(args, "dbos_url", None)
-            or os.environ.get(DBOS_URL_ENV), schema=getattr(args, "dbos_schema", "dbos"),
+            store, url, system_database_url=args.dbos_url or os.environ.get(DBOS_URL_ENV),
+            schema=args.dbos_schema,
         )  # fmt: skip
-    return SyncStore(store)
+    return store
 
 
 def _whoami() -> str | None:
@@ -397,20 +404,24 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS)
     with_store = argparse.ArgumentParser(add_help=False, parents=[common])
     with_store.add_argument("--store", help=f"store URL (default: ${STORE_ENV})")
+    with_store.add_argument(
+        "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
+        help="who runs decided continuations: the built-in workers (builtin) or DBOS workers "
+        "(dbos, extra: dbos; a decision or retry that makes one ready enqueues its workflow). "
+        f"Default: ${ENGINE_ENV} or builtin",
+    )  # fmt: skip
+    with_store.add_argument(
+        "--dbos-url", default=None,
+        help=f"with --engine dbos: DBOS's system database (default: ${DBOS_URL_ENV}, else the "
+        "store's Postgres database)",
+    )  # fmt: skip
+    with_store.add_argument(
+        "--dbos-schema", default="dbos", help="with --engine dbos: DBOS's schema (default: dbos)"
+    )
     decide = argparse.ArgumentParser(add_help=False, parents=[with_store])
     decide.add_argument("id", help="continuation id")
     decide.add_argument("request", help="request number from `show`, or a JSON array path")
     decide.add_argument("--by", help="who decides (default: your login name)")
-    decide.add_argument(
-        "--engine", choices=["builtin", "dbos"], default=os.environ.get(ENGINE_ENV) or "builtin",
-        help="who is told once the continuation is ready: the built-in workers (builtin) or "
-        f"DBOS workers (dbos: enqueues their workflow). Default: ${ENGINE_ENV} or builtin",
-    )  # fmt: skip
-    decide.add_argument(
-        "--dbos-url", help=f"with --engine dbos: DBOS's system database (default: "
-        f"${DBOS_URL_ENV}, else the store's)",
-    )  # fmt: skip
-    decide.add_argument("--dbos-schema", default="dbos", help="with --engine dbos: its schema")
     decide.add_argument("--comment", help="a note kept with the decision")
     decide.add_argument(
         "--replace",

@@ -563,3 +563,52 @@ def test_an_approval_dbos_could_not_be_told_of_is_kept_and_sent_at_launch(
             return (await store.status(cont.run_id)).state
 
     assert asyncio.run(state()) == "completed"
+
+
+async def test_an_inbox_decision_is_enqueued_for_dbos(dbos_engine: Engine) -> None:
+    """The approval inbox over a store bound to DBOS (``inbox --engine dbos``): approving in
+    it enqueues the resume, a DBOS worker runs it, and the transfer ran once."""
+    from _inbox import app_for, decision_body, person, post_decision
+
+    from continuations_pydantic_ai import run
+
+    engine = dbos_engine
+    fleet_agents.LEDGER.entries.clear()
+    async with engine.serving(fleet_agents.AGENTS), open_store(engine.url) as store:
+        engine.bind(store)
+        outcome = await run(fleet_agents.payer, "pay bob", keys=KEYS, store=store)
+        assert isinstance(outcome, Suspended)
+        cont = outcome.continuation
+        assert fleet_agents.LEDGER.count("transfer") == 0
+        async with person(app_for(store, keys=KEYS), "alice") as alice:
+            response = await post_decision(alice, cont.id, await decision_body(alice, cont.id))
+            assert response.status_code == 200, response.text
+    async with open_store(engine.url) as store:
+        status = await store.status(cont.run_id)
+    assert status.state == "completed"
+    assert fleet_agents.LEDGER.count("transfer") == 1
+    rows = await _workflows(engine, cont.run_id)
+    assert rows == [(f"{cont.run_id}:{cont.seq}", "continuations.resume", "SUCCESS")]
+
+
+def test_a_cli_retry_is_enqueued_for_dbos(dbos_engine: Engine, tmp_path: Path) -> None:
+    """``continuations retry --engine dbos`` of a failed continuation enqueues a new resume
+    workflow (its first one finished when it failed)."""
+    engine = dbos_engine
+
+    async def failed() -> Any:
+        async with engine.serving({}), open_store(engine.url) as store:  # no agents: it fails
+            engine.bind(store)
+            return await fleet_agents.decided_run(store, KEYS)
+
+    cont = asyncio.run(failed())
+    done = subprocess.run(
+        [sys.executable, "-m", "continuations_core", "retry", "--store", engine.url,
+         "--engine", "dbos", "--dbos-schema", str(engine.dbos_schema), cont.id, "--by", "ops"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "warning" not in done.stderr, done.stderr
+    base = f"{cont.run_id}:{cont.seq}"
+    rows = asyncio.run(_workflows(engine, cont.run_id))
+    assert [(r[0], r[2]) for r in rows] == [(base, "SUCCESS"), (f"{base}:1", "ENQUEUED")]

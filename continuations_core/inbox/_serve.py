@@ -153,6 +153,7 @@ def serve(args: argparse.Namespace, url: str) -> None:
         import uvicorn
     except ImportError as exc:
         raise MissingExtra("uvicorn", "inbox") from exc
+    from ..cli import bind_engine
     from ._app import create_inbox_app
 
     keys = Keyring.from_env(KEYS_ENV) if os.environ.get(KEYS_ENV) else None
@@ -161,7 +162,7 @@ def serve(args: argparse.Namespace, url: str) -> None:
         log.warning("serving on %s without --secure-cookies; put HTTPS in front", args.host)
 
     async def main() -> None:
-        async with open_store(url) as store:
+        async with bind_engine(open_store(url), url, args) as store:  # --engine's dispatcher
             app = create_inbox_app(
                 store,
                 authenticate=authenticate,

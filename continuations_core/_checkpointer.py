@@ -124,6 +124,9 @@ class Checkpointer:
     in_flight: dict[str, tuple[str, bool]] = field(default_factory=dict)  # path: (tool, approved)
     #: Calls of the current batch that started and have not ended (a tree step leaves it be).
     running: set[str] = field(default_factory=set)
+    #: Calls whose ``tool_started`` write raised (path: tool): they did not run, though the
+    #: entry may be stored (its answer lost). :meth:`flush` says so before the claim goes.
+    unconfirmed: dict[str, str] = field(default_factory=dict)
     steps: int = 0  # checkpoints written by this attempt
     stepping: bool = False  # a checkpoint write is in flight (it retires the current claim)
     #: The event loop the run (and its store) lives on; sub-agent runs on other loops (in
@@ -373,13 +376,24 @@ class Checkpointer:
         attempt, a shutdown), which stores the run's state itself or repeats at most the
         step in flight.
 
+        A call whose start could not be confirmed (see :meth:`tool_started`) did not run: it
+        is journaled ``tool_suspended`` with ``not_run``, so the next attempt runs it (a
+        non-idempotent call too) instead of answering it "interrupted". If that write fails
+        as well, the next attempt answers it "interrupted": never run twice.
+
         Raises:
             ClaimSuperseded: If the run's claim was taken over; nothing was written.
         """
         self._held_frame = None
-        if self._held_journal:
+        notes: list[tuple[AuditKind, dict[str, Any]]] = [
+            ("tool_suspended", {"path": key, "tool": tool, "not_run": True})
+            for key, tool in self.unconfirmed.items()
+        ]
+        if self._held_journal or notes:
             async with self._write_lock:
-                await self._append(None, self._take_journal(), lambda: None)
+                held = self._take_journal()
+                await self._append(None, [*held, *notes], lambda: None, held=len(held))
+            self.unconfirmed.clear()
 
     async def _write(self, entry: tuple[AuditKind, dict[str, Any]]) -> None:
         """Write journal ``entry`` with what waits (a held step goes in the same transaction)."""
@@ -525,14 +539,24 @@ class Checkpointer:
             approved: Whether a person approved this call (it is then never run again
                 automatically if it raises).
 
+        If the write raises, the call must not run. The entry may have been stored all the
+        same (the store's answer was lost), which would make the next attempt answer the call
+        "interrupted" rather than run it; :meth:`flush` records that it did not run.
+
         Raises:
             ClaimSuperseded: If the run was taken over: the call must not run.
+            StoreUnavailable: If the store failed beyond the retries: the call must not run.
         """
         key = "/".join(path)
         detail: dict[str, Any] = {"path": key, "tool": tool}
         if approved:
             detail["approved"] = True
-        await self._journal("tool_started", detail)
+        try:
+            await self._journal("tool_started", detail)
+        except BaseException:
+            self.unconfirmed[key] = tool
+            raise
+        self.unconfirmed.pop(key, None)
         self.started.add(key)
         self.in_flight[key] = (tool, approved)
         self.running.add(key)

@@ -222,7 +222,10 @@ class Worker:
                 elif once or (idle_exit is not None and loop.time() - idle_since >= idle_exit):
                     break
                 if not started:
+                    busy = bool(running)
                     await self._wait(running, full=slots.locked())
+                    if busy:  # a resume ran until now: idle time starts when it ends
+                        idle_since = loop.time()
         finally:
             for task in running:
                 task.cancel()

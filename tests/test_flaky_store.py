@@ -1,4 +1,5 @@
-"""The flaky-store drain (G14): workers keep serving while a fifth of store calls fail.
+"""Flaky stores (G14): workers keep serving while a fifth of store calls fail, and a lost
+start of an approved call neither drops it nor runs it twice.
 
 Four workers drain 200 decided runs through their own :class:`FlakyStore` wrappers, each
 failing 20% of its calls with ``StoreUnavailable`` (half before the store saw the call, half
@@ -12,18 +13,22 @@ import asyncio
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import fleet_agents
+import g14_agents
 import pytest
 import pytest_asyncio
 from _backends import enter_namespace
 from _faulty import FlakyStore
 
-from continuations_core import Keyring, MemoryStore, Store
-from continuations_core.stores import open_store
+from continuations_core import Keyring, MemoryStore, Store, StoreUnavailable
+from continuations_core._attempts import STORE_RETRIES, RetryPolicy
+from continuations_core.stores import Claim, Segment, open_store
+from continuations_core.stores._records import AuditKind
 from continuations_core.worker import Worker
 
 RUNS = int(os.environ.get("FLAKY_RUNS", "200"))
@@ -98,7 +103,99 @@ async def test_four_workers_drain_through_a_store_failing_a_fifth_of_calls(
         f"lost={RUNS - states['completed']} transfer_runs={sum(transfers.values())} "
         f"transfer_max={max(transfers.values(), default=0)} seconds={elapsed:.1f}"
     )
+    unfinished = {
+        rid: status
+        for rid in run_ids
+        if (status := await reliable.status(rid)).state != "completed"
+    }
+    for rid, status in unfinished.items():
+        print(f"run {rid}: {status.state} after {status.attempts} attempts: {status.last_error}")
+        for event in await reliable.audit(rid):
+            print(f"  {event.at:%H:%M:%S.%f} {event.kind} {event.actor} {event.detail}")
     assert all(alive), "a worker stopped serving"
     assert states["completed"] == RUNS, f"runs not completed: {states}"
     assert max(transfers.values()) == 1, "a non-idempotent tool ran twice"
     assert failures > RUNS, "the wrapper injected too few failures to test anything"
+
+
+class LostStarts(MemoryStore):
+    """Fails the writes that journal ``transfer``'s start, ``failures`` times in a row: after
+    storing them (the answer is lost) or before. With ``lose_note`` every write saying that
+    the call did not run fails before reaching the store."""
+
+    def __init__(self, *, side: str, failures: int, lose_note: bool = False) -> None:
+        super().__init__()
+        self.side, self.left, self.lose_note = side, failures, lose_note
+
+    async def append_step(
+        self,
+        claim: Claim,
+        run_id: str,
+        *,
+        segment: Segment | None = None,
+        journal: Sequence[tuple[AuditKind, dict[str, Any]]] = (),
+        actor: str | None = None,
+    ) -> None:
+        kinds = {
+            (kind, detail.get("tool"), bool(detail.get("not_run"))) for kind, detail in journal
+        }
+        start = ("tool_started", "transfer", False) in kinds and self.left > 0
+        note = ("tool_suspended", "transfer", True) in kinds and self.lose_note
+        if start:
+            self.left -= 1
+        if note or (start and self.side == "before"):
+            raise StoreUnavailable("injected: the write never reached the store")
+        await super().append_step(claim, run_id, segment=segment, journal=journal, actor=actor)
+        if start:
+            raise StoreUnavailable("injected: the write was stored, its answer lost")
+
+
+@pytest.mark.parametrize("framework", ["pydantic-ai", "strands"])
+@pytest.mark.parametrize("side", ["after", "before"])
+async def test_an_approved_call_whose_start_could_not_be_journaled_runs_on_the_next_attempt(
+    framework: str, side: str
+) -> None:
+    """The store fails every retry of the write journaling an approved, non-idempotent
+    call's start, so the call does not run and the attempt fails. The attempt records that the
+    call did not run, and the next attempt runs it once: the run completes with its result,
+    not with the call answered "interrupted" (which would drop the approved transfer)."""
+    g14_agents.LEDGER.entries.clear()
+    store = LostStarts(side=side, failures=STORE_RETRIES + 1)
+    agent = g14_agents.payer if framework == "pydantic-ai" else g14_agents.strands_payer()
+    cont = await g14_agents.decided(agent, store, KEYS)
+    worker = Worker(
+        store, {"payer": agent}, keys=KEYS, owner="w", poll_seconds=0.05,
+        retry=RetryPolicy(backoff=0.05),
+    )  # fmt: skip
+    await asyncio.wait_for(worker.run(install_signals=False, idle_exit=1.0), 60)
+    status = await store.status(cont.run_id)
+    assert store.left == 0, "the start was not failed as often as the store retries"
+    assert status.state == "completed", status
+    assert g14_agents.LEDGER.count("transfer") == 1
+    assert "sent 5 to bob" in str(status.output) and "interrupted" not in str(status.output)
+    events = await store.audit(cont.run_id)
+    kinds = [e.kind for e in events]
+    assert "attempt_failed" in kinds
+    noted = [e for e in events if e.kind == "tool_suspended" and e.detail.get("not_run")]
+    assert [e.detail["tool"] for e in noted] == ["transfer"]
+
+
+@pytest.mark.parametrize("framework", ["pydantic-ai", "strands"])
+async def test_a_call_whose_start_may_be_stored_is_never_run_twice_when_no_note_gets_through(
+    framework: str,
+) -> None:
+    """The same, but the store also loses the note that the call did not run: the next attempt
+    cannot tell that it did not, so it answers the call "interrupted" and never runs it."""
+    g14_agents.LEDGER.entries.clear()
+    store = LostStarts(side="after", failures=STORE_RETRIES + 1, lose_note=True)
+    agent = g14_agents.payer if framework == "pydantic-ai" else g14_agents.strands_payer()
+    cont = await g14_agents.decided(agent, store, KEYS)
+    worker = Worker(
+        store, {"payer": agent}, keys=KEYS, owner="w", poll_seconds=0.05,
+        retry=RetryPolicy(backoff=0.05),
+    )  # fmt: skip
+    await asyncio.wait_for(worker.run(install_signals=False, idle_exit=1.0), 60)
+    status = await store.status(cont.run_id)
+    assert status.state == "completed", status
+    assert g14_agents.LEDGER.count("transfer") == 0
+    assert "interrupted" in str(status.output)

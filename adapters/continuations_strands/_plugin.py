@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import Any
 
 from strands import Agent, Plugin
@@ -57,6 +57,7 @@ from continuations_core.spi import (
     CHECKPOINTER,
     CURRENT_CALL,
     INTERRUPTED_MESSAGE,
+    Checkpointer,
     Clock,
     admitted,
     check_unique_call_ids,
@@ -300,7 +301,10 @@ class Continuations(NestingHooks, Plugin):
                 yield ToolResultEvent(_replayed(tuid, earlier))
                 return
             approved = call_plan is not None and isinstance(call_plan.decision, Approve)
-            await journal(cp, lambda: cp.tool_started(path, name, approved=approved))
+            failed = await _journaled(cp, lambda: cp.tool_started(path, name, approved=approved))
+            if failed is not None:  # the call did not run; the attempt ends after the batch
+                yield ToolResultEvent(_failed(tuid, str(failed)), exception=failed)
+                return
             scope.on_checkpoint = lambda: self._checkpoint_tree(ctx.agent, inv, cp)
         inv.inflight[tuid] = (scope, step, {"round": round_})
         token = CURRENT_CALL.set(scope)
@@ -337,7 +341,10 @@ class Continuations(NestingHooks, Plugin):
                 yield ToolResultEvent(_failed(tuid, str(mismatch)), exception=mismatch)
                 return
             if cp is not None:
-                await journal(cp, lambda: cp.tool_suspended(path, name))
+                failed = await _journaled(cp, lambda: cp.tool_suspended(path, name))
+                if failed is not None:
+                    yield ToolResultEvent(_failed(tuid, str(failed)), exception=failed)
+                    return
             inv.children[tuid] = {
                 "children": scope.children(),
                 "metadata": {**scope.metadata(), "round": round_},
@@ -359,8 +366,28 @@ class Continuations(NestingHooks, Plugin):
             return
         if cp is not None:
             recorded = {"tool_result": t.encode(dict(outcome.tool_result))}
-            await journal(cp, lambda: cp.tool_completed(path, name, recorded))
+            failed = await _journaled(cp, lambda: cp.tool_completed(path, name, recorded))
+            if failed is not None:
+                yield ToolResultEvent(_failed(tuid, str(failed)), exception=failed)
+                return
         yield outcome
+
+
+async def _journaled(
+    cp: Checkpointer, make: Callable[[], Coroutine[Any, Any, None]]
+) -> ContinuationError | None:
+    """Write to the run's journal; a write that fails (the store, a lost claim) fails the run.
+
+    Strands makes whatever a tool raises an error result for the model, and the model would
+    carry on without the call, or run other tools; the run must stop after the batch instead
+    (the checkpointer then records what did not run). Returns the error, if it failed.
+    """
+    try:
+        await journal(cp, make)
+    except ContinuationError as error:
+        fail_run(error)
+        return error
+    return None
 
 
 def _fatal(exception: BaseException | None) -> ContinuationError | None:

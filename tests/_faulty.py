@@ -21,7 +21,10 @@ from continuations_core.stores._base import AuditKind, RunStatus, Status
 
 
 class WrappedStore(Store):
-    """Delegates every call to ``inner``, around :meth:`_before` and :meth:`_after` hooks."""
+    """Delegates every call to ``inner``, around :meth:`_before` and :meth:`_after` hooks.
+
+    Every method of the store protocol is delegated, those with a default too, so the
+    backend's own implementation runs (its atomic ``append_step`` and ``claim_next``)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -89,6 +92,14 @@ class WrappedStore(Store):
 
     async def append_segment(self, segment: Segment, *, claim: Claim) -> None:
         await self._call("append_segment", segment, claim=claim)
+
+    async def append_step(self, claim: Claim, run_id: str, **kwargs: Any) -> None:
+        # The backend's own atomic step write, not the default's one write per part.
+        await self._call("append_step", claim, run_id, **kwargs)
+
+    async def claim_next(self, owner: str, **kwargs: Any) -> Claim | None:
+        # The backend's own atomic pick-and-claim, not the default's scan then claim.
+        return await self._call("claim_next", owner, **kwargs)  # type: ignore[no-any-return]
 
     async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
         return await self._call("claimable", limit=limit, owner=owner)  # type: ignore[no-any-return]

@@ -68,7 +68,7 @@ def _now() -> datetime:
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True, defer_build=True)
 
 
 class Approve(_Model):
@@ -576,9 +576,8 @@ class Continuation(_Model):
         return load(cls, data)
 
 
-PendingCall.model_rebuild()
-ChildRun.model_rebuild()
-Frame.model_rebuild()
+# The models build their validators on first use (``defer_build``), resolving the forward
+# references between them then: importing the package stays cheap (``list``, ``show``).
 
 
 def json_schema() -> dict[str, Any]:

@@ -66,7 +66,7 @@ ERROR_MESSAGE_LIMIT = 2000
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
 
 
 class LastError(_Record):

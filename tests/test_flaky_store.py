@@ -27,7 +27,7 @@ from _faulty import FlakyStore
 
 from continuations_core import Keyring, MemoryStore, Store, StoreUnavailable
 from continuations_core._attempts import STORE_RETRIES, RetryPolicy
-from continuations_core.stores import Claim, Segment, open_store
+from continuations_core.stores import Claim, RunStatus, Segment, open_store
 from continuations_core.stores._records import AuditKind
 from continuations_core.worker import Worker
 
@@ -150,6 +150,20 @@ class LostStarts(MemoryStore):
             raise StoreUnavailable("injected: the write was stored, its answer lost")
 
 
+async def _approved_payer_drained(store: LostStarts, framework: str) -> tuple[str, RunStatus]:
+    """Run the payer of ``framework`` in ``store`` until it asks for the transfer, approve it,
+    and let a worker resume it (retrying failed attempts) until idle; the run id and status."""
+    g14_agents.LEDGER.entries.clear()
+    agent = g14_agents.payer if framework == "pydantic-ai" else g14_agents.strands_payer()
+    cont = await g14_agents.decided(agent, store, KEYS)
+    worker = Worker(
+        store, {"payer": agent}, keys=KEYS, owner="w", poll_seconds=0.05,
+        retry=RetryPolicy(backoff=0.05),
+    )  # fmt: skip
+    await asyncio.wait_for(worker.run(install_signals=False, idle_exit=1.0), 60)
+    return cont.run_id, await store.status(cont.run_id)
+
+
 @pytest.mark.parametrize("framework", ["pydantic-ai", "strands"])
 @pytest.mark.parametrize("side", ["after", "before"])
 async def test_an_approved_call_whose_start_could_not_be_journaled_runs_on_the_next_attempt(
@@ -159,21 +173,13 @@ async def test_an_approved_call_whose_start_could_not_be_journaled_runs_on_the_n
     call's start, so the call does not run and the attempt fails. The attempt records that the
     call did not run, and the next attempt runs it once: the run completes with its result,
     not with the call answered "interrupted" (which would drop the approved transfer)."""
-    g14_agents.LEDGER.entries.clear()
     store = LostStarts(side=side, failures=STORE_RETRIES + 1)
-    agent = g14_agents.payer if framework == "pydantic-ai" else g14_agents.strands_payer()
-    cont = await g14_agents.decided(agent, store, KEYS)
-    worker = Worker(
-        store, {"payer": agent}, keys=KEYS, owner="w", poll_seconds=0.05,
-        retry=RetryPolicy(backoff=0.05),
-    )  # fmt: skip
-    await asyncio.wait_for(worker.run(install_signals=False, idle_exit=1.0), 60)
-    status = await store.status(cont.run_id)
+    run_id, status = await _approved_payer_drained(store, framework)
     assert store.left == 0, "the start was not failed as often as the store retries"
     assert status.state == "completed", status
     assert g14_agents.LEDGER.count("transfer") == 1
     assert "sent 5 to bob" in str(status.output) and "interrupted" not in str(status.output)
-    events = await store.audit(cont.run_id)
+    events = await store.audit(run_id)
     kinds = [e.kind for e in events]
     assert "attempt_failed" in kinds
     noted = [e for e in events if e.kind == "tool_suspended" and e.detail.get("not_run")]
@@ -186,16 +192,8 @@ async def test_a_call_whose_start_may_be_stored_is_never_run_twice_when_no_note_
 ) -> None:
     """The same, but the store also loses the note that the call did not run: the next attempt
     cannot tell that it did not, so it answers the call "interrupted" and never runs it."""
-    g14_agents.LEDGER.entries.clear()
     store = LostStarts(side="after", failures=STORE_RETRIES + 1, lose_note=True)
-    agent = g14_agents.payer if framework == "pydantic-ai" else g14_agents.strands_payer()
-    cont = await g14_agents.decided(agent, store, KEYS)
-    worker = Worker(
-        store, {"payer": agent}, keys=KEYS, owner="w", poll_seconds=0.05,
-        retry=RetryPolicy(backoff=0.05),
-    )  # fmt: skip
-    await asyncio.wait_for(worker.run(install_signals=False, idle_exit=1.0), 60)
-    status = await store.status(cont.run_id)
+    _, status = await _approved_payer_drained(store, framework)
     assert status.state == "completed", status
     assert g14_agents.LEDGER.count("transfer") == 0
     assert "interrupted" in str(status.output)

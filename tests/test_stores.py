@@ -490,6 +490,52 @@ async def test_postgres_stores_starting_together_migrate_once(postgres_url: str)
             await newer.list()
 
 
+def _plan_nodes(plan: dict[str, object]) -> list[dict[str, object]]:
+    """``plan`` and every node under it, depth first."""
+    children = plan.get("Plans", [])
+    assert isinstance(children, list)
+    return [plan, *(node for child in children for node in _plan_nodes(child))]
+
+
+@pytest.mark.postgres
+@pytest.mark.asyncio
+@pytest.mark.parametrize("analyzed", [False, True], ids=["no statistics", "analyzed"])
+async def test_postgres_claim_next_walks_its_index_instead_of_sorting_the_ready_rows(
+    postgres_url: str, analyzed: bool
+) -> None:
+    """The pick of claim_next stops at the first claimable row in index order, whatever the
+    planner knows: a sort of every ready row would make each claim cost O(ready rows)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from continuations_core.stores import _postgres_sql as q
+    from continuations_core.stores.postgres import PostgresStore
+
+    keys = Keyring.generate()
+    schema = _schema_of(postgres_url)
+    async with open_store(postgres_url) as store:
+        assert isinstance(store, PostgresStore)
+        for _ in range(300):  # a new schema: autovacuum has not analyzed it
+            await store.save(make_continuation(keys, leaves=0))
+        async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
+            conn.row_factory = dict_row  # type: ignore[assignment]
+            await conn.execute(f'UPDATE "{schema}".continuations SET status = %s', ("ready",))
+            if analyzed:
+                await conn.execute(f'ANALYZE "{schema}".continuations')
+            params = {**store._claim_next_params("w", 300.0, 5), "skip": []}
+            explain = psycopg.sql.SQL("EXPLAIN (ANALYZE, FORMAT JSON) ") + store._q(q.CLAIM_NEXT)
+            row = await (await conn.execute(explain, params)).fetchone()
+    assert row is not None
+    [root] = row["QUERY PLAN"]
+    [picked] = [n for n in _plan_nodes(root["Plan"]) if n.get("Subplan Name") == "CTE picked"]
+    nodes = _plan_nodes(picked)
+    kinds = [n["Node Type"] for n in nodes]
+    assert "Sort" not in kinds and "Incremental Sort" not in kinds, kinds
+    [scan] = [n for n in nodes if n["Node Type"] == "Index Scan"]
+    assert scan["Index Name"] == "continuations_next"
+    assert scan["Actual Rows"] == 1  # it stopped at the first row
+
+
 @pytest.mark.postgres
 @pytest.mark.asyncio
 async def test_postgres_uses_a_given_pool_or_connection_and_leaves_it_open(

@@ -62,6 +62,11 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     """CREATE TABLE {s}.segments (
         base_id TEXT NOT NULL, idx INTEGER NOT NULL, body TEXT NOT NULL,
         PRIMARY KEY (base_id, idx))""",
+    # claim_next's order in full (updated_at, then pos), so its pick is an index walk that
+    # stops at the first claimable row, not a sort of every ready row.
+    """CREATE INDEX continuations_next ON {s}.continuations (updated_at, pos)
+        WHERE status IN ('ready', 'claimed');
+    DROP INDEX {s}.continuations_claimable""",
 )
 
 BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
@@ -114,19 +119,22 @@ def _iso(ts: LiteralString) -> LiteralString:
 
 # One statement picks the oldest claimable row (locked rows skipped) and claims it, with its
 # audit events. A live claim taken back, or one out of attempts, is only picked ("special"):
-# ``claim`` then applies the exact rules to it (taken_over, or failed).
+# ``claim`` then applies the exact rules to it (taken_over, or failed). The per-status test is
+# one CASE, not an OR of status branches: an OR lets the planner, when the table has no
+# statistics yet (a new schema, a bulk load before autovacuum analyzes it), turn it into a bitmap
+# scan of every ready row and a sort, so each claim cost O(ready rows).
 CLAIM_NEXT: LiteralString = f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
 picked AS MATERIALIZED (
     SELECT c.id, c.status, c.claimed_by, c.lease_until,
         (c.status = 'claimed' AND (c.lease_until IS NULL OR c.lease_until > n.t
             OR c.attempts >= %(max_attempts)s)) AS special
     FROM {{s}}.continuations c, n
-    WHERE c.status IN ('ready', 'claimed') AND c.id <> ALL(%(skip)s::text[]) AND (
-        (c.status = 'ready' AND (c.not_before IS NULL OR c.not_before <= n.t))
-        OR (c.status = 'claimed' AND (c.lease_until <= n.t OR (
+    WHERE c.status IN ('ready', 'claimed') AND c.id <> ALL(%(skip)s::text[]) AND
+        CASE WHEN c.status = 'ready' THEN c.not_before IS NULL OR c.not_before <= n.t
+        ELSE c.lease_until <= n.t OR (
             c.claimed_by = %(owner)s AND COALESCE(c.holder, '') <> ''
             AND split_part(c.holder, '/', 1) <> %(session)s
-            AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)))))
+            AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)) END
     ORDER BY c.updated_at, c.pos LIMIT 1
     FOR UPDATE OF c SKIP LOCKED),
 claimed AS (

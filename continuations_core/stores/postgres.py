@@ -128,6 +128,7 @@ class PostgresStore(RowStore):
         self.schema = schema
         self.channel = f"{schema}_ready"
         self._ident = sql.Identifier(schema)
+        self._queries: dict[str, sql.Composed] = {}
         self._url: str | None = None
         self._pool: Pool | None = None
         self._conn: Connection | None = None
@@ -149,7 +150,11 @@ class PostgresStore(RowStore):
     # -- plumbing ---------------------------------------------------------------------------
 
     def _q(self, template: LiteralString) -> sql.Composed:
-        return sql.SQL(template).format(s=self._ident)
+        """``template`` with ``{s}`` this store's schema, composed once per template."""
+        query = self._queries.get(template)
+        if query is None:
+            query = self._queries[template] = sql.SQL(template).format(s=self._ident)
+        return query
 
     def _unavailable(self, exc: BaseException) -> StoreUnavailable:
         text = scrub(str(exc), self._url) if self._url else str(exc)
@@ -477,11 +482,7 @@ class PostgresStore(RowStore):
         workers never queue behind each other. A live claim taken back by a restarted owner,
         or an abandoned one out of attempts, is claimed through :meth:`claim`'s exact rules.
         """
-        session, explicit, machine = takeback_terms(owner)
-        params: dict[str, Any] = {
-            "owner": owner, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
-            "holder": holder_id(), "session": session, "explicit": explicit, "machine": machine,
-        }  # fmt: skip
+        params = self._claim_next_params(owner, lease_seconds, max_attempts)
         skipped: builtins.list[str] = []
         while True:
             async with self._single() as conn:
@@ -501,6 +502,15 @@ class PostgresStore(RowStore):
                 )
             except (ConflictError, DecisionError, ContinuationNotFound):
                 skipped.append(id)  # its holder is not gone, or another worker won
+
+    @staticmethod
+    def _claim_next_params(owner: str, lease_seconds: float, max_attempts: int) -> dict[str, Any]:
+        """The parameters of ``CLAIM_NEXT`` but ``skip``."""
+        session, explicit, machine = takeback_terms(owner)
+        return {
+            "owner": owner, "lease_seconds": lease_seconds, "max_attempts": max_attempts,
+            "holder": holder_id(), "session": session, "explicit": explicit, "machine": machine,
+        }  # fmt: skip
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

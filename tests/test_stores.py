@@ -389,6 +389,53 @@ def test_sqlite_refuses_a_database_from_a_newer_version(tmp_path: Path) -> None:
 
 
 @pytest.mark.asyncio
+@pytest.mark.parametrize("inline", [True, False], ids=["inline", "on a thread"])
+async def test_a_sqlite_call_waiting_for_another_writer_leaves_the_event_loop_free(
+    tmp_path: Path, inline: bool
+) -> None:
+    """While another process holds the write lock, a save waits on a thread, not on the event
+    loop, and is stored once when the lock is released (an inline attempt that found the lock
+    taken left nothing behind)."""
+    path = tmp_path / "busy.db"
+    cont = make_continuation()
+    async with SQLiteStore(path, inline=inline) as store:
+        await store.list()
+        other = sqlite3.connect(path, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the lock
+        save = asyncio.create_task(store.save(cont))
+        ticks = 0
+        while ticks < 20:  # the loop keeps running other tasks while the save waits
+            await asyncio.sleep(0.01)
+            ticks += 1
+        assert not save.done()
+        other.execute("COMMIT")
+        other.close()
+        stored = await save
+        assert stored.id == cont.id
+        assert [s.id for s in await store.list()] == [cont.id]
+        assert [e.kind for e in await store.audit(cont.run_id)] == ["suspended"]
+
+
+@pytest.mark.asyncio
+async def test_an_inline_sqlite_store_checkpoints_its_wal_into_the_database(
+    tmp_path: Path,
+) -> None:
+    """Calls run inline never checkpoint inside a commit; the store checkpoints on a thread
+    every 128 calls, so the database file itself holds what was written."""
+    path = tmp_path / "wal.db"
+    keys = Keyring.generate()
+    async with SQLiteStore(path) as store:
+        for _ in range(300):
+            await store.save(make_continuation(keys))
+        copy = tmp_path / "copy.db"
+        copy.write_bytes(path.read_bytes())  # the database file without its WAL
+        with sqlite3.connect(copy) as conn:
+            (count,) = conn.execute("SELECT COUNT(*) FROM continuations").fetchone()
+        conn.close()
+    assert 300 - 128 <= count <= 300
+
+
+@pytest.mark.asyncio
 async def test_sqlite_uses_a_given_connection_and_leaves_it_open() -> None:
     """A caller's connection is used as is and stays open after close."""
     conn = sqlite3.connect(":memory:", check_same_thread=False)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import builtins
+import contextlib
 import json
 import os
 import sqlite3
@@ -127,6 +128,9 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     ),
 )
 
+# Calls between two WAL checkpoints of a store that runs calls inline (see SQLiteStore).
+_CHECKPOINT_EVERY = 128
+
 _COLUMNS = (
     "id, run_id, seq, version, status, created_at, updated_at, claimed_by, lease_until, "
     "document, decisions, fence, attempts, not_before, last_error, holder, output"
@@ -180,6 +184,13 @@ class SQLiteStore(RowStore):
         connection: An existing connection to use instead (it is not closed by
             :meth:`close`; open it with ``check_same_thread=False``).
         busy_timeout: Seconds to wait for another process's write lock.
+        inline: Run each call on the caller's thread when it needs no wait (the connection is
+            free and so is the write lock), instead of on a worker thread: one short
+            transaction, without the hand-off to a thread and back. A call that would wait
+            for a lock runs on a thread, as every call does with ``inline=False``; so do the
+            WAL checkpoints (every 128 calls). Only for a connection the store opens. Turn it
+            off if the disk's sync is slow (a network file system): the event loop then never
+            waits for a commit.
 
     Raises:
         StoreUnavailable: If the database cannot be opened or migrated.
@@ -192,11 +203,17 @@ class SQLiteStore(RowStore):
         *,
         connection: sqlite3.Connection | None = None,
         busy_timeout: float = 30.0,
+        inline: bool = True,
     ) -> None:
         if (target is None) == (connection is None):
             raise ConfigurationError("Pass either a path/URL or connection=, not both or neither.")
         self._lock = threading.Lock()
         self._owns = connection is None
+        # Inline calls need the connection to wait for no lock: it rests at busy_timeout 0, and
+        # a call on a thread sets the real timeout for its duration.
+        self._inline = inline and self._owns
+        self._busy_ms = int(busy_timeout * 1000)
+        self._since_checkpoint = 0
         if connection is None:
             assert target is not None
             self.path = sqlite_path(target)
@@ -206,30 +223,87 @@ class SQLiteStore(RowStore):
                 connection = sqlite3.connect(
                     self.path, timeout=busy_timeout, isolation_level=None, check_same_thread=False
                 )
-                connection.execute(f"PRAGMA busy_timeout = {int(busy_timeout * 1000)}")
+                connection.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
                 connection.execute("PRAGMA journal_mode = WAL")
+                if self._inline:
+                    # Checkpoints run on a thread (see _sync), never inside an inline commit.
+                    connection.execute("PRAGMA wal_autocheckpoint = 0")
             except (OSError, sqlite3.Error) as exc:
                 raise StoreUnavailable(f"Cannot open SQLite database {self.path!r}: {exc}") from exc
         else:
             self.path = "<connection>"
         self._conn: sqlite3.Connection | None = connection
-        self._sync(self._migrate)
+        self._sync(self._migrate)  # which leaves an inline store's busy timeout at 0
 
     # -- plumbing ---------------------------------------------------------------------------
 
     def _sync(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` on the connection, waiting for locks up to the busy timeout."""
         with self._lock:
-            if self._conn is None:
+            conn = self._conn
+            if conn is None:
                 raise StoreUnavailable("This SQLiteStore is closed; open a new one.")
             try:
-                return fn(self._conn)
+                if not self._inline:
+                    return fn(conn)
+                conn.execute(f"PRAGMA busy_timeout = {self._busy_ms}")
+                try:
+                    return fn(conn)
+                finally:
+                    self._since_checkpoint += 1
+                    if self._since_checkpoint >= _CHECKPOINT_EVERY:
+                        self._wal_checkpoint(conn)
+                    conn.execute("PRAGMA busy_timeout = 0")
             except sqlite3.Error as exc:
-                raise StoreUnavailable(
-                    f"SQLite error on {self.path!r}: {exc}. Check that the file is writable and "
-                    "not locked for longer than the busy timeout."
-                ) from exc
+                raise self._unavailable(exc) from exc
+
+    def _unavailable(self, exc: sqlite3.Error) -> StoreUnavailable:
+        return StoreUnavailable(
+            f"SQLite error on {self.path!r}: {exc}. Check that the file is writable and "
+            "not locked for longer than the busy timeout."
+        )
+
+    def _wal_checkpoint(self, conn: sqlite3.Connection) -> None:
+        """Copy the WAL into the database without waiting for anyone (PASSIVE)."""
+        self._since_checkpoint = 0
+        with contextlib.suppress(sqlite3.Error):  # done or not, the next one tries again
+            conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+
+    def _now(self, fn: Callable[[sqlite3.Connection], T]) -> tuple[T] | None:
+        """Run ``fn`` on this thread if that needs no wait and return ``(result,)``; None, with
+        nothing done, if it would wait (a lock was held: what ``fn`` began is rolled back)."""
+        if not self._lock.acquire(blocking=False):
+            return None  # a call on a thread has the connection
+        try:
+            conn = self._conn
+            if conn is None:
+                raise StoreUnavailable("This SQLiteStore is closed; open a new one.")
+            try:
+                try:
+                    result = fn(conn)
+                except sqlite3.OperationalError as exc:
+                    busy = exc.sqlite_errorcode & 0xFF in (
+                        sqlite3.SQLITE_BUSY,
+                        sqlite3.SQLITE_LOCKED,
+                    )
+                    if not busy:
+                        raise
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    return None  # another connection holds a lock: wait for it on a thread
+            except sqlite3.Error as exc:
+                raise self._unavailable(exc) from exc
+            self._since_checkpoint += 1
+            return (result,)
+        finally:
+            self._lock.release()
 
     async def _call(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        # The call that reaches _CHECKPOINT_EVERY runs on a thread, which checkpoints after it.
+        if self._inline and self._since_checkpoint < _CHECKPOINT_EVERY - 1:
+            done = self._now(fn)
+            if done is not None:
+                return done[0]
         return await asyncio.to_thread(self._sync, fn)
 
     @staticmethod

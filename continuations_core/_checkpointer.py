@@ -512,9 +512,10 @@ class Checkpointer:
         if key in self.failed:
             error = self.failed[key].get("error") or {}
             raise ApprovedCallFailed(
-                f"The approved call {self.failed[key].get('tool')!r} ({key}) raised "
-                f"{error.get('type')}: {error.get('message')} in an earlier attempt. It is not "
-                "run again automatically: check its effect, then retry the continuation.",
+                f"The approved call {self.failed[key].get('tool')!r} ({key}) did not finish in "
+                f"an earlier attempt: it raised, or was running when its run failed, with "
+                f"{error.get('type')}: {error.get('message')}. It is not run again "
+                "automatically: check its effect, then retry the continuation.",
                 continuation_id=self.claim.id if self.claim is not None else None,
             )
         if key in self.started and not idempotent:
@@ -646,8 +647,9 @@ class Checkpointer:
         if approved:
             key, tool = approved[0]
             failure = ApprovedCallFailed(
-                f"The approved call {tool!r} ({key}) raised {type(error).__name__}: {error}. It "
-                "is not run again automatically: check its effect, then retry the continuation.",
+                f"The approved call {tool!r} ({key}) did not finish: it raised, or was running "
+                f"when its run failed, with {type(error).__name__}: {error}. It is not run "
+                "again automatically: check its effect, then retry the continuation.",
                 continuation_id=claim.id,
             )
         await settle(

@@ -130,6 +130,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
 
 # Calls between two WAL checkpoints of a store that runs calls inline (see SQLiteStore).
 _CHECKPOINT_EVERY = 128
+# Result codes (primary) of a lock another connection holds: an inline call waits on a thread.
+_BUSY = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 
 _COLUMNS = (
     "id, run_id, seq, version, status, created_at, updated_at, claimed_by, lease_until, "
@@ -282,11 +284,8 @@ class SQLiteStore(RowStore):
                 try:
                     result = fn(conn)
                 except sqlite3.OperationalError as exc:
-                    busy = exc.sqlite_errorcode & 0xFF in (
-                        sqlite3.SQLITE_BUSY,
-                        sqlite3.SQLITE_LOCKED,
-                    )
-                    if not busy:
+                    code = getattr(exc, "sqlite_errorcode", None)
+                    if code is None or code & 0xFF not in _BUSY:
                         raise
                     if conn.in_transaction:
                         conn.execute("ROLLBACK")

@@ -75,3 +75,35 @@ async def test_a_tool_start_under_a_superseded_claim_is_refused_and_nothing_is_j
     assert journal == ["lookup:c0"]
     with pytest.raises(ClaimSuperseded):
         cp.replay(("charge:c1",), idempotent=False)
+
+
+async def test_an_approved_call_cut_off_by_its_run_failing_is_not_said_to_have_raised() -> None:
+    """An approved call still running when another error fails the attempt (a sibling's store
+    error) fails the continuation without claiming the call raised; a later attempt says the
+    same, and does not run it."""
+    from continuations_core import ApprovedCallFailed, StoreUnavailable
+
+    store = MemoryStore()
+    cp = Checkpointer(store, "run-4", "w1", None)
+    await cp.step(Frame(framework="test", agent="a"))
+    await cp.tool_started(("transfer:c0",), "transfer", approved=True)
+    await cp.tool_started(("lookup:c1",), "lookup")
+    failure = await cp.failed_attempt(StoreUnavailable("the store went away"))
+    assert isinstance(failure, ApprovedCallFailed)
+    message = str(failure)
+    assert "did not finish" in message and "raised StoreUnavailable" not in message
+    assert "StoreUnavailable: the store went away" in message
+    [record] = await store.list(run_id="run-4")
+    assert record.status == "failed"
+    failed = [e.detail for e in await store.audit("run-4") if e.kind == "tool_failed"]
+    assert [(d["path"], d["approved"]) for d in failed] == [
+        ("transfer:c0", True),
+        ("lookup:c1", False),
+    ]
+
+    again = Checkpointer(store, "run-4", "w2", None)  # what a later attempt reads
+    await again.load_journal()
+    with pytest.raises(ApprovedCallFailed, match="did not finish in an earlier attempt") as later:
+        again.replay(("transfer:c0",), idempotent=False)
+    assert "StoreUnavailable: the store went away" in str(later.value)
+    assert again.replay(("lookup:c1",), idempotent=True) is None  # not approved: may run again

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -85,6 +86,37 @@ async def test_torn_missing_reordered_foreign_and_edited_segments_are_typed_erro
 ) -> None:
     """Every kind of broken chain raises BrokenCheckpoint on every backend, signed or not."""
     await broken_chains_are_refused(store, make_continuation, RAW)
+
+
+@pytest.mark.parametrize("store", BACKEND_PARAMS, indirect=True)
+@pytest.mark.asyncio
+async def test_completing_a_checkpoint_drops_its_segments_and_a_stale_complete_keeps_them(
+    store: Store,  # noqa: F811
+) -> None:
+    """A completion under a superseded claim writes nothing (its segments stay); the live one
+    retires the checkpoint with its segments."""
+    from continuations_core import ClaimSuperseded
+    from continuations_core.testing.store_segments import KEYS, _held, grown
+
+    base, claim, chain = await _held(store, make_continuation, KEYS, lease=0.05)
+    frame = base.root
+    for step in range(1, 3):
+        frame = grown(frame, step)
+        await store.append_segment(chain.next(frame), claim=claim)
+    assert len(await RAW.read(store, base.id)) == 2
+    await asyncio.sleep(0.1)
+    live = await store.claim(base.id, owner="w2")  # the lease expired: taken over
+    with pytest.raises(ClaimSuperseded):
+        await store.complete(claim, output="zombie")
+    assert len(await RAW.read(store, base.id)) == 2
+    stored = await store.get(base.id)
+    assert stored.status == "claimed" and stored.output is None
+    await store.complete(live, output="done")
+    assert await RAW.read(store, base.id) == []
+    stored = await store.get(base.id)
+    assert stored.status == "done" and stored.output == "done"
+    kinds = [e.kind for e in await store.audit(base.run_id)]
+    assert kinds[-2:] == ["resumed", "completed"] and kinds.count("completed") == 1
 
 
 _leaf = st.one_of(

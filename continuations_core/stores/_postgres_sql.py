@@ -16,6 +16,7 @@ __all__ = [
     "CLAIM_COLUMNS",
     "CLAIM_NEXT",
     "COLUMNS",
+    "COMPLETE",
     "DROP_SEGMENTS",
     "FAIL_UNREADABLE",
     "INSERT",
@@ -164,3 +165,24 @@ SEGMENT_AT: LiteralString = """SELECT (SELECT COUNT(*) FROM {s}.segments WHERE b
     (SELECT body FROM {s}.segments WHERE base_id = %s AND idx = %s)"""
 APPEND_SEGMENT: LiteralString = "INSERT INTO {s}.segments (base_id, idx, body) VALUES (%s, %s, %s)"
 DROP_SEGMENTS: LiteralString = "DELETE FROM {s}.segments WHERE base_id = %s"
+
+# One statement completes a continuation still claimed under the given fencing token, with
+# its audit events (``completed`` only when the run ended) and its retired segments, at DB
+# time. No row comes back when the claim no longer holds: ``complete`` then applies the full
+# rules, which raise the precise error.
+COMPLETE: LiteralString = """WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
+done AS (
+    UPDATE {s}.continuations c SET version = c.version + 1, status = 'done', updated_at = n.t,
+        lease_until = NULL, holder = NULL, output = %(output)s
+    FROM n WHERE c.id = %(id)s AND c.status = 'claimed' AND c.fence = %(token)s
+    RETURNING c.id, c.run_id, n.t AS at),
+audited AS (
+    INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor, detail)
+    SELECT d.run_id, d.id, e.kind, d.at, %(actor)s, e.detail
+    FROM done d CROSS JOIN LATERAL (VALUES
+        (1, 'resumed', %(resumed)s::text), (2, 'completed', %(completed)s::text))
+        AS e(n, kind, detail)
+    WHERE e.detail IS NOT NULL
+    ORDER BY e.n),
+dropped AS (DELETE FROM {s}.segments g USING done d WHERE g.base_id = d.id)
+SELECT id FROM done"""

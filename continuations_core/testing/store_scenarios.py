@@ -229,7 +229,13 @@ async def release_and_reclaim(store: Store, make: ContinuationFactory) -> None:
     second = await store.claim(cont.id, owner="w2")
     await raises(AlreadyClaimed, store.release(first), "releasing a lost claim")
     await raises(AlreadyClaimed, store.complete(first), "completing a lost claim")
-    await store.complete(second, next_id="next-continuation")
+    await store.complete(second, next_id="next-continuation", output="not kept")
+    stored = await store.get(cont.id)
+    check(stored.status == "done" and stored.output is None, f"resumed into another: {stored}")
+    last = (await store.audit(cont.run_id))[-1]
+    check(last.kind == "resumed", f"resumed into another continuation ended with {last.kind}")
+    check(last.detail == {"next_id": "next-continuation"}, f"resumed detail {last.detail}")
+    check(last.actor == "w2", f"resumed actor {last.actor}")
 
 
 async def waiting_cannot_claim(store: Store, make: ContinuationFactory) -> None:
@@ -287,6 +293,11 @@ async def audit_order(store: Store, make: ContinuationFactory) -> None:
         check("kind" in event.detail["decision"], f"decided decision {event.detail}")
     check(events[-3].actor == "worker-1", "claimed actor")
     check(events[-1].detail["output"] == {"paid": [100, 200]}, f"output {events[-1].detail}")
+    check(events[-2].detail == {"next_id": None}, f"resumed detail {events[-2].detail}")
+    check(events[-2].actor == events[-1].actor == "worker-1", "resumed and completed actors")
+    stored = await store.get(cont.id)
+    check(stored.output == {"paid": [100, 200]}, f"stored output {stored.output}")
+    check(stored.version == claim.version + 1, f"version {stored.version} after complete")
     check(all(a.at <= b.at for a, b in itertools.pairwise(events)), "time order")
 
 

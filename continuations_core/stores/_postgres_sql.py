@@ -20,6 +20,7 @@ __all__ = [
     "DROP_SEGMENTS",
     "FAIL_UNREADABLE",
     "INSERT",
+    "JOURNAL",
     "MIGRATIONS",
     "READ",
     "READ_LOCKED",
@@ -186,3 +187,20 @@ audited AS (
     ORDER BY e.n),
 dropped AS (DELETE FROM {s}.segments g USING done d WHERE g.base_id = d.id)
 SELECT id FROM done"""
+
+# One statement appends journal events under a claim: the row is locked, and the events are
+# inserted (stamped with the database's clock once the lock is held, in order) only if it is
+# claimed under the token. The claim columns come back either way, for the caller to raise the precise error.
+JOURNAL: LiteralString = """WITH c AS MATERIALIZED (
+    SELECT locked.*, clock_timestamp() AS t FROM (
+        SELECT status, fence, claimed_by FROM {s}.continuations WHERE id = %(id)s FOR UPDATE
+    ) AS locked),
+audited AS (
+    INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor, detail)
+    SELECT e.run_id, e.cid, e.kind, c.t, e.actor, e.detail
+    FROM c CROSS JOIN ROWS FROM (unnest(%(run_ids)s::text[], %(cids)s::text[],
+        %(kinds)s::text[], %(actors)s::text[], %(details)s::text[]))
+        WITH ORDINALITY AS e(run_id, cid, kind, actor, detail, n)
+    WHERE c.status = 'claimed' AND c.fence = %(token)s
+    ORDER BY e.n)
+SELECT status, fence, claimed_by FROM c"""

@@ -391,7 +391,14 @@ class PostgresStore(RowStore):
     async def _fenced(
         self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
     ) -> None:
-        """One transaction that locks the row, reading its claim columns only."""
+        """One transaction that locks the row, reading its claim columns only.
+
+        Without a segment it is one statement (one round trip); the events are then stamped
+        with the database's clock by that statement (``events`` is called for their content).
+        """
+        if segment is None:
+            await self._journal(claim, events(datetime.now(UTC)))
+            return
         async with self._tx() as conn:
             cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
             found = await cur.fetchone()
@@ -406,6 +413,27 @@ class PostgresStore(RowStore):
                 if check_segment(segment, int(count), stored):
                     await conn.execute(self._q(q.APPEND_SEGMENT), (base, index, segment.text))
             await self._record(conn, None, events(_utc(at)))
+
+    async def _journal(self, claim: Claim, events: Events) -> None:
+        """Append ``events`` under ``claim`` in one statement (see ``q.JOURNAL``)."""
+        columns: dict[str, list[Any]] = {
+            "run_ids": [], "cids": [], "kinds": [], "actors": [], "details": []
+        }  # fmt: skip
+        for e in events:
+            columns["run_ids"].append(e.run_id)
+            columns["cids"].append(e.continuation_id)
+            columns["kinds"].append(e.kind)
+            columns["actors"].append(e.actor)
+            columns["details"].append(json.dumps(e.detail))
+        async with self._single() as conn:
+            cur = await conn.execute(
+                self._q(q.JOURNAL), {"id": claim.id, "token": claim.token, **columns}
+            )
+            found = await cur.fetchone()
+        if found is None:
+            raise not_found(claim.id)
+        status, fence, claimed_by = found
+        check_fence(claim.id, status, fence, claimed_by, claim)  # raises: nothing was written
 
     async def _append(
         self,

@@ -19,15 +19,18 @@ left to do, so an expiry takes effect once.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Literal
 
 from ._decisions import EXPIRED_MESSAGE, ExpiryMode
+from ._tracing import count_pending
 from .errors import (
     AlreadyClaimed,
     AlreadyDecided,
     ConflictError,
+    ContinuationError,
     ContinuationExpired,
     ContinuationFailed,
     ContinuationNotFound,
@@ -112,7 +115,12 @@ async def expire_due(
         # write is failed too. Its request is past its deadline, so its resume would fail
         # the same way (G8 expires a call at resume once its deadline passed).
         changed = await store.fail_unreadable(continuation_id, error, actor=EXPIRY_ACTOR)
-        return Expiry("failed", due) if changed else Expiry("nothing")
+        if not changed:
+            return Expiry("nothing")
+        with contextlib.suppress(ContinuationError):  # only a gauge: the failure is stored
+            # As stored: a decision that landed since the read above left the gauge already.
+            count_pending((await store.get(continuation_id)).continuation, -1)
+        return Expiry("failed", due)
     version = record.version
     for path in due:
         denial = cont.deny(path, EXPIRED_MESSAGE, by=EXPIRY_ACTOR).decision_for(path)

@@ -580,6 +580,19 @@ class Continuation(_Model):
 # references between them then: importing the package stays cheap (``list``, ``show``).
 
 
+def build_models(base: type[BaseModel] = _Model) -> None:
+    """Build the validators and serializers of ``base``'s subclasses now, not on first use.
+
+    A long-running process (a worker) calls it before it takes work, so that no claimed
+    continuation waits for them.
+    """
+    todo = list(base.__subclasses__())
+    while todo:
+        model = todo.pop()
+        model.model_rebuild()
+        todo.extend(model.__subclasses__())
+
+
 def json_schema() -> dict[str, Any]:
     """Return the published JSON Schema of continuation and decision documents (G11)."""
     return {

@@ -53,6 +53,7 @@ __all__ = [
     "TraceMode",
     "carrier",
     "claim_span",
+    "count_pending",
     "decide_span",
     "event",
     "mark_tool_suspended",
@@ -60,6 +61,7 @@ __all__ = [
     "recover_span",
     "resume_span",
     "suspend_span",
+    "telemetry_ready",
 ]
 
 #: How a resumed run's span relates to its suspension: linked to it (a new trace in the
@@ -70,12 +72,10 @@ NAME = "agent-continuations"
 
 
 def _version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
+    # The package's own constant: reading the installed metadata takes milliseconds.
+    from . import __version__
 
-    try:
-        return version("agent-continuations")
-    except PackageNotFoundError:  # pragma: no cover - run from a checkout without metadata
-        return "0"
+    return __version__
 
 
 @functools.cache
@@ -121,6 +121,21 @@ class _Metrics:
 def metrics() -> _Metrics:
     """The package's metric instruments (no-ops without an SDK)."""
     return _Metrics()
+
+
+def count_pending(cont: Continuation, delta: int) -> None:
+    """Add ``delta`` to the pending-requests gauge for each undecided request of ``cont``."""
+    decided = {r.path for r in cont.decisions}
+    pending = metrics().pending
+    for path, _, call in cont.leaves():
+        if path not in decided:
+            pending.add(delta, {"continuation.request.kind": call.kind})
+
+
+def telemetry_ready() -> None:
+    """Create the tracer and the metric instruments now, not on first use."""
+    _tracer()
+    metrics()
 
 
 def _run_attributes(run_id: str, continuation_id: str | None = None) -> dict[str, Any]:

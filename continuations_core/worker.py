@@ -45,8 +45,9 @@ from ._attempts import (
 from ._durable import default_owner
 from ._expiry import expire_due
 from ._resume import CLAIMED_RECORD
-from ._schema import Continuation
+from ._schema import Continuation, build_models
 from ._signing import Keyring
+from ._tracing import telemetry_ready
 from .errors import (
     AlreadyClaimed,
     ConfigurationError,
@@ -55,8 +56,17 @@ from .errors import (
     SchemaError,
 )
 from .stores import Claim, Store
+from .stores._records import build_records
 
-__all__ = ["ADAPTERS", "ENGINES", "FRAMEWORK_PACKAGES", "Worker", "load_agents", "load_engine"]
+__all__ = [
+    "ADAPTERS",
+    "ENGINES",
+    "FRAMEWORK_PACKAGES",
+    "Worker",
+    "framework_of",
+    "load_agents",
+    "load_engine",
+]
 
 log = logging.getLogger("continuations.worker")
 
@@ -74,6 +84,15 @@ ENGINES: dict[str, str] = {"dbos": "continuations_dbos"}
 EXPIRY_SWEEP_LIMIT = 1_000
 #: A worker that cannot reach its store waits this long at most before trying again.
 STORE_BACKOFF_MAX_SECONDS = 30.0
+
+
+def framework_of(agent: object) -> str | None:
+    """The framework (a key of :data:`FRAMEWORK_PACKAGES`) whose class ``agent`` is, if any."""
+    packages = {c.__module__.split(".")[0] for c in type(agent).__mro__}
+    for framework, package in FRAMEWORK_PACKAGES.items():
+        if package in packages:
+            return framework
+    return None
 
 
 def load_agents(spec: str) -> dict[str, Any]:
@@ -174,6 +193,7 @@ class Worker:
     resumed: int = 0
     failed: int = 0
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
+    _prepared: bool = field(default=False, repr=False)
 
     def stop(self) -> None:
         """Stop claiming; running resumes are cancelled and their claims released."""
@@ -193,6 +213,7 @@ class Worker:
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stop)
+        await self.prepare()
         slots = asyncio.Semaphore(self.concurrency)
         running: set[asyncio.Task[None]] = set()
         idle_since = loop.time()
@@ -236,6 +257,40 @@ class Worker:
                 log, "worker_stopped", owner=self.owner, resumed=self.resumed, failed=self.failed
             )
         return self.resumed
+
+    async def prepare(self) -> None:
+        """Build, before any claim, what the frameworks build on an agent's first run.
+
+        A framework builds some things lazily, on first use: Pydantic AI its message
+        validator, for one, which takes tens of milliseconds. Built here, the first
+        continuation this worker claims does not hold its lease while they are built, and its
+        resume costs what the next ones do. :meth:`run` calls it before its first claim; an
+        engine that resumes through :meth:`resume_claimed` calls it before it takes work.
+        Calling it again does nothing.
+
+        Each agent's adapter does its part (its ``prepare(agent)``, where it has one). A
+        failure is logged and the worker goes on: the first resume then builds the same
+        things itself.
+        """
+        if self._prepared:
+            return
+        self._prepared = True
+        telemetry_ready()
+        build_models()
+        build_records()
+        for name, agent in self.agents.items():
+            framework = framework_of(agent)
+            if framework is None:
+                continue  # resuming it fails, with a message that says why
+            try:
+                prepare = getattr(_adapter(framework), "prepare", None)
+                if prepare is not None:
+                    await prepare(agent)
+            except Exception as exc:
+                log_event(
+                    log, "prepare_failed", logging.WARNING, owner=self.owner, agent=name,
+                    error=exc,
+                )  # fmt: skip
 
     async def _expire_due(self) -> None:
         """Expire waiting continuations whose undecided requests passed their deadline (G8)."""
@@ -406,8 +461,7 @@ class Worker:
                 "pass the same agent definitions that started the run.",
                 continuation_id=cont.id,
             )
-        package = FRAMEWORK_PACKAGES[framework]
-        if not any(c.__module__.split(".")[0] == package for c in type(agent).__mro__):
+        if framework_of(agent) != framework:
             raise ConfigurationError(
                 f"The agent named {cont.root.agent!r} is a {type(agent).__module__}."
                 f"{type(agent).__qualname__}, but the run was suspended by a {framework} agent. "

@@ -231,3 +231,16 @@ def test_the_seam_documents_and_exports_what_it_lists() -> None:
     missing = [n for n in spi.__all__ if not hasattr(spi, n)]
     undocumented = [n for n in spi.__all__ if f"`{n}`" not in spi.__doc__]
     assert missing == [] and undocumented == []
+
+
+def test_the_package_version_is_the_installed_distribution_version() -> None:
+    """``__version__`` (what spans and metrics carry as their scope's version) is the version
+    the distribution was built and installed with."""
+    import tomllib
+    from importlib.metadata import version
+
+    import continuations_core
+
+    pyproject = Path(__file__).resolve().parent.parent / "pyproject.toml"
+    declared = tomllib.loads(pyproject.read_text())["project"]["version"]
+    assert continuations_core.__version__ == version("agent-continuations") == declared

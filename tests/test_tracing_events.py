@@ -10,7 +10,7 @@ import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -30,7 +30,7 @@ from continuations_core import (
     MalformedContinuation,
     TraceContext,
 )
-from continuations_core.spi import Checkpointer, take_over
+from continuations_core.spi import Checkpointer, expire_due, take_over
 from continuations_core.stores import MemoryStore
 from continuations_core.testing._store_kit import decision, make_continuation
 from continuations_core.testing.conformance import BIG, KEYS, TRANSFER, payer, suspended
@@ -138,6 +138,39 @@ async def test_decisions_are_spans_with_their_context_stored_and_measured() -> N
         ids = [f"{ctx.trace_id:032x}", f"{ctx.span_id:016x}"]
         assert record.trace.traceparent.split("-")[1:3] == ids
         assert span.attributes["gen_ai.conversation.id"] == cont.run_id
+
+
+async def test_requests_leave_the_pending_gauge_when_they_expire_and_come_back_on_retry() -> None:
+    """An expiry that fails a continuation (``raise``) takes its undecided requests off the
+    pending gauge, not the one decided before; a retry, after which they wait for decisions
+    again, puts them back; deciding them brings the gauge back to where it started."""
+    store = MemoryStore()
+    cont = make_continuation(KEYS, leaves=2)
+    kinds = [r.kind for r in cont.requests]
+
+    def gauge() -> dict[str, float]:
+        return {
+            k: _sum("continuations.requests.pending", **{"continuation.request.kind": k})
+            for k in set(kinds)
+        }
+
+    before = gauge()
+    await store.save(cont)
+    last = len(kinds) - 1  # a request without a deadline, decided in time
+    await store.decide(cont.id, decision(cont, last))
+    undecided = kinds[:last]
+    waiting = {k: before[k] + undecided.count(k) for k in before}
+    assert gauge() == waiting
+    late = datetime.now(UTC) + timedelta(days=8)  # past the first transfer's deadline
+    expiry = await expire_due(store, cont.id, on_expired="raise", now=late)
+    assert expiry.outcome == "failed"
+    assert gauge() == before
+    assert (await store.retry(cont.id, by="ops")).status == "waiting"
+    assert gauge() == waiting
+    for i in range(last):
+        await store.decide(cont.id, decision(cont, i))
+    assert (await store.status(cont.run_id)).state == "ready"
+    assert gauge() == before
 
 
 async def test_a_take_over_is_a_recover_span() -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import subprocess
@@ -15,7 +16,7 @@ import fleet_agents
 from continuations_core import ConfigurationError, Keyring
 from continuations_core.stores import open_store
 from continuations_core.testing.spec import Ledger
-from continuations_core.worker import load_agents
+from continuations_core.worker import Worker, load_agents
 
 HERE = Path(__file__).resolve().parent
 KEYS = Keyring.generate("worker")
@@ -181,3 +182,79 @@ def test_a_worker_restarted_under_its_owner_takes_its_claims_back_at_once(tmp_pa
     assert "restarted" in asyncio.run(takeover())
     assert book.count("transfer") == 1
     print(f"\nworker restart under the same owner: completed {elapsed:.2f} s after the restart")
+
+
+_PREPARE_PROBE = """
+import asyncio, json, sys
+import fleet_agents
+from pydantic_ai import ModelMessagesTypeAdapter
+from continuations_core import Continuation, Keyring
+from continuations_core.stores import Claim, open_store
+from continuations_core.worker import Worker
+
+def built():
+    return {
+        "messages": ModelMessagesTypeAdapter.pydantic_complete,
+        "documents": Continuation.__pydantic_complete__,
+        "records": Claim.__pydantic_complete__,
+        "anyio": "anyio._backends._asyncio" in sys.modules,
+    }
+
+async def main(url):
+    async with open_store(url) as store:
+        before = built()
+        [record] = await store.list(status="ready")
+        events = len(await store.audit(record.run_id))
+        worker = Worker(store, fleet_agents.AGENTS, keys=Keyring.from_env(), owner="probe")
+        await worker.prepare()
+        after = built()
+        await worker.prepare()  # again: nothing more to do
+        stored = await store.get(record.id)
+        print(json.dumps({"before": before, "after": after, "status": stored.status,
+                          "version": [record.version, stored.version],
+                          "events": [events, len(await store.audit(record.run_id))]}))
+
+asyncio.run(main(sys.argv[1]))
+"""
+
+
+def test_a_worker_prepares_what_frameworks_build_lazily_without_touching_the_store(
+    tmp_path: Path,
+) -> None:
+    """``Worker.prepare`` builds, in a fresh process, what a first resume would otherwise build
+    while it holds its claim (Pydantic AI's message validator, anyio's backend, the package's
+    own models); it claims nothing and writes nothing."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    asyncio.run(fleet_agents.decided_runs(url, KEYS, 1))
+    probe = subprocess.run(
+        [sys.executable, "-c", _PREPARE_PROBE, url], env=_env(tmp_path),
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert probe.returncode == 0, probe.stderr
+    seen = json.loads(probe.stdout.strip().splitlines()[-1])
+    assert seen["before"] == dict.fromkeys(seen["before"], False), seen
+    assert seen["after"] == dict.fromkeys(seen["after"], True), seen
+    assert seen["status"] == "ready" and seen["version"][0] == seen["version"][1], seen
+    assert seen["events"][0] == seen["events"][1], seen
+    assert Ledger(path=tmp_path / "ledger.jsonl").count("transfer") == 0
+
+
+def test_a_worker_prepares_before_its_first_claim(tmp_path: Path) -> None:
+    """``Worker.run`` prepares once, while every continuation is still unclaimed, then resumes."""
+    url = f"sqlite:///{tmp_path / 'runs.db'}"
+    run_ids = [c.run_id for c in asyncio.run(fleet_agents.decided_runs(url, KEYS, 2))]
+    seen: list[list[str]] = []
+
+    class Probe(Worker):
+        async def prepare(self) -> None:
+            seen.append([r.status for r in await self.store.list(status="ready")])
+            await super().prepare()
+
+    async def drain() -> int:
+        async with open_store(url) as store:
+            worker = Probe(store, fleet_agents.AGENTS, keys=KEYS, owner="probe")
+            return await worker.run(install_signals=False, once=True)
+
+    assert asyncio.run(drain()) == 2
+    assert seen == [["ready", "ready"]]  # both still ready: neither claimed yet
+    assert _completed(url, run_ids) == ["completed"] * 2

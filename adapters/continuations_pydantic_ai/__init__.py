@@ -16,7 +16,7 @@ except ImportError as exc:  # pragma: no cover - exercised without the extra ins
 from continuations_core import Completed, Continuation, Outcome, Suspended, requires_approval
 
 from ._capability import Continuations
-from ._run import resume, resume_run, resume_sync, run, run_sync
+from ._run import prepare, resume, resume_run, resume_sync, run, run_sync
 
 __all__ = [
     "Completed",
@@ -24,6 +24,7 @@ __all__ = [
     "Continuations",
     "Outcome",
     "Suspended",
+    "prepare",
     "requires_approval",
     "resume",
     "resume_run",

@@ -6,6 +6,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import anyio
 from pydantic_ai import Agent
 
 from continuations_core import (
@@ -40,7 +41,7 @@ from . import _translate as t
 from ._capability import Continuations
 from ._nesting import RESUME, Resume
 
-__all__ = ["resume", "resume_run", "resume_sync", "run", "run_sync"]
+__all__ = ["prepare", "resume", "resume_run", "resume_sync", "run", "run_sync"]
 
 
 def _extra_capabilities(agent: Agent[Any, Any]) -> list[Continuations]:
@@ -118,6 +119,24 @@ async def run(
         started_by=started_by,
         on_suspend=on_suspend,
     )
+
+
+async def prepare(agent: Agent[Any, Any]) -> None:
+    """Build what Pydantic AI builds on a process's first run, before a worker claims work.
+
+    Pydantic AI builds its message validator and serializer on first use, and imports anyio's
+    asyncio backend when a run opens its first task group: tens of milliseconds together.
+    :class:`continuations_core.worker.Worker` calls this for each of its agents before its
+    first claim, so its first resume costs what the next ones do. Nothing of ``agent`` runs:
+    no model is called and nothing is written.
+
+    Args:
+        agent: An agent the worker serves; what is built is shared by all of them.
+    """
+    del agent  # what is built is the process's, not one agent's
+    t.build_message_adapter()
+    async with anyio.create_task_group():
+        pass
 
 
 async def resume(

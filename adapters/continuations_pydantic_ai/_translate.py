@@ -76,6 +76,11 @@ def load_messages(data: list[Any]) -> list[ModelMessage]:
     return ModelMessagesTypeAdapter.validate_python(data)
 
 
+def build_message_adapter() -> None:
+    """Build Pydantic AI's message validator and serializer now (it builds them on first use)."""
+    dump_messages(load_messages([]))
+
+
 def dump_usage(usage: RunUsage) -> dict[str, Any]:
     """Serialize run usage."""
     dumped: dict[str, Any] = _USAGE.dump_python(usage, mode="json")

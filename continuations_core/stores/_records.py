@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._schema import Continuation, Request
+from .._schema import Continuation, Request, build_models
 
 __all__ = [
     "DEFAULT_MAX_ATTEMPTS",
@@ -26,6 +26,7 @@ __all__ = [
     "RunStatus",
     "Status",
     "StoredContinuation",
+    "build_records",
     "utcnow",
 ]
 
@@ -67,6 +68,11 @@ ERROR_MESSAGE_LIMIT = 2000
 
 class _Record(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid", defer_build=True)
+
+
+def build_records() -> None:
+    """Build the record models' validators and serializers now, not on first use."""
+    build_models(_Record)
 
 
 class LastError(_Record):

@@ -18,7 +18,7 @@ from typing import Any, TypeAlias, TypeVar
 from .._events import log_event
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
-from .._tracing import carrier, claim_span, decide_span, metrics
+from .._tracing import carrier, claim_span, count_pending, decide_span, metrics
 from ..dispatch import earliest_deadline
 from ..errors import (
     AlreadyClaimed,
@@ -228,11 +228,7 @@ class RowStore(Store):
 
     async def _suspended(self, cont: Continuation) -> None:
         """Tell the dispatcher about a stored suspension: ready, or when it expires."""
-        decided = {r.path for r in cont.decisions}
-        pending = metrics().pending
-        for path, _, call in cont.leaves():
-            if path not in decided:
-                pending.add(1, {"continuation.request.kind": call.kind})
+        count_pending(cont, 1)
         if not cont.undecided:
             await self._dispatch(cont.id, self.dispatcher.ready(cont.id, cont.seq))
             return
@@ -406,6 +402,8 @@ class RowStore(Store):
 
         record = (await self._transact(id, change)).record()
         log_event(log, "retried", continuation=id, run=record.run_id, by=by)
+        if record.status == "waiting":  # its undecided requests wait for decisions again
+            count_pending(record.continuation, 1)
         if record.status == "ready":  # runnable again now: tell the engine, after the commit
             await self._dispatch(id, self.dispatcher.ready(id, record.continuation.seq))
         return record

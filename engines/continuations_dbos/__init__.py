@@ -57,7 +57,7 @@ from continuations_core.errors import (
 )
 from continuations_core.spi import Dispatcher, RetryPolicy, expire_due, new_run_id
 from continuations_core.stores import StoredContinuation, open_store
-from continuations_core.worker import ADAPTERS, FRAMEWORK_PACKAGES, Worker
+from continuations_core.worker import ADAPTERS, Worker, framework_of
 
 __all__ = [
     "APP_NAME",
@@ -340,6 +340,7 @@ class DBOSEngine:
             lease_seconds=self.lease_seconds, allow_unsigned=self.allow_unsigned,
             on_expired=self.on_expired, retry=self.retry,
         )  # fmt: skip
+        await self._worker.prepare()  # before DBOS can hand this executor any workflow
         config: DBOSConfig = {
             "name": APP_NAME, "system_database_url": sys_url,
             "executor_id": self.executor_id, "application_version": APP_VERSION,
@@ -497,11 +498,7 @@ class DBOSEngine:
                 f"No agent named {agent_name!r} among {sorted(self.agents)}; start runs of the "
                 "agents the DBOS workers serve."
             )
-        framework = next(
-            (name for name, package in FRAMEWORK_PACKAGES.items()
-             if any(c.__module__.split(".")[0] == package for c in type(agent).__mro__)),
-            None,
-        )  # fmt: skip
+        framework = framework_of(agent)
         if framework is None:
             raise ConfigurationError(f"Agent {agent_name!r} is of no supported framework.")
         adapter = _adapter_module(framework)

@@ -10,6 +10,7 @@ import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
 from pathlib import Path
+from typing import Any
 
 import pytest
 import pytest_asyncio
@@ -750,3 +751,49 @@ def test_from_url_takes_the_namespace_from_the_query(url: str, where: str, names
     store = open_store(url)
     assert getattr(store, where) == namespace
     SyncStore(store).close()
+
+
+async def _behind_the_store(store: Store, sql: str, *params: object) -> list[tuple[object, ...]]:
+    """Run ``sql`` (``?`` placeholders, ``{s}.`` before table names) on a SQLite or Postgres
+    store's database directly, bypassing the store; return the rows."""
+    if isinstance(store, SQLiteStore):
+        text = sql.replace("{s}.", "")
+        return store._sync(lambda c: [tuple(r) for r in c.execute(text, params).fetchall()])
+    query: Any = sql.replace("?", "%s")
+    async with store._tx() as conn:  # type: ignore[attr-defined]
+        cur = await conn.execute(store._q(query), params)  # type: ignore[attr-defined]
+        return [tuple(r) for r in await cur.fetchall()] if cur.description else []
+
+
+@pytest.mark.parametrize(
+    "store", [p for p in SHARED_PARAMS if p.id in ("sqlite", "postgres")], indirect=True
+)
+@pytest.mark.asyncio
+async def test_a_heartbeat_and_a_completion_read_the_claim_not_the_document(store: Store) -> None:
+    """Under a live claim, a heartbeat and a completion check the claim's columns and write;
+    they do not read or parse the document, so they cost the same however long the run's
+    history is. Shown with a document no reader can parse: both still succeed."""
+    from continuations_core.errors import SchemaError
+
+    cont = await ready(store, make_continuation)
+    claim = await store.claim(cont.id, owner="w1", lease_seconds=30)
+    await _behind_the_store(
+        store, "UPDATE {s}.continuations SET document = ? WHERE id = ?",
+        '{"not": "a continuation"}', cont.id,
+    )  # fmt: skip
+    with pytest.raises(SchemaError):
+        await store.get(cont.id)  # what parsing it would do
+    renewed = await store.heartbeat(claim, lease_seconds=600)
+    assert renewed.lease_until > claim.lease_until and renewed.token == claim.token
+    [(status, version)] = await _behind_the_store(
+        store, "SELECT status, version FROM {s}.continuations WHERE id = ?", cont.id
+    )
+    assert (status, version) == ("claimed", claim.version)
+    await store.complete(renewed, output={"paid": 1})
+    [(status, version)] = await _behind_the_store(
+        store, "SELECT status, version FROM {s}.continuations WHERE id = ?", cont.id
+    )
+    assert (status, version) == ("done", claim.version + 1)
+    events = await store.audit(cont.run_id)
+    assert [e.kind for e in events[-2:]] == ["resumed", "completed"]
+    assert events[-1].detail == {"output": {"paid": 1}} and events[-1].actor == "w1"

@@ -19,6 +19,7 @@ __all__ = [
     "COMPLETE",
     "DROP_SEGMENTS",
     "FAIL_UNREADABLE",
+    "HEARTBEAT",
     "INSERT",
     "JOURNAL",
     "MIGRATIONS",
@@ -187,6 +188,14 @@ audited AS (
     ORDER BY e.n),
 dropped AS (DELETE FROM {s}.segments g USING done d WHERE g.base_id = d.id)
 SELECT id FROM done"""
+
+# One statement extends the lease of a continuation still claimed under the given fencing
+# token, from the database's clock once the row is locked, without reading the document. No
+# row comes back when the claim no longer holds: ``heartbeat`` then applies the full rules.
+HEARTBEAT: LiteralString = """UPDATE {s}.continuations
+SET lease_until = clock_timestamp() + %(lease_seconds)s * interval '1 second'
+WHERE id = %(id)s AND status = 'claimed' AND fence = %(token)s
+RETURNING lease_until"""
 
 # One statement appends journal events under a claim: the row is locked, and the events are
 # inserted (stamped with the database's clock once the lock is held, in order) only if it is

@@ -57,6 +57,7 @@ __all__ = [
     "checkpoint_rows",
     "claim_row",
     "complete_row",
+    "completion_events",
     "decide_row",
     "fail_row",
     "heartbeat_row",
@@ -67,6 +68,7 @@ __all__ = [
     "readable",
     "recorded_event",
     "release_row",
+    "renewed_claim",
     "retry_row",
     "unreadable_failure",
     "utcnow",
@@ -277,8 +279,14 @@ def heartbeat_row(
 ) -> tuple[Row, Claim]:
     """Extend the lease of a claim that still holds (the version does not change)."""
     row.check_claim(claim)
-    until = at + timedelta(seconds=lease_seconds)
-    return replace(row, lease_until=until), claim.model_copy(update={"lease_until": until})
+    renewed = renewed_claim(claim, lease_seconds=lease_seconds, at=at)
+    return replace(row, lease_until=renewed.lease_until), renewed
+
+
+def renewed_claim(claim: Claim, *, lease_seconds: float, at: datetime) -> Claim:
+    """``claim`` with its lease extended to ``lease_seconds`` from ``at`` (once it was checked
+    to hold: :func:`heartbeat_row`, or :func:`check_fence` on the row's claim columns)."""
+    return claim.model_copy(update={"lease_until": at + timedelta(seconds=lease_seconds)})
 
 
 def release_row(row: Row, claim: Claim, *, at: datetime) -> tuple[Row, Events]:
@@ -394,7 +402,21 @@ def complete_row(
     row.check_claim(claim)
     kept = jsonable(output) if next_id is None else None
     new = row._changed(at, status="done", lease_until=None, holder=None, output=kept)
-    events = [new.event("resumed", at, claim.owner, next_id=next_id)]
-    if next_id is None:
-        events.append(new.event("completed", at, claim.owner, output=output))
+    events = completion_events(new.document.run_id, claim, next_id=next_id, output=output, at=at)
     return new, events
+
+
+def completion_events(
+    run_id: str, claim: Claim, *, next_id: str | None, output: Any, at: datetime
+) -> Events:
+    """What completing ``claim`` audits: ``resumed`` and, if the run ended, ``completed``."""
+    events = [
+        recorded_event(run_id, "resumed", at=at, continuation_id=claim.id, actor=claim.owner,
+                       detail={"next_id": next_id})
+    ]  # fmt: skip
+    if next_id is None:
+        events.append(
+            recorded_event(run_id, "completed", at=at, continuation_id=claim.id,
+                           actor=claim.owner, detail={"output": output})
+        )  # fmt: skip
+    return events

@@ -52,11 +52,13 @@ from ._rules import (
     check_fence,
     check_segment,
     checkpoint_rows,
+    completion_events,
     jsonable,
     new_row,
     not_found,
     readable,
     recorded_event,
+    renewed_claim,
     unreadable_failure,
     utcnow,
 )
@@ -424,17 +426,55 @@ class SQLiteStore(RowStore):
 
         return await self._call(run)
 
-    async def _fenced(
-        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`. Reads the claim's columns, not the document: a
+        heartbeat costs the same however long the run's history is."""
+
+        def run(conn: sqlite3.Connection) -> Claim:
+            with _immediate(conn):
+                status, fence, claimed_by, _ = _claim_columns(conn, claim.id)
+                check_fence(claim.id, status, fence, claimed_by, claim)
+                renewed = renewed_claim(claim, lease_seconds=lease_seconds, at=utcnow())
+                conn.execute(
+                    "UPDATE continuations SET lease_until = ? WHERE id = ?",
+                    (_ts(renewed.lease_until), claim.id),
+                )
+                return renewed
+
+        return await self._call(run)
+
+    async def complete(
+        self, claim: Claim, *, next_id: str | None = None, output: Any = None
     ) -> None:
-        claim_sql = "SELECT status, fence, claimed_by FROM continuations WHERE id = ?"
+        """See :meth:`Store.complete`. Reads the claim's columns, not the document."""
+        kept = jsonable(output) if next_id is None else None
+        stored = json.dumps(kept) if kept is not None else None
 
         def run(conn: sqlite3.Connection) -> None:
             with _immediate(conn):
-                found = conn.execute(claim_sql, (claim.id,)).fetchone()
-                if found is None:
-                    raise not_found(claim.id)
-                check_fence(claim.id, found[0], found[1], found[2], claim)
+                status, fence, claimed_by, run_id = _claim_columns(conn, claim.id)
+                check_fence(claim.id, status, fence, claimed_by, claim)
+                at = utcnow()
+                conn.execute(
+                    "UPDATE continuations SET version = version + 1, status = 'done', "
+                    "updated_at = ?, lease_until = NULL, holder = NULL, output = ? WHERE id = ?",
+                    (_ts(at), stored, claim.id),
+                )
+                conn.execute("DELETE FROM segments WHERE base_id = ?", (claim.id,))
+                _audit(conn, completion_events(
+                    run_id, claim, next_id=next_id, output=output, at=at
+                ))  # fmt: skip
+
+        await self._call(run)
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+
+        def run(conn: sqlite3.Connection) -> None:
+            with _immediate(conn):
+                status, fence, claimed_by, _ = _claim_columns(conn, claim.id)
+                check_fence(claim.id, status, fence, claimed_by, claim)
                 if segment is not None:
                     (count,) = conn.execute(
                         "SELECT COUNT(*) FROM segments WHERE base_id = ?", (claim.id,)
@@ -617,6 +657,15 @@ def _rows(
 def _segments(conn: sqlite3.Connection, id: str) -> builtins.list[str]:
     sql = "SELECT body FROM segments WHERE base_id = ? ORDER BY idx"
     return [str(r[0]) for r in conn.execute(sql, (id,)).fetchall()]
+
+
+def _claim_columns(conn: sqlite3.Connection, id: str) -> tuple[str, int, str | None, str]:
+    """Row ``id``'s status, fence, owner and run id: what a write under a claim checks."""
+    sql = "SELECT status, fence, claimed_by, run_id FROM continuations WHERE id = ?"
+    found = conn.execute(sql, (id,)).fetchone()
+    if found is None:
+        raise not_found(id)
+    return str(found[0]), int(found[1]), found[2], str(found[3])
 
 
 def _read(conn: sqlite3.Connection, id: str) -> Row:

@@ -213,6 +213,13 @@ async def single_use_claim(store: Store, make: ContinuationFactory) -> None:
     await raises(AlreadyClaimed, store.decide(cont.id, decision(cont, 0)), "decide when claimed")
     renewed = await store.heartbeat(claim, lease_seconds=600)
     check(renewed.lease_until > claim.lease_until, "heartbeat did not extend the lease")
+    held = await store.get(cont.id)
+    check(held.version == claim.version, f"a heartbeat changed the version to {held.version}")
+    check(
+        held.status == "claimed" and held.lease_until is not None
+        and abs((held.lease_until - renewed.lease_until).total_seconds()) < 0.001,
+        f"stored lease {held.lease_until}, renewed claim's {renewed.lease_until}",
+    )  # fmt: skip
     await store.complete(renewed, output={"paid": 2})
     stored = await store.get(cont.id)
     check(stored.status == "done", f"completed should be done, got {stored.status}")
@@ -229,6 +236,7 @@ async def release_and_reclaim(store: Store, make: ContinuationFactory) -> None:
     second = await store.claim(cont.id, owner="w2")
     await raises(AlreadyClaimed, store.release(first), "releasing a lost claim")
     await raises(AlreadyClaimed, store.complete(first), "completing a lost claim")
+    await raises(AlreadyClaimed, store.heartbeat(first), "a heartbeat of a lost claim")
     await store.complete(second, next_id="next-continuation", output="not kept")
     stored = await store.get(cont.id)
     check(stored.status == "done" and stored.output is None, f"resumed into another: {stored}")

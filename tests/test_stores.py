@@ -18,6 +18,8 @@ from _backends import POSTGRES_URL, REDIS_URL
 from _backends import enter_namespace as _enter
 
 from continuations_core import (
+    Claim,
+    ClaimSuperseded,
     ConfigurationError,
     Continuation,
     ContinuationTampered,
@@ -753,47 +755,82 @@ def test_from_url_takes_the_namespace_from_the_query(url: str, where: str, names
     SyncStore(store).close()
 
 
-async def _behind_the_store(store: Store, sql: str, *params: object) -> list[tuple[object, ...]]:
-    """Run ``sql`` (``?`` placeholders, ``{s}.`` before table names) on a SQLite or Postgres
-    store's database directly, bypassing the store; return the rows."""
+async def _stored_document(store: Store, id: str, text: str | None = None) -> str:
+    """Continuation ``id``'s stored document text, read (and replaced by ``text`` if given)
+    behind the store's back, on a SQLite, Postgres or Redis store."""
     if isinstance(store, SQLiteStore):
-        text = sql.replace("{s}.", "")
-        return store._sync(lambda c: [tuple(r) for r in c.execute(text, params).fetchall()])
-    query: Any = sql.replace("?", "%s")
-    async with store._tx() as conn:  # type: ignore[attr-defined]
-        cur = await conn.execute(store._q(query), params)  # type: ignore[attr-defined]
-        return [tuple(r) for r in await cur.fetchall()] if cur.description else []
+
+        def swap(c: sqlite3.Connection) -> str:
+            [(old,)] = c.execute("SELECT document FROM continuations WHERE id = ?", (id,))
+            if text is not None:
+                c.execute("UPDATE continuations SET document = ? WHERE id = ?", (text, id))
+            return str(old)
+
+        return store._sync(swap)
+    if type(store).__name__ == "PostgresStore":
+        read: Any = "SELECT document FROM {s}.continuations WHERE id = %s"
+        write: Any = "UPDATE {s}.continuations SET document = %s WHERE id = %s"
+        async with store._tx() as conn:  # type: ignore[attr-defined]
+            cur = await conn.execute(store._q(read), (id,))  # type: ignore[attr-defined]
+            [(old,)] = await cur.fetchall()
+            if text is not None:
+                await conn.execute(store._q(write), (text, id))  # type: ignore[attr-defined]
+            return str(old)
+    client = await store._open()  # type: ignore[attr-defined]
+    key = store._k("c", id)  # type: ignore[attr-defined]
+    old = await client.hget(key, "document")
+    if text is not None:
+        await client.hset(key, "document", text)
+    return old.decode() if isinstance(old, bytes) else str(old)
+
+
+async def _unparseable_claimed(store: Store) -> tuple[Continuation, Claim, str]:
+    """A claimed continuation whose stored document can no longer be parsed, and the text it
+    had."""
+    from continuations_core.errors import SchemaError
+
+    cont = await ready(store, make_continuation)
+    claim = await store.claim(cont.id, owner="w1", lease_seconds=30)
+    text = await _stored_document(store, cont.id, '{"not": "a continuation"}')
+    with pytest.raises(SchemaError):
+        await store.get(cont.id)  # what parsing it would do
+    return cont, claim, text
+
+
+@pytest.mark.parametrize("store", SHARED_PARAMS, indirect=True)
+@pytest.mark.asyncio
+async def test_a_heartbeat_reads_the_claim_not_the_document(store: Store) -> None:
+    """A heartbeat checks the claim's columns and extends the lease; it does not read or parse
+    the document, so it costs the same however long the run's history is. Shown with a
+    document no reader can parse: the heartbeat still succeeds, and a lost claim's is refused."""
+    cont, claim, text = await _unparseable_claimed(store)
+    renewed = await store.heartbeat(claim, lease_seconds=600)
+    assert renewed.lease_until > claim.lease_until and renewed.token == claim.token
+    stale = claim.model_copy(update={"token": claim.token - 1})
+    with pytest.raises(ClaimSuperseded):
+        await store.heartbeat(stale)
+    await _stored_document(store, cont.id, text)  # readable again: what was stored?
+    held = await store.get(cont.id)
+    assert held.status == "claimed" and held.version == claim.version
+    assert held.lease_until is not None
+    assert abs((held.lease_until - renewed.lease_until).total_seconds()) < 0.001
 
 
 @pytest.mark.parametrize(
     "store", [p for p in SHARED_PARAMS if p.id in ("sqlite", "postgres")], indirect=True
 )
 @pytest.mark.asyncio
-async def test_a_heartbeat_and_a_completion_read_the_claim_not_the_document(store: Store) -> None:
-    """Under a live claim, a heartbeat and a completion check the claim's columns and write;
-    they do not read or parse the document, so they cost the same however long the run's
-    history is. Shown with a document no reader can parse: both still succeed."""
-    from continuations_core.errors import SchemaError
-
-    cont = await ready(store, make_continuation)
-    claim = await store.claim(cont.id, owner="w1", lease_seconds=30)
-    await _behind_the_store(
-        store, "UPDATE {s}.continuations SET document = ? WHERE id = ?",
-        '{"not": "a continuation"}', cont.id,
-    )  # fmt: skip
-    with pytest.raises(SchemaError):
-        await store.get(cont.id)  # what parsing it would do
-    renewed = await store.heartbeat(claim, lease_seconds=600)
-    assert renewed.lease_until > claim.lease_until and renewed.token == claim.token
-    [(status, version)] = await _behind_the_store(
-        store, "SELECT status, version FROM {s}.continuations WHERE id = ?", cont.id
-    )
-    assert (status, version) == ("claimed", claim.version)
-    await store.complete(renewed, output={"paid": 1})
-    [(status, version)] = await _behind_the_store(
-        store, "SELECT status, version FROM {s}.continuations WHERE id = ?", cont.id
-    )
-    assert (status, version) == ("done", claim.version + 1)
+async def test_a_completion_reads_the_claim_not_the_document(store: Store) -> None:
+    """A completion checks the claim's columns, retires the row and audits; it does not parse
+    the document. Shown with a document no reader can parse."""
+    cont, claim, text = await _unparseable_claimed(store)
+    await store.complete(claim, output={"paid": 1})
     events = await store.audit(cont.run_id)
     assert [e.kind for e in events[-2:]] == ["resumed", "completed"]
     assert events[-1].detail == {"output": {"paid": 1}} and events[-1].actor == "w1"
+    await _stored_document(store, cont.id, text)
+    done = await store.get(cont.id)
+    assert done.status == "done" and done.version == claim.version + 1
+    assert done.output == {"paid": 1}
+    with pytest.raises(ClaimSuperseded):
+        await store.complete(claim)

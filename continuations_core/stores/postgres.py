@@ -546,7 +546,7 @@ class PostgresStore(RowStore):
         """See :meth:`Store.complete`: one statement (one round trip) while the claim holds.
 
         It neither locks and reads the row nor parses its document first. If the claim no
-        longer holds, nothing is written and the full rules run to raise the precise error.
+        longer holds, nothing is written and the claim columns tell why.
         """
         ended = next_id is None
         kept = jsonable(output) if ended else None
@@ -560,22 +560,42 @@ class PostgresStore(RowStore):
             cur = await conn.execute(self._q(q.COMPLETE), params)
             done = await cur.fetchone()
         if done is None:
+            await self._refuse(claim)
             await super().complete(claim, next_id=next_id, output=output)
 
     async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
         """See :meth:`Store.heartbeat`: one statement while the claim holds.
 
         It does not read the document, so a heartbeat costs the same however long the run's
-        history is. If the claim no longer holds, nothing is written and the full rules run
-        to raise the precise error.
+        history is. If the claim no longer holds, nothing is written and the claim columns
+        tell why.
         """
         params = {"id": claim.id, "token": claim.token, "lease_seconds": lease_seconds}
         async with self._single() as conn:
             cur = await conn.execute(self._q(q.HEARTBEAT), params)
             renewed = await cur.fetchone()
         if renewed is None:
+            await self._refuse(claim)
             return await super().heartbeat(claim, lease_seconds=lease_seconds)
         return claim.model_copy(update={"lease_until": _utc(renewed[0])})
+
+    async def _refuse(self, claim: Claim) -> None:
+        """Raise the precise error for a write under ``claim`` that found its row not claimed
+        under its token, from the claim columns alone (an unreadable document does not hide
+        it). Returns only if the claim does hold (it did not a moment ago: the full rules
+        then decide).
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds.
+            ContinuationNotFound: If there is no row ``claim.id``.
+        """
+        async with self._single() as conn:
+            cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
+            found = await cur.fetchone()
+        if found is None:
+            raise not_found(claim.id)
+        status, fence, claimed_by, _ = found
+        check_fence(claim.id, status, fence, claimed_by, claim)
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

@@ -69,6 +69,7 @@ from ._rules import (
     new_row,
     not_found,
     recorded_event,
+    renewed_claim,
     unreadable_failure,
 )
 from ._urls import redact, scrub
@@ -366,16 +367,27 @@ class RedisStore(RowStore):
         claim: Claim | None = await self._atomic(ids, plan, text=text)
         return claim
 
-    async def _fenced(
-        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
-    ) -> None:
-        """WATCH the record and its segments, read the claim fields only, write in one MULTI."""
+    async def _claimed(
+        self,
+        claim: Claim,
+        plan: Callable[[Pipeline, datetime], Awaitable[Callable[[], T]]],
+        *also: str,
+    ) -> T:
+        """A write under ``claim`` that reads the record's claim fields only, never its
+        document: WATCH the record (and the keys ``also``), check the claim holds, then
+        ``plan`` reads what else it needs (at the server's time) and returns what queues its
+        writes; they go in one MULTI. Retried while another writer changes a watched key.
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds; nothing is written.
+            ContinuationNotFound: If there is no record ``claim.id``.
+        """
         client = await self._open()
-        key, seg_key = self._k("c", claim.id), self._k("seg", claim.id)
+        key = self._k("c", claim.id)
         with self._guard():
             for _ in range(_ATTEMPTS):
                 async with client.pipeline(transaction=True) as pipe:
-                    await pipe.watch(key, seg_key)
+                    await pipe.watch(key, *also)
                     status, fence, claimed_by = await pipe.hmget(
                         key, ["status", "fence", "claimed_by"]
                     )
@@ -385,26 +397,58 @@ class RedisStore(RowStore):
                         claim.id, codec.text(status), int(fence or 0),
                         codec.text(claimed_by) if claimed_by is not None else None, claim,
                     )  # fmt: skip
-                    write = False
-                    if segment is not None:
-                        count = int(await pipe.llen(seg_key))
-                        stored = await pipe.lindex(seg_key, segment.index - 1)
-                        there = codec.text(stored) if stored is not None else None
-                        write = check_segment(segment, count, there)
-                    made = events(codec.from_time(await pipe.time()))
+                    queue = await plan(pipe, codec.from_time(await pipe.time()))
                     pipe.multi()  # type: ignore[no-untyped-call]  # unannotated in redis-py
-                    if write and segment is not None:
-                        pipe.rpush(seg_key, segment.text)
-                    for event in made:
-                        pipe.rpush(self._k("audit", event.run_id), event.model_dump_json())
+                    result = queue()
                     try:
                         await pipe.execute()
                     except WatchError:
                         continue
-                    return
+                    return result
         raise ConflictError(
             f"Gave up after {_ATTEMPTS} conflicting writes.", continuation_id=claim.id
         )
+
+    async def _fenced(
+        self, claim: Claim, events: Callable[[datetime], Events], segment: Segment | None
+    ) -> None:
+        """Check the claim fields only, then append the segment and events in one MULTI."""
+        seg_key = self._k("seg", claim.id)
+
+        async def plan(pipe: Pipeline, at: datetime) -> Callable[[], None]:
+            write = False
+            if segment is not None:
+                count = int(await pipe.llen(seg_key))
+                stored = await pipe.lindex(seg_key, segment.index - 1)
+                there = codec.text(stored) if stored is not None else None
+                write = check_segment(segment, count, there)
+            made = events(at)
+
+            def queue() -> None:
+                if write and segment is not None:
+                    pipe.rpush(seg_key, segment.text)
+                for event in made:
+                    pipe.rpush(self._k("audit", event.run_id), event.model_dump_json())
+
+            return queue
+
+        await self._claimed(claim, plan, seg_key)
+
+    async def heartbeat(self, claim: Claim, *, lease_seconds: float = 300.0) -> Claim:
+        """See :meth:`Store.heartbeat`. Reads the claim's fields, not the document: a
+        heartbeat costs the same however long the run's history is."""
+
+        async def plan(pipe: Pipeline, at: datetime) -> Callable[[], Claim]:
+            renewed = renewed_claim(claim, lease_seconds=lease_seconds, at=at)
+
+            def queue() -> Claim:
+                pipe.hset(self._k("c", claim.id), "lease_until", codec.ts(renewed.lease_until))
+                pipe.zadd(self._k("leases"), {claim.id: codec.micros(renewed.lease_until)})
+                return renewed
+
+            return queue
+
+        return await self._claimed(claim, plan)
 
     async def _append(
         self,

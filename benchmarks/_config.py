@@ -35,7 +35,7 @@ class Config:
     histories: tuple[int, ...] = (10, 100, 1000)
     depths: tuple[int, ...] = (0, 1, 3, 10)
     claims: int = 200
-    drain: int = 60
+    drain: int = 300
     races: int = 1000
     workers: tuple[int, ...] = (1, 2, 4)
     import_reps: int = 10
@@ -52,7 +52,7 @@ class Config:
 
 FULL = Config()
 QUICK = Config(
-    steps=(10, 50), histories=(10, 100), depths=(0, 1, 3), claims=100, drain=30, races=300
+    steps=(10, 50), histories=(10, 100), depths=(0, 1, 3), claims=100, drain=100, races=300
 )
 # Tiny sizes: every code path of every figure, in seconds; numbers mean nothing.
 SMOKE = Config(

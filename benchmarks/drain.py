@@ -263,12 +263,13 @@ async def measure(cfg: Config) -> list[Figure]:
             "median over the built-in postgres median at each worker count."
         )
         fig.notes.append(
-            "Start-up: workers of both engines wait at the start barrier while importing the "
-            "agents, before opening the store or launching DBOS, and the window opens at the "
-            "first claim, so the first worker's start-up is excluded. A later DBOS worker's "
-            "launch (connecting, registering the queue, its queue thread starting within 1 s, "
-            "re-enqueueing) can overlap the window; the built-in worker's start-up after the "
-            "barrier is only opening the store."
+            "Start-up: workers of both engines import the agents and prepare them "
+            "(`prepare_agents`, as a worker does before its first claim), then wait at the "
+            "start barrier, before opening the store or launching DBOS; the window opens at "
+            "the first claim, so the first worker's start-up is excluded. A later DBOS "
+            "worker's launch (connecting, registering the queue, its queue thread starting "
+            "within 1 s, re-enqueueing) can overlap the window; the built-in worker's start-up "
+            "after the barrier is opening the store (its `Worker.prepare` finds the work done)."
         )
     for backend, reason in unavailable.items():
         fig.notes.append(f"Not measured: {backend} ({reason}).")

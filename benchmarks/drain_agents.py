@@ -3,18 +3,23 @@
 A trivial pause: the model calls one gated tool, then answers. Tool bodies append to the
 ledger file in ``$BENCH_LEDGER``, so the benchmark can check every continuation ran once.
 
-Importing this module waits for the file ``$BENCH_START`` to exist (a start barrier): every
-worker process of a measurement finishes starting up first, and then all begin claiming at
-once, so the drain rate is not a measure of interpreter start-up.
+Importing this module prepares the agents (``prepare_agents``: what the frameworks and the
+package build on first use, which a worker does before its first claim) and then waits for
+the file ``$BENCH_START`` to exist (a start barrier): every worker process of a measurement
+finishes starting up first, and then all begin claiming at once, so the drain rate is not a
+measure of interpreter start-up. After the barrier, a worker's own ``Worker.prepare`` finds
+that work done.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import time
 from pathlib import Path
 
 from continuations_core.testing.spec import AgentSpec, Call, Ledger, ToolSpec
+from continuations_core.worker import prepare_agents
 
 __all__ = ["AGENTS", "SPEC", "wait_for_start"]
 
@@ -50,4 +55,5 @@ def _agents() -> dict[str, object]:
 
 
 AGENTS = _agents()
+asyncio.run(prepare_agents(AGENTS))
 wait_for_start()

@@ -66,6 +66,7 @@ __all__ = [
     "framework_of",
     "load_agents",
     "load_engine",
+    "prepare_agents",
 ]
 
 log = logging.getLogger("continuations.worker")
@@ -93,6 +94,34 @@ def framework_of(agent: object) -> str | None:
         if package in packages:
             return framework
     return None
+
+
+async def prepare_agents(agents: Mapping[str, Any]) -> dict[str, Exception]:
+    """Build now what the frameworks and this package build on first use; return the agents
+    whose adapter failed to, with the error.
+
+    A framework builds some things lazily: Pydantic AI its message validator, for one, which
+    takes tens of milliseconds. Built before a worker claims anything, the first continuation
+    it claims does not hold its lease while they are built, and its resume costs what the
+    next ones do. Each agent's adapter does its part (its ``prepare(agent)``, where it has
+    one); the package builds its own models and telemetry instruments. Nothing of an agent
+    runs: no model is called and nothing is written.
+    """
+    telemetry_ready()
+    build_models()
+    build_records()
+    failed: dict[str, Exception] = {}
+    for name, agent in agents.items():
+        framework = framework_of(agent)
+        if framework is None:
+            continue  # resuming it fails, with a message that says why
+        try:
+            prepare = getattr(_adapter(framework), "prepare", None)
+            if prepare is not None:
+                await prepare(agent)
+        except Exception as exc:
+            failed[name] = exc
+    return failed
 
 
 def load_agents(spec: str) -> dict[str, Any]:
@@ -261,36 +290,18 @@ class Worker:
     async def prepare(self) -> None:
         """Build, before any claim, what the frameworks build on an agent's first run.
 
-        A framework builds some things lazily, on first use: Pydantic AI its message
-        validator, for one, which takes tens of milliseconds. Built here, the first
-        continuation this worker claims does not hold its lease while they are built, and its
-        resume costs what the next ones do. :meth:`run` calls it before its first claim; an
-        engine that resumes through :meth:`resume_claimed` calls it before it takes work.
-        Calling it again does nothing.
-
-        Each agent's adapter does its part (its ``prepare(agent)``, where it has one). A
-        failure is logged and the worker goes on: the first resume then builds the same
-        things itself.
+        See :func:`prepare_agents`. :meth:`run` calls it before its first claim; an engine
+        that resumes through :meth:`resume_claimed` calls it before it takes work. Calling it
+        again does nothing. A failure is logged and the worker goes on: the first resume then
+        builds the same things itself.
         """
         if self._prepared:
             return
         self._prepared = True
-        telemetry_ready()
-        build_models()
-        build_records()
-        for name, agent in self.agents.items():
-            framework = framework_of(agent)
-            if framework is None:
-                continue  # resuming it fails, with a message that says why
-            try:
-                prepare = getattr(_adapter(framework), "prepare", None)
-                if prepare is not None:
-                    await prepare(agent)
-            except Exception as exc:
-                log_event(
-                    log, "prepare_failed", logging.WARNING, owner=self.owner, agent=name,
-                    error=exc,
-                )  # fmt: skip
+        for name, exc in (await prepare_agents(self.agents)).items():
+            log_event(
+                log, "prepare_failed", logging.WARNING, owner=self.owner, agent=name, error=exc
+            )
 
     async def _expire_due(self) -> None:
         """Expire waiting continuations whose undecided requests passed their deadline (G8)."""

@@ -400,19 +400,14 @@ class PostgresStore(RowStore):
             await self._journal(claim, events(datetime.now(UTC)))
             return
         async with self._tx() as conn:
-            cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
-            found = await cur.fetchone()
-            if found is None:
-                raise not_found(claim.id)
-            status, fence, claimed_by, at = found
-            check_fence(claim.id, status, fence, claimed_by, claim)
+            at = await self._claim_holds(conn, claim)
             if segment is not None:
                 base, index = segment.base, segment.index
                 cur = await conn.execute(self._q(q.SEGMENT_AT), (base, base, index))
                 count, stored = await cur.fetchone() or (0, None)
                 if check_segment(segment, int(count), stored):
                     await conn.execute(self._q(q.APPEND_SEGMENT), (base, index, segment.text))
-            await self._record(conn, None, events(_utc(at)))
+            await self._record(conn, None, events(at))
 
     async def _journal(self, claim: Claim, events: Events) -> None:
         """Append ``events`` under ``claim`` in one statement (see ``q.JOURNAL``)."""
@@ -590,12 +585,23 @@ class PostgresStore(RowStore):
             ContinuationNotFound: If there is no row ``claim.id``.
         """
         async with self._single() as conn:
-            cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
-            found = await cur.fetchone()
+            await self._claim_holds(conn, claim)
+
+    async def _claim_holds(self, conn: Connection, claim: Claim) -> datetime:
+        """Lock row ``claim.id``, check ``claim`` holds from its claim columns alone, and
+        return the database's time once the lock is held.
+
+        Raises:
+            ClaimSuperseded: If ``claim`` no longer holds.
+            ContinuationNotFound: If there is no row ``claim.id``.
+        """
+        cur = await conn.execute(self._q(q.CLAIM_COLUMNS), (claim.id,))
+        found = await cur.fetchone()
         if found is None:
             raise not_found(claim.id)
-        status, fence, claimed_by, _ = found
+        status, fence, claimed_by, at = found
         check_fence(claim.id, status, fence, claimed_by, claim)
+        return _utc(at)
 
     async def wait_ready(self, timeout: float) -> builtins.list[str]:
         """Wait up to ``timeout`` seconds for continuations to become ready; return their ids.

@@ -170,8 +170,8 @@ DROP_SEGMENTS: LiteralString = "DELETE FROM {s}.segments WHERE base_id = %s"
 
 # One statement completes a continuation still claimed under the given fencing token, with
 # its audit events (``completed`` only when the run ended) and its retired segments, at DB
-# time. No row comes back when the claim no longer holds: ``complete`` then applies the full
-# rules, which raise the precise error.
+# time. No row comes back when the claim no longer holds: ``complete`` then reads the claim
+# columns for the precise error.
 COMPLETE: LiteralString = """WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
 done AS (
     UPDATE {s}.continuations c SET version = c.version + 1, status = 'done', updated_at = n.t,
@@ -191,7 +191,8 @@ SELECT id FROM done"""
 
 # One statement extends the lease of a continuation still claimed under the given fencing
 # token, from the database's clock once the row is locked, without reading the document. No
-# row comes back when the claim no longer holds: ``heartbeat`` then applies the full rules.
+# row comes back when the claim no longer holds: ``heartbeat`` then reads the claim columns
+# for the precise error.
 HEARTBEAT: LiteralString = """UPDATE {s}.continuations
 SET lease_until = clock_timestamp() + %(lease_seconds)s * interval '1 second'
 WHERE id = %(id)s AND status = 'claimed' AND fence = %(token)s

@@ -122,10 +122,13 @@ async def resume_root(
     checkpoint: bool | None,
     on_suspend: OnSuspend | None,
     trace: TraceMode = "link",
+    check: Callable[[Continuation], None] | None = None,
 ) -> Outcome[Any]:
     """Adapters' ``resume``: open ``continuation`` (see :func:`open_resume`), then run it.
 
-    ``go(opened)`` returns the framework's run of the root agent from the opened plan. The run
+    ``check`` is the adapter's own refusal of a continuation it cannot resume (another
+    framework's root, a drifted agent); it runs once the signature is verified, before the
+    store is touched. ``go(opened)`` returns the framework's run of the root agent from the opened plan. The run
     is durable through the store the continuation was claimed in, and the store opened for
     single use is closed afterwards. It runs in a ``continuation.resume`` span that links to
     the suspension and to each decision stored with a trace context, or with
@@ -146,6 +149,7 @@ async def resume_root(
             lease_seconds=lease_seconds,
             single_use=single_use,
             checkpoint=checkpoint,
+            check=check,
         )
     except ContinuationExpired:
         _count_expired(continuation, "raise")
@@ -261,8 +265,11 @@ async def open_resume(
     lease_seconds: float,
     single_use: bool,
     checkpoint: bool | None,
+    check: Callable[[Continuation], None] | None = None,
 ) -> Opened:
     """Verify ``cont``, reconcile it with the store, claim it and plan the resume.
+
+    ``check(cont)`` runs right after the signature is verified, before the store is touched.
 
     Raises:
         SignatureError: If the caller's copy or the stored document fails verification.
@@ -274,6 +281,8 @@ async def open_resume(
             between the checks and the claim.
     """
     cont.verify(keys, allow_unsigned=allow_unsigned)
+    if check is not None:
+        check(cont)
     owns = False
     if store is None:
         if claim is not None:

@@ -15,7 +15,9 @@ import fleet_agents
 
 from continuations_core import ConfigurationError, Keyring
 from continuations_core.stores import open_store
-from continuations_core.testing.spec import Ledger
+from continuations_core.testing._store_kit import decision
+from continuations_core.testing.conformance import BIG, payer, suspended
+from continuations_core.testing.spec import Call, Harness, Ledger
 from continuations_core.worker import Worker, load_agents
 
 HERE = Path(__file__).resolve().parent
@@ -258,3 +260,40 @@ def test_a_worker_prepares_before_its_first_claim(tmp_path: Path) -> None:
     assert asyncio.run(drain()) == 2
     assert seen == [["ready", "ready"]]  # both still ready: neither claimed yet
     assert _completed(url, run_ids) == ["completed"] * 2
+
+
+class CountingKeyring(Keyring):
+    """A keyring that counts the signatures it checks."""
+
+    checked = 0
+
+    def verify(self, payload: bytes, kid: str, mac: str, *, continuation_id: str | None) -> None:
+        type(self).checked += 1
+        super().verify(payload, kid, mac, continuation_id=continuation_id)
+
+
+def test_a_worker_checks_a_claimed_continuations_signature_once(
+    harness: Harness, tmp_path: Path
+) -> None:
+    """A worker's resume verifies the claimed document once, and the adapter's checks still run.
+
+    The adapter's own refusals (another framework's root, a drifted agent) run on the verified
+    document inside the one verification, not after a second one.
+    """
+    keys = CountingKeyring({"count": b"worker-count-key-0123456789abcdef"})
+    ledger = Ledger()
+    agent = harness.build(payer(Call("transfer", BIG)), ledger)
+
+    async def go() -> None:
+        async with open_store(f"sqlite:///{tmp_path / 'runs.db'}") as store:
+            cont = suspended(await harness.run(agent, "go", keys=keys, store=store))
+            for index in range(len(cont.requests)):
+                await store.decide(cont.id, decision(cont, index, by="ops"))
+            CountingKeyring.checked = 0
+            worker = Worker(store, {"payer": agent}, keys=keys, owner="w")
+            assert await worker.run(install_signals=False, once=True) == 1
+            assert CountingKeyring.checked == 1
+            assert (await store.status(cont.run_id)).state == "completed"
+
+    asyncio.run(go())
+    assert ledger.count("transfer") == 1

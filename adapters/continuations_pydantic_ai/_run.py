@@ -196,10 +196,12 @@ async def resume(
     Returns:
         ``Completed`` or, if the run suspends again, ``Suspended`` with a higher ``seq``.
     """
-    # Checks that need only the (signed) document run before the store is touched.
-    continuation.verify(keys, allow_unsigned=allow_unsigned)
-    _check_root(agent, FramePlan(frame=continuation.root, path=()))
-    _check_consistent(continuation)
+
+    def check(verified: Continuation) -> None:
+        # Checks that need only the (signed) document: run once it is verified, before the
+        # store is touched.
+        _check_root(agent, FramePlan(frame=verified.root, path=()))
+        _check_consistent(verified)
 
     def go(opened: Opened) -> Callable[[], Awaitable[Outcome[Any]]]:
         plan, truth = opened.plan, opened.continuation
@@ -247,6 +249,7 @@ async def resume(
         checkpoint=checkpoint,
         on_suspend=on_suspend,
         trace=trace,
+        check=check,
     )
 
 

@@ -176,8 +176,9 @@ async def resume(
     ``trace="continue"`` continues the suspension's trace instead of linking to it.
     """
     _plugin_of(agent)
-    continuation.verify(keys, allow_unsigned=allow_unsigned)
-    _check_root(agent, FramePlan(frame=continuation.root, path=()))
+
+    def check(verified: Continuation) -> None:  # once verified, before the store is touched
+        _check_root(agent, FramePlan(frame=verified.root, path=()))
 
     def go(opened: Opened) -> Callable[[], Awaitable[Outcome[Any]]]:
         plan, truth = opened.plan, opened.continuation
@@ -229,6 +230,7 @@ async def resume(
         checkpoint=checkpoint,
         on_suspend=on_suspend,
         trace=trace,
+        check=check,
     )
 
 

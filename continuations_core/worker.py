@@ -55,7 +55,7 @@ from .errors import (
     ContinuationFailed,
     SchemaError,
 )
-from .stores import Claim, Store
+from .stores import Claim, Store, StoredContinuation
 from .stores._records import build_records
 
 __all__ = [
@@ -339,15 +339,15 @@ class Worker:
         while not self._stop.is_set() and not slots.locked():
             await slots.acquire()
             try:
-                claim = await self._claim_next()
+                found = await self._claim_next()
             except BaseException:
                 slots.release()
                 raise
-            if claim is None:
+            if found is None:
                 slots.release()
                 return started
             started = True
-            task = asyncio.create_task(self._resume(claim))
+            task = asyncio.create_task(self._resume(*found))
             running.add(task)
 
             def done(finished: asyncio.Task[None]) -> None:
@@ -381,15 +381,16 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
 
-    async def _claim_next(self) -> Claim | None:
-        """Claim the next claimable continuation (one atomic store step); None if none is.
+    async def _claim_next(self) -> tuple[Claim, StoredContinuation] | None:
+        """Claim the next claimable continuation and read it; None if none is claimable.
 
-        Also takes back claims held under this owner's name by a process that is gone (a
-        restarted worker). One that cannot be claimed is settled here and the next one tried.
+        One atomic store step claims it (with its read, on Postgres and SQLite). Also takes
+        back claims held under this owner's name by a process that is gone (a restarted
+        worker). One that cannot be claimed, or read, is settled here and the next one tried.
         """
         while True:
             try:
-                claim = await self.store.claim_next(
+                found = await self.store.claim_next_record(
                     self.owner, lease_seconds=self.lease_seconds,
                     max_attempts=self.retry.max_attempts,
                 )  # fmt: skip
@@ -406,7 +407,7 @@ class Worker:
                     raise
                 await self._fail_unreadable(exc.continuation_id, exc)
                 continue
-            return claim
+            return found
 
     async def _fail_unreadable(self, cid: str, error: SchemaError) -> None:
         """Fail a record written by a newer version, or edited, without parsing it; go on."""
@@ -431,11 +432,13 @@ class Worker:
         """
         await self._resume(claim)
 
-    async def _resume(self, claim: Claim) -> None:
+    async def _resume(self, claim: Claim, record: StoredContinuation | None = None) -> None:
+        """Resume the continuation ``claim`` holds; ``record`` is it as read with the claim."""
         token = RETRY_POLICY.set(self.retry)
         try:
             try:
-                record = await with_retries(lambda: self.store.get(claim.id), what="loading")
+                if record is None:
+                    record = await with_retries(lambda: self.store.get(claim.id), what="loading")
             except SchemaError as exc:  # claimed without parsing it
                 await self._fail_unreadable(claim.id, exc)
                 return

@@ -834,3 +834,29 @@ async def test_a_completion_reads_the_claim_not_the_document(store: Store) -> No
     assert done.output == {"paid": 1}
     with pytest.raises(ClaimSuperseded):
         await store.complete(claim)
+
+
+@pytest.mark.parametrize("store", SHARED_PARAMS, indirect=True)
+@pytest.mark.asyncio
+async def test_claim_next_record_names_an_unreadable_record_and_keeps_its_claim(
+    store: Store,
+) -> None:
+    """A claimed record that cannot be parsed raises SchemaError naming it, after the claim
+    committed: the claim holds (no other worker takes it meanwhile) and the caller fails it
+    without parsing it; the next call claims the next record."""
+    from continuations_core.errors import SchemaError
+
+    bad = await ready(store, make_continuation)
+    text = await _stored_document(store, bad.id, '{"not": "a continuation"}')
+    good = await ready(store, make_continuation)
+    with pytest.raises(SchemaError) as raised:
+        await store.claim_next_record("w1", lease_seconds=60)
+    assert raised.value.continuation_id == bad.id
+    assert await store.fail_unreadable(bad.id, raised.value, actor="w1")
+    found = await store.claim_next_record("w1", lease_seconds=60)
+    assert found is not None and found[0].id == good.id and found[1].id == good.id
+    assert await store.claim_next_record("w2") is None
+    await _stored_document(store, bad.id, text)  # readable again: what was stored?
+    failed = await store.get(bad.id)
+    assert failed.status == "failed" and failed.fence == 1 and failed.claimed_by == "w1"
+    assert [e.kind for e in await store.audit(bad.run_id)][-2:] == ["claimed", "failed"]

@@ -15,6 +15,7 @@ __all__ = [
     "CLAIMABLE",
     "CLAIM_COLUMNS",
     "CLAIM_NEXT",
+    "CLAIM_NEXT_READ",
     "COLUMNS",
     "COMPLETE",
     "DROP_SEGMENTS",
@@ -126,7 +127,9 @@ def _iso(ts: LiteralString) -> LiteralString:
 # one CASE, not an OR of status branches: an OR lets the planner, when the table has no
 # statistics yet (a new schema, a bulk load before autovacuum analyzes it), turn it into a bitmap
 # scan of every ready row and a sort, so each claim cost O(ready rows).
-CLAIM_NEXT: LiteralString = f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
+def _claim_next(returning: LiteralString, select: LiteralString) -> LiteralString:
+    """``CLAIM_NEXT`` with the claimed row's ``returning`` columns and the final ``select``."""
+    return f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
 picked AS MATERIALIZED (
     SELECT c.id, c.status, c.claimed_by, c.lease_until,
         (c.status = 'claimed' AND (c.lease_until IS NULL OR c.lease_until > n.t
@@ -146,7 +149,7 @@ claimed AS (
         lease_until = n.t + %(lease_seconds)s * interval '1 second', fence = c.fence + 1,
         attempts = c.attempts + 1, not_before = NULL, holder = %(holder)s
     FROM picked p, n WHERE c.id = p.id AND NOT p.special
-    RETURNING c.id, c.run_id, c.version, c.lease_until, c.fence, c.attempts, n.t AS at,
+    RETURNING {returning}, n.t AS at,
         p.status AS was, p.claimed_by AS was_owner, p.lease_until AS was_lease),
 audited AS (
     INSERT INTO {{s}}.audit (run_id, continuation_id, kind, at, actor, detail)
@@ -158,8 +161,25 @@ audited AS (
             'token', x.fence, 'attempt', x.attempts)::text)) AS e(n, kind, detail)
     WHERE e.n = 2 OR x.was = 'claimed'
     ORDER BY e.n)
-SELECT p.id, p.special, x.version, x.lease_until, x.fence, x.attempts
+SELECT {select}
 FROM picked p LEFT JOIN claimed x ON x.id = p.id"""
+
+
+CLAIM_NEXT: LiteralString = _claim_next(
+    "c.id, c.run_id, c.version, c.lease_until, c.fence, c.attempts",
+    "p.id, p.special, x.version, x.lease_until, x.fence, x.attempts",
+)
+# The same, returning the claimed row as ``READ_SEGMENTED`` reads it (its columns after the
+# claim, and its segments): a worker's claim and read in one round trip. The segments come
+# from the statement's snapshot; an append to them holds the row's lock, which the claim
+# skips (``SKIP LOCKED``), so none can be half seen.
+CLAIM_NEXT_READ: LiteralString = _claim_next(
+    "c.*",
+    "p.id AS picked, p.special, "
+    + ", ".join(f"x.{column.strip()}" for column in COLUMNS.split(","))
+    + ", ARRAY(SELECT g.body FROM {s}.segments g WHERE g.base_id = x.id ORDER BY g.idx) "
+    "AS segments",
+)
 CLAIM_COLUMNS: LiteralString = """SELECT status, fence, claimed_by, clock_timestamp()
     FROM {s}.continuations
     WHERE id = %s FOR UPDATE"""

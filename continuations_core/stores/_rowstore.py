@@ -37,6 +37,7 @@ from ._base import (
     Status,
     Store,
     StoredContinuation,
+    read_claimed,
 )
 from ._owners import holder_id, takeover_reason
 from ._rules import (
@@ -301,27 +302,69 @@ class RowStore(Store):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim | None:
         """See :meth:`Store.claim_next`, in a ``continuation.claim`` span."""
+        found = await self._spanned_claim_next(owner, lease_seconds, max_attempts, read=False)
+        return found[0] if found is not None else None
+
+    async def claim_next_record(
+        self,
+        owner: str,
+        *,
+        lease_seconds: float = 300.0,
+        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
+    ) -> tuple[Claim, StoredContinuation] | None:
+        """See :meth:`Store.claim_next_record`; the claim in a ``continuation.claim`` span."""
+        found = await self._spanned_claim_next(owner, lease_seconds, max_attempts, read=True)
+        if found is None:
+            return None
+        claim, parse = found
+        # Parsed after the claim committed: an unreadable record raises SchemaError naming it,
+        # under a claim the caller then fails it with.
+        return claim, parse() if parse is not None else await read_claimed(self, claim)
+
+    async def _spanned_claim_next(
+        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         with claim_span(owner) as span:
             try:
-                claim = await self._claim_next(
-                    owner, lease_seconds=lease_seconds, max_attempts=max_attempts
-                )
+                if read:
+                    found = await self._claim_next_read(
+                        owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                    )
+                else:
+                    claim = await self._claim_next(
+                        owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+                    )
+                    found = (claim, None) if claim is not None else None
             except BaseException as exc:
                 span.set_attribute("continuation.claim.result", _claim_result(exc))
                 raise
-            if claim is None:
+            if found is None:
                 span.set_attribute("continuation.claim.result", "empty")
                 return None
             span.set_attribute("continuation.claim.result", "claimed")
-            span.set_attribute("continuation.id", claim.id)
-            span.set_attribute("continuation.claim.token", claim.token)
-            return claim
+            span.set_attribute("continuation.id", found[0].id)
+            span.set_attribute("continuation.claim.token", found[0].token)
+            return found
 
     @abstractmethod
     async def _claim_next(
         self, owner: str, *, lease_seconds: float, max_attempts: int
     ) -> Claim | None:
         """See :meth:`Store.claim_next`: the backend's one atomic pick-and-claim."""
+
+    async def _claim_next_read(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """:meth:`_claim_next`, with the claimed record's parser if the backend read it.
+
+        A backend that reads the claimed row and its segments with the claim (one round trip)
+        returns a function that parses them (raising ``SchemaError`` naming the record); this
+        default returns none, and :meth:`claim_next_record` then gets the record.
+        """
+        claim = await self._claim_next(
+            owner, lease_seconds=lease_seconds, max_attempts=max_attempts
+        )
+        return (claim, None) if claim is not None else None
 
     async def _claim(
         self,

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -337,7 +338,7 @@ class PostgresStore(RowStore):
             found = await cur.fetchone()
         if found is None:
             raise not_found(id)
-        return _row(found).record(found["segments"])
+        return _record(found)
 
     async def list(
         self, *, status: Status | None = None, run_id: str | None = None, limit: int = 100
@@ -356,7 +357,7 @@ class PostgresStore(RowStore):
         async with self._single() as conn, conn.cursor(row_factory=dict_row) as cur:
             await cur.execute(query, (*filters.values(), max(int(limit), 0)))
             found = await cur.fetchall()
-        return [_row(r).record(r["segments"]) for r in found]
+        return [_record(r) for r in found]
 
     async def _checkpoint(
         self,
@@ -505,26 +506,43 @@ class PostgresStore(RowStore):
         workers never queue behind each other. A live claim taken back by a restarted owner,
         or an abandoned one out of attempts, is claimed through :meth:`claim`'s exact rules.
         """
+        found = await self._pick(owner, lease_seconds, max_attempts, read=False)
+        return found[0] if found is not None else None
+
+    async def _claim_next_read(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """:meth:`_claim_next` whose statement also returns the claimed row and its segments."""
+        return await self._pick(owner, lease_seconds, max_attempts, read=True)
+
+    async def _pick(
+        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         params = self._claim_next_params(owner, lease_seconds, max_attempts)
         skipped: builtins.list[str] = []
+        query = self._q(q.CLAIM_NEXT_READ if read else q.CLAIM_NEXT)
         while True:
-            async with self._single() as conn:
-                cur = await conn.execute(self._q(q.CLAIM_NEXT), {**params, "skip": skipped})
+            async with self._single() as conn, conn.cursor(row_factory=dict_row) as cur:
+                await cur.execute(query, {**params, "skip": skipped})
                 found = await cur.fetchone()
             if found is None:
                 return None
-            id, special, version, lease_until, token, attempt = found
-            if not special:
-                return Claim(
-                    id=id, version=version, owner=owner, lease_until=_utc(lease_until),
-                    token=token, attempt=attempt,
+            id = found["picked" if read else "id"]
+            if not found["special"]:
+                claim = Claim(
+                    id=id, version=found["version"], owner=owner,
+                    lease_until=_utc(found["lease_until"]), token=found["fence"],
+                    attempt=found["attempts"],
                 )  # fmt: skip
+                return claim, functools.partial(_record, found) if read else None
             try:  # raises ContinuationFailed once it is stored failed (out of attempts)
-                return await self.claim(
+                claim = await self.claim(
                     id, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
                 )
             except (ConflictError, DecisionError, ContinuationNotFound):
                 skipped.append(id)  # its holder is not gone, or another worker won
+                continue
+            return claim, None  # read with ``get``
 
     @staticmethod
     def _claim_next_params(owner: str, lease_seconds: float, max_attempts: int) -> dict[str, Any]:
@@ -675,6 +693,11 @@ async def _clock(conn: Connection) -> datetime:
 
 def _utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
+
+
+def _record(r: dict[str, Any]) -> StoredContinuation:
+    """The stored record of row ``r`` read with its segments (``READ_SEGMENTED``'s columns)."""
+    return _row(r).record(r["segments"])
 
 
 def _row(r: dict[str, Any]) -> Row:

@@ -28,7 +28,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from .._decisions import load_records
 from .._schema import Continuation, DecisionRecord
@@ -564,6 +564,18 @@ class SQLiteStore(RowStore):
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim | None:
         """See :meth:`Store.claim_next`: picked and claimed in one ``BEGIN IMMEDIATE``."""
+        found = await self._pick(owner, lease_seconds, max_attempts, read=False)
+        return found[0] if found is not None else None
+
+    async def _claim_next_read(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """:meth:`_claim_next`, also reading the claimed row and its segments in its transaction."""
+        return await self._pick(owner, lease_seconds, max_attempts, read=True)
+
+    async def _pick(
+        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         # Only the columns the rules need: a document is parsed only for a live claim taken
         # back or one out of attempts (claim_first then applies the full rules).
         sql = (
@@ -581,43 +593,55 @@ class SQLiteStore(RowStore):
             "claimed_by = ?, lease_until = ?, fence = ?, attempts = ?, not_before = NULL, "
             "holder = ? WHERE id = ? AND version = ?"
         )
+        one = f"SELECT {_COLUMNS} FROM continuations WHERE id = ?"
         holder = holder_id()
 
-        def run(conn: sqlite3.Connection) -> Claim | ContinuationFailed | None:
+        def run(conn: sqlite3.Connection) -> tuple[Claim | ContinuationFailed | None, Raw | None]:
             with _immediate(conn):
-                at = utcnow()
-                cursor = conn.execute(sql, (_ts(at), _ts(at), owner))
-                for id, run_id, status, held_by, lease, version, fence, attempts in cursor:
-                    plain = plain_claim(
-                        id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),
-                        version=version, fence=fence, attempts=attempts, owner=owner,
-                        lease_seconds=lease_seconds, max_attempts=max_attempts, at=at,
-                    )  # fmt: skip
-                    if plain is not None:
-                        cursor.close()
-                        claim, events = plain
-                        conn.execute(update, (
-                            claim.version, _ts(at), owner, _ts(claim.lease_until), claim.token,
-                            claim.attempt, holder, id, version,
-                        ))  # fmt: skip
-                        _audit(conn, events)
-                        return claim
-                    found = claim_first(
-                        [_read(conn, id)], at, owner=owner, lease_seconds=lease_seconds,
-                        max_attempts=max_attempts,
-                    )  # fmt: skip
-                    if found is not None:
-                        cursor.close()
-                        old, new, taken, events = found
-                        _write(conn, new, old.version)
-                        _audit(conn, events)
-                        return taken
-                return None
+                claim = pick(conn)
+                if read and isinstance(claim, Claim):  # the row as claimed, parsed after commit
+                    return claim, (_rows(conn, one, (claim.id,))[0], _segments(conn, claim.id))
+                return claim, None
 
-        claim = await self._call(run)
+        def pick(conn: sqlite3.Connection) -> Claim | ContinuationFailed | None:
+            at = utcnow()
+            cursor = conn.execute(sql, (_ts(at), _ts(at), owner))
+            for id, run_id, status, held_by, lease, version, fence, attempts in cursor:
+                plain = plain_claim(
+                    id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),
+                    version=version, fence=fence, attempts=attempts, owner=owner,
+                    lease_seconds=lease_seconds, max_attempts=max_attempts, at=at,
+                )  # fmt: skip
+                if plain is not None:
+                    cursor.close()
+                    claim, events = plain
+                    conn.execute(update, (
+                        claim.version, _ts(at), owner, _ts(claim.lease_until), claim.token,
+                        claim.attempt, holder, id, version,
+                    ))  # fmt: skip
+                    _audit(conn, events)
+                    return claim
+                found = claim_first(
+                    [_read(conn, id)], at, owner=owner, lease_seconds=lease_seconds,
+                    max_attempts=max_attempts,
+                )  # fmt: skip
+                if found is not None:
+                    cursor.close()
+                    old, new, taken, events = found
+                    _write(conn, new, old.version)
+                    _audit(conn, events)
+                    return taken
+            return None
+
+        claim, raw = await self._call(run)
         if isinstance(claim, ContinuationFailed):
             raise claim  # out of attempts: it is stored failed now
-        return claim
+        if claim is None:
+            return None
+        if raw is None:
+            return claim, None
+        row, segments = raw
+        return claim, lambda: _row(row).record(segments)
 
     async def audit(self, run_id: str) -> builtins.list[AuditEvent]:
         """See :meth:`Store.audit`."""
@@ -644,6 +668,10 @@ class SQLiteStore(RowStore):
             conn, self._conn = self._conn, None
         if conn is not None and self._owns:
             conn.close()
+
+
+#: A row as read and its segments' bodies, not parsed yet.
+Raw: TypeAlias = tuple[sqlite3.Row, builtins.list[str]]
 
 
 def _rows(

@@ -25,12 +25,15 @@ __all__ = [
     "appended_steps_load_as_one_checkpoint",
     "appends_are_fenced",
     "broken_chains_are_refused",
+    "claim_next_record_reads_what_get_reads",
     "full_checkpoints_retire_segments",
     "grown",
     "unsigned_chains_still_chain",
 ]
 
 KEYS = Keyring.generate("segments")
+#: A lease that expires within a test.
+_SHORT = 0.3
 
 
 class RawSegments(Protocol):
@@ -117,6 +120,40 @@ async def appended_steps_load_as_one_checkpoint(store: Store, make: Continuation
     copy = await store.load(base.id)
     copy.root.state["messages"].append({"role": "user", "content": "injected"})
     await raises(ContinuationTampered, _verified(copy), "a loaded checkpoint edited in memory")
+    await store.complete(claim, output="done")
+
+
+async def claim_next_record_reads_what_get_reads(store: Store, make: ContinuationFactory) -> None:
+    """claim_next_record claims like claim_next and returns the record as get reads it after.
+
+    Shown on an abandoned checkpoint with appended steps (a worker's takeover after a crash):
+    the record carries every step, the new claim's status, token, version and lease.
+    """
+    check(await store.claim_next_record("w2") is None, "claim_next_record on an empty store")
+    base, dead, chain = await _held(store, make, KEYS, lease=_SHORT)
+    frames = [base.root]
+    for step in range(1, 3):
+        frames.append(grown(frames[-1], step))
+        await store.append_segment(chain.next(frames[-1]), claim=dead)
+    await asyncio.sleep(_SHORT + 0.1)
+    found = await store.claim_next_record("w2", lease_seconds=60)
+    check(found is not None, "the abandoned checkpoint was claimed")
+    assert found is not None
+    claim, record = found
+    check(claim.id == base.id and claim.token == dead.token + 1, f"a takeover: {claim}")
+    check(claim.owner == "w2" and claim.attempt == dead.attempt + 1, f"{claim}")
+    check(record.status == "claimed" and record.claimed_by == "w2", f"claimed: {record}")
+    check(record.fence == claim.token and record.version == claim.version, f"{record}")
+    check(record.lease_until == claim.lease_until, f"lease {record.lease_until}")
+    check(record.continuation.root == frames[-1], "the record carries every appended step")
+    check(record.seq == base.seq + 2, f"the last step's seq: {record.seq}")
+    record.continuation.verify(KEYS)
+    got = await store.get(base.id)
+    check(got.continuation.to_json() == record.continuation.to_json(), "get reads the same")
+    same = ("status", "version", "fence", "claimed_by", "lease_until", "attempts", "updated_at")
+    check(all(getattr(got, f) == getattr(record, f) for f in same), f"{got} vs {record}")
+    check(await store.claim_next_record("w3") is None, "a live claim was taken")
+    await raises(ClaimSuperseded, store.complete(dead), "completing under the lost claim")
     await store.complete(claim, output="done")
 
 
@@ -229,6 +266,7 @@ async def _refused(store: Store, id: str, keys: Keyring | None) -> BaseException
 
 SEGMENT_SCENARIOS: list[Scenario] = [
     appended_steps_load_as_one_checkpoint,
+    claim_next_record_reads_what_get_reads,
     full_checkpoints_retire_segments,
     appends_are_fenced,
     unsigned_chains_still_chain,

@@ -24,7 +24,8 @@ class WrappedStore(Store):
     """Delegates every call to ``inner``, around :meth:`_before` and :meth:`_after` hooks.
 
     Every method of the store protocol is delegated, those with a default too, so the
-    backend's own implementation runs (its atomic ``append_step`` and ``claim_next``)."""
+    backend's own implementation runs (its atomic ``append_step``, ``claim_next`` and
+    ``claim_next_record``)."""
 
     def __init__(self, inner: Store) -> None:
         self.inner = inner
@@ -100,6 +101,12 @@ class WrappedStore(Store):
     async def claim_next(self, owner: str, **kwargs: Any) -> Claim | None:
         # The backend's own atomic pick-and-claim, not the default's scan then claim.
         return await self._call("claim_next", owner, **kwargs)  # type: ignore[no-any-return]
+
+    async def claim_next_record(
+        self, owner: str, **kwargs: Any
+    ) -> tuple[Claim, StoredContinuation] | None:
+        # The backend's own claim with its read (one round trip on Postgres and SQLite).
+        return await self._call("claim_next_record", owner, **kwargs)  # type: ignore[no-any-return]
 
     async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
         return await self._call("claimable", limit=limit, owner=owner)  # type: ignore[no-any-return]

@@ -32,7 +32,7 @@ from continuations_core import (
     StoreUnavailable,
     open_store,
 )
-from continuations_core.stores import SyncStore
+from continuations_core.stores import StoredContinuation, SyncStore
 from continuations_core.stores.sqlite import MIGRATIONS as SQLITE_MIGRATIONS
 from continuations_core.testing import store_fencing, store_scenarios
 from continuations_core.testing.store_fencing import (
@@ -49,6 +49,7 @@ from continuations_core.testing.store_scenarios import (
     race_to_claim,
     ready,
 )
+from continuations_core.testing.store_segments import claim_next_record_reads_what_get_reads
 
 SERVICE_PARAMS = [
     pytest.param("postgres", id="postgres", marks=pytest.mark.postgres),
@@ -162,6 +163,47 @@ async def test_the_default_claim_next_of_a_third_party_store_passes_the_scenario
     """Store.claim_next's default (claimable, then claim) follows the same rules."""
     async with _ScanningStore() as store:
         await scenario(store, make_continuation)
+
+
+class _ClaimThenGetStore(MemoryStore):
+    """A store relying on the base class's claim_next_record (claim_next, then get), as third
+    parties do; ``get`` fails while ``failing`` counts down (the store out of reach)."""
+
+    claim_next_record = Store.claim_next_record
+    failing = 0
+
+    async def get(self, id: str) -> StoredContinuation:
+        if self.failing:
+            self.failing -= 1
+            raise StoreUnavailable("the store is out of reach")
+        return await super().get(id)
+
+
+@pytest.mark.asyncio
+async def test_the_default_claim_next_record_reads_what_get_reads() -> None:
+    """Store.claim_next_record's default claims, then gets: the segment scenario passes."""
+    async with _ClaimThenGetStore() as store:
+        await claim_next_record_reads_what_get_reads(store, make_continuation)
+
+
+@pytest.mark.asyncio
+async def test_the_default_claim_next_record_releases_a_claim_it_could_not_read() -> None:
+    """A read that fails after the claim gives the claim back before the error is raised, so
+    the continuation is claimable again at once, not after its lease; nothing ran."""
+    async with _ClaimThenGetStore() as store:
+        cont = await ready(store, make_continuation)
+        store.failing = 1
+        with pytest.raises(StoreUnavailable):
+            await store.claim_next_record("w1", lease_seconds=600)
+        released = await store.get(cont.id)
+        assert released.status == "ready" and released.fence == 1
+        kinds = [e.kind for e in await store.audit(cont.run_id)]
+        assert kinds[-2:] == ["claimed", "released"]
+        found = await store.claim_next_record("w2", lease_seconds=600)
+        assert found is not None
+        claim, record = found
+        assert claim.id == cont.id and claim.token == 2 and claim.owner == "w2"
+        assert record.status == "claimed" and record.fence == 2 and record.claimed_by == "w2"
 
 
 @pytest.mark.asyncio

@@ -902,3 +902,26 @@ async def test_claim_next_record_names_an_unreadable_record_and_keeps_its_claim(
     failed = await store.get(bad.id)
     assert failed.status == "failed" and failed.fence == 1 and failed.claimed_by == "w1"
     assert [e.kind for e in await store.audit(bad.run_id)][-2:] == ["claimed", "failed"]
+
+
+@pytest.mark.parametrize("store", SHARED_PARAMS, indirect=True)
+@pytest.mark.asyncio
+async def test_claim_next_passes_over_this_processs_own_claims_without_reading_them(
+    store: Store,
+) -> None:
+    """The live claims this process holds under the owner name are never candidates, so
+    claim_next does not read them, however many there are: shown with one whose stored
+    document no reader can parse, which claim_next passes over to claim the next one."""
+    held = [await ready(store, make_continuation) for _ in range(3)]
+    for cont in held:
+        assert (found := await store.claim_next("w1", lease_seconds=600)) is not None
+        assert found.id == cont.id
+    text = await _stored_document(store, held[0].id, '{"not": "a continuation"}')
+    nxt = await ready(store, make_continuation)
+    claim = await store.claim_next("w1", lease_seconds=600)
+    assert claim is not None and claim.id == nxt.id
+    assert await store.claim_next("w1") is None
+    await _stored_document(store, held[0].id, text)
+    for cont in held:
+        record = await store.get(cont.id)
+        assert record.status == "claimed" and record.fence == 1 and record.claimed_by == "w1"

@@ -43,7 +43,7 @@ from ._base import (
     Status,
     StoredContinuation,
 )
-from ._owners import holder_id
+from ._owners import holder_id, takeback_terms
 from ._rowstore import Change, RowStore, claim_first, plain_claim
 from ._rules import (
     Events,
@@ -577,17 +577,26 @@ class SQLiteStore(RowStore):
         self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
     ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         # Only the columns the rules need: a document is parsed only for a live claim taken
-        # back or one out of attempts (claim_first then applies the full rules).
+        # back or one out of attempts (claim_first then applies the full rules). A live claim
+        # under ``owner`` is a candidate only as Postgres picks one: held by another session
+        # (never this process's own), under an explicit owner name or taken on this machine;
+        # so the claims this process holds cost nothing however many they are.
         sql = (
             "SELECT id, run_id, status, claimed_by, lease_until, version, fence, attempts "
             # Walk the claimable rows in index order and stop at the first one: the planner
             # would rather sort every ready row on each claim.
             "FROM continuations INDEXED BY continuations_claimable "
             "WHERE status IN ('ready', 'claimed') AND "
-            "((status = 'ready' AND (not_before IS NULL OR not_before <= ?)) OR "
-            "(status = 'claimed' AND (lease_until <= ? OR claimed_by = ?))) "
+            "((status = 'ready' AND (not_before IS NULL OR not_before <= :now)) OR "
+            "(status = 'claimed' AND (lease_until <= :now OR (claimed_by = :owner "
+            # The holder id is session/machine/pid/start (_owners.holder_id).
+            "AND COALESCE(holder, '') <> '' AND holder <> :session "
+            "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
+            "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
+            "= :machine || '/'))))) "
             "ORDER BY updated_at, rowid"
         )
+        session, explicit, machine = takeback_terms(owner)
         update = (
             "UPDATE continuations SET version = ?, status = 'claimed', updated_at = ?, "
             "claimed_by = ?, lease_until = ?, fence = ?, attempts = ?, not_before = NULL, "
@@ -605,7 +614,11 @@ class SQLiteStore(RowStore):
 
         def pick(conn: sqlite3.Connection) -> Claim | ContinuationFailed | None:
             at = utcnow()
-            cursor = conn.execute(sql, (_ts(at), _ts(at), owner))
+            terms = {
+                "now": _ts(at), "owner": owner, "session": session, "explicit": explicit,
+                "machine": machine,
+            }  # fmt: skip
+            cursor = conn.execute(sql, terms)
             for id, run_id, status, held_by, lease, version, fence, attempts in cursor:
                 plain = plain_claim(
                     id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),

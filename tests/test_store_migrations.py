@@ -142,6 +142,10 @@ async def test_sqlite_version_4_segments_survive_the_rowid_rebuild(tmp_path: Pat
     for statement in MIGRATIONS[3]:
         conn.execute(statement)
     conn.executemany("INSERT INTO segments VALUES (?, ?, ?)", stored)
+    conn.execute("DROP INDEX continuations_due")  # and the claim indexes of version 6
+    conn.execute("DROP INDEX continuations_owner")
+    for statement in MIGRATIONS[2]:
+        conn.execute(statement)
     conn.execute("DELETE FROM schema_migrations WHERE version > 4")
     conn.close()
     async with SQLiteStore(path) as store:

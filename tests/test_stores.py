@@ -9,6 +9,7 @@ import sqlite3
 import sys
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -596,7 +597,9 @@ async def test_postgres_claim_next_walks_its_index_instead_of_sorting_the_ready_
     postgres_url: str, analyzed: bool
 ) -> None:
     """The pick of claim_next stops at the first claimable row in index order, whatever the
-    planner knows: a sort of every ready row would make each claim cost O(ready rows)."""
+    planner knows: a sort of every ready row would make each claim cost O(ready rows). Live
+    claims that changed before every ready row are not walked past either: a fleet holding
+    many long runs would make each claim cost O(live claims)."""
     import psycopg
     from psycopg.rows import dict_row
 
@@ -612,6 +615,12 @@ async def test_postgres_claim_next_walks_its_index_instead_of_sorting_the_ready_
         async with await psycopg.AsyncConnection.connect(POSTGRES_URL, autocommit=True) as conn:
             conn.row_factory = dict_row  # type: ignore[assignment]
             await conn.execute(f'UPDATE "{schema}".continuations SET status = %s', ("ready",))
+            await conn.execute(  # the oldest half: live claims of another worker's long runs
+                f'UPDATE "{schema}".continuations SET status = %s, claimed_by = %s, '
+                "lease_until = clock_timestamp() + interval '1 hour', fence = 1, "
+                f'holder = %s WHERE pos <= (SELECT MIN(pos) + 149 FROM "{schema}".continuations)',
+                ("claimed", "other", "s/m/1/1"),
+            )
             if analyzed:
                 await conn.execute(f'ANALYZE "{schema}".continuations')
             params = {**store._claim_next_params("w", 300.0, 5), "skip": []}
@@ -619,13 +628,14 @@ async def test_postgres_claim_next_walks_its_index_instead_of_sorting_the_ready_
             row = await (await conn.execute(explain, params)).fetchone()
     assert row is not None
     [root] = row["QUERY PLAN"]
-    [picked] = [n for n in _plan_nodes(root["Plan"]) if n.get("Subplan Name") == "CTE picked"]
-    nodes = _plan_nodes(picked)
+    [due] = [n for n in _plan_nodes(root["Plan"]) if n.get("Subplan Name") == "CTE due"]
+    nodes = _plan_nodes(due)
     kinds = [n["Node Type"] for n in nodes]
     assert "Sort" not in kinds and "Incremental Sort" not in kinds, kinds
     [scan] = [n for n in nodes if n["Node Type"] == "Index Scan"]
-    assert scan["Index Name"] == "continuations_next"
+    assert scan["Index Name"] == "continuations_due"
     assert scan["Actual Rows"] == 1  # it stopped at the first row
+    assert scan.get("Rows Removed by Filter", 0) == 0  # and walked past no live claim
 
 
 @pytest.mark.postgres
@@ -925,3 +935,48 @@ async def test_claim_next_passes_over_this_processs_own_claims_without_reading_t
     for cont in held:
         record = await store.get(cont.id)
         assert record.status == "claimed" and record.fence == 1 and record.claimed_by == "w1"
+
+
+@pytest.mark.asyncio
+async def test_sqlite_claim_next_walks_a_range_of_its_due_index(tmp_path: Path) -> None:
+    """SQLite's claim_next walks ``continuations_due`` from its start up to now, in index order
+    (no sort), so live claims, due when their lease ends, are outside the range it reads; a
+    restarted owner's candidates are read through the owner index."""
+    from continuations_core.stores.sqlite import _DUE_WALK, _TAKEBACK
+
+    path = tmp_path / "plan.db"
+    async with SQLiteStore(path):
+        pass
+    conn = sqlite3.connect(path)
+    terms = {"now": "x", "owner": "w", "session": "s", "explicit": True, "machine": "m"}
+    due = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _DUE_WALK, terms)]
+    back = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _TAKEBACK, terms)]
+    conn.close()
+    assert due == ["SEARCH continuations USING INDEX continuations_due (<expr><?)"], due
+    assert back[0] == "SEARCH continuations USING INDEX continuations_owner (claimed_by=?)", back
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_claim_next_rescores_queue_entries_an_older_version_scored_by_last_change(
+    tmp_path: Path,
+) -> None:
+    """Older versions scored the queue by last change, so a live claim sat among the due
+    entries: claim_next passes over it once, scores it by its lease end, and never meets it
+    again until then."""
+    async with AsyncExitStack() as stack:
+        url = await _enter(stack, "redis", tmp_path)
+        async with open_store(url) as store:
+            live = await ready(store, make_continuation)
+            held = await store.claim_next("w0", lease_seconds=600)
+            assert held is not None and held.id == live.id
+            client = await store._open()  # type: ignore[attr-defined]
+            queue = store._k("queue")  # type: ignore[attr-defined]
+            await client.zadd(queue, {live.id: 0})  # as an older version left it
+            nxt = await ready(store, make_continuation)
+            claim = await store.claim_next("w1", lease_seconds=600)
+            assert claim is not None and claim.id == nxt.id
+            lease = held.lease_until - datetime(1970, 1, 1, tzinfo=UTC)
+            assert await client.zscore(queue, live.id) == lease // timedelta(microseconds=1)
+            assert await store.claim_next("w1") is None
+            assert (await store.get(live.id)).claimed_by == "w0"

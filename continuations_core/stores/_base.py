@@ -24,6 +24,7 @@ import builtins
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from datetime import datetime
 from typing import Any
 
 from .._schema import Continuation, DecisionRecord
@@ -325,7 +326,7 @@ class Store(ABC):
         """
 
     async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
-        """Ids a worker may claim now, oldest change first.
+        """Ids a worker may claim now, in :meth:`claim_next`'s order.
 
         Ready continuations whose backoff elapsed and expired leases; with ``owner``, also
         live claims held under that name (a restarted owner takes its claims back at once,
@@ -342,7 +343,13 @@ class Store(ABC):
             if (r.lease_until is not None and r.lease_until <= now)
             or (owner is not None and r.claimed_by == owner)
         ]
-        found.sort(key=lambda r: r.updated_at)
+
+        def due(r: StoredContinuation) -> datetime:  # as claim_next orders them
+            if r.status == "claimed" and r.lease_until is not None and r.lease_until <= now:
+                return r.lease_until
+            return r.not_before if r.status == "ready" and r.not_before else r.updated_at
+
+        found.sort(key=due)
         return [r.id for r in found[: max(limit, 0)]]
 
     async def claim_next(
@@ -352,11 +359,14 @@ class Store(ABC):
         lease_seconds: float = 300.0,
         max_attempts: int = DEFAULT_MAX_ATTEMPTS,
     ) -> Claim | None:
-        """Claim the claimable continuation that changed longest ago; None if there is none.
+        """Claim the continuation claimable longest ago; None if there is none.
 
         The candidates are those :meth:`claimable` lists with ``owner``: ready ones whose
         backoff elapsed, expired leases, and live claims held under ``owner``'s name by a
-        process that is gone (a restarted owner). The claim follows the rules of
+        process that is gone (a restarted owner). The one taken is the one that became
+        claimable first: a ready one when it changed or when its backoff ended, an expired
+        claim when its lease ended, a live claim taken back when it was claimed. Live claims
+        are not walked past on the backends, so holding many costs a claim nothing. The claim follows the rules of
         :meth:`claim` (fencing token, attempts, audit ``claimed``). The backends pick and
         claim in one atomic step, so concurrent workers never take the same continuation and
         never wait on each other; this default (for third-party stores) scans, then claims.

@@ -33,6 +33,12 @@ __all__ = [
     "UPDATE",
 ]
 
+# When a ready or claimed row is claimable: a ready one when it changed, or when its backoff
+# ends; a claimed one when its lease ends. claim_next takes the row due longest ago.
+DUE: LiteralString = (
+    "CASE WHEN status = 'claimed' THEN lease_until ELSE COALESCE(not_before, updated_at) END"
+)
+
 # MIGRATIONS[n - 1] upgrades the schema to version n; ``{s}`` is the quoted schema name.
 # Append only; never edit a shipped one.
 MIGRATIONS: tuple[LiteralString, ...] = (
@@ -71,6 +77,11 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     """CREATE INDEX continuations_next ON {s}.continuations (updated_at, pos)
         WHERE status IN ('ready', 'claimed');
     DROP INDEX {s}.continuations_claimable""",
+    # claim_next's order by when a row became claimable (``DUE``), so live claims, due only
+    # when their lease ends, sort after every claimable row: the pick never walks past them.
+    f"""CREATE INDEX continuations_due ON {{s}}.continuations (({DUE}), pos)
+        WHERE status IN ('ready', 'claimed');
+    DROP INDEX {{s}}.continuations_next""",
 )
 
 BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
@@ -100,10 +111,10 @@ UPDATE: LiteralString = """UPDATE {s}.continuations SET version = %s, status = %
     WHERE id = %s AND version = %s"""
 AUDIT: LiteralString = """INSERT INTO {s}.audit (run_id, continuation_id, kind, at, actor,
     detail) VALUES (%s, %s, %s, %s, %s, %s)"""
-CLAIMABLE: LiteralString = """SELECT id FROM {s}.continuations
-    WHERE (status = 'ready' AND (not_before IS NULL OR not_before <= clock_timestamp()))
-    OR (status = 'claimed' AND (lease_until <= clock_timestamp() OR claimed_by = %s))
-    ORDER BY updated_at, pos LIMIT %s FOR UPDATE SKIP LOCKED"""
+CLAIMABLE: LiteralString = f"""SELECT id FROM {{s}}.continuations
+    WHERE status IN ('ready', 'claimed')
+    AND (({DUE}) <= clock_timestamp() OR (status = 'claimed' AND claimed_by = %s))
+    ORDER BY ({DUE}), pos LIMIT %s FOR UPDATE SKIP LOCKED"""
 READ_RAW: LiteralString = """SELECT run_id, status, version, attempts FROM {s}.continuations
     WHERE id = %s FOR UPDATE"""
 FAIL_UNREADABLE: LiteralString = """UPDATE {s}.continuations SET status = 'failed',
@@ -121,28 +132,38 @@ def _iso(ts: LiteralString) -> LiteralString:
     )
 
 
-# One statement picks the oldest claimable row (locked rows skipped) and claims it, with its
-# audit events. A live claim taken back, or one out of attempts, is only picked ("special"):
-# ``claim`` then applies the exact rules to it (taken_over, or failed). The per-status test is
-# one CASE, not an OR of status branches: an OR lets the planner, when the table has no
-# statistics yet (a new schema, a bulk load before autovacuum analyzes it), turn it into a bitmap
-# scan of every ready row and a sort, so each claim cost O(ready rows).
+# One statement picks a claimable row (locked rows skipped) and claims it, with its audit
+# events: the row due longest ago (``DUE``: ready rows, backoffs that ended, expired leases),
+# or a live claim under the owner's name a restarted owner takes back (ordered by when it was
+# claimed), whichever is older. The due row is found walking ``continuations_due`` from its
+# start and stopping at the first unlocked row, so neither live claims nor the table's size
+# cost anything. A live claim taken back, or one out of attempts, is only picked ("special"):
+# ``claim`` then applies the exact rules to it (taken_over, or failed).
 def _claim_next(returning: LiteralString, select: LiteralString) -> LiteralString:
     """``CLAIM_NEXT`` with the claimed row's ``returning`` columns and the final ``select``."""
     return f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
-picked AS MATERIALIZED (
-    SELECT c.id, c.status, c.claimed_by, c.lease_until,
-        (c.status = 'claimed' AND (c.lease_until IS NULL OR c.lease_until > n.t
-            OR c.attempts >= %(max_attempts)s)) AS special
+back AS MATERIALIZED (
+    SELECT c.id, c.status, c.claimed_by, c.lease_until, TRUE AS special,
+        c.updated_at AS key, c.pos
     FROM {{s}}.continuations c, n
-    WHERE c.status IN ('ready', 'claimed') AND c.id <> ALL(%(skip)s::text[]) AND
-        CASE WHEN c.status = 'ready' THEN c.not_before IS NULL OR c.not_before <= n.t
-        ELSE c.lease_until <= n.t OR (
-            c.claimed_by = %(owner)s AND COALESCE(c.holder, '') <> ''
-            AND split_part(c.holder, '/', 1) <> %(session)s
-            AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)) END
+    WHERE c.status = 'claimed' AND c.claimed_by = %(owner)s
+        AND (c.lease_until IS NULL OR c.lease_until > n.t)
+        AND c.id <> ALL(%(skip)s::text[]) AND COALESCE(c.holder, '') <> ''
+        AND split_part(c.holder, '/', 1) <> %(session)s
+        AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)
     ORDER BY c.updated_at, c.pos LIMIT 1
     FOR UPDATE OF c SKIP LOCKED),
+due AS MATERIALIZED (
+    SELECT c.id, c.status, c.claimed_by, c.lease_until,
+        (c.status = 'claimed' AND c.attempts >= %(max_attempts)s) AS special,
+        ({DUE}) AS key, c.pos
+    FROM {{s}}.continuations c, n
+    WHERE c.status IN ('ready', 'claimed') AND ({DUE}) <= n.t
+        AND c.id <> ALL(%(skip)s::text[])
+    ORDER BY ({DUE}), c.pos LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED),
+picked AS MATERIALIZED (
+    SELECT * FROM back UNION ALL SELECT * FROM due ORDER BY key, pos LIMIT 1),
 claimed AS (
     UPDATE {{s}}.continuations c SET version = c.version + 1, status = 'claimed',
         updated_at = n.t, claimed_by = %(owner)s,

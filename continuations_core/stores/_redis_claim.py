@@ -1,11 +1,16 @@
 """``Store.claim_next`` for the Redis store: one Lua script, atomic on the server.
 
 ARGV: prefix, owner, lease (microseconds), holder, session, explicit ("1"/"0"), machine
-("" if none), max_attempts, then ids to skip. Walks <prefix>:queue (ready and claimed ids
-by last change) oldest first and claims the first claimable id, writing the record, its
-indexes and its audit events as RedisStore._write and the shared rules would. Returns nil,
-{"claimed", id, version, lease, token, attempt}, or {"special", id} for a live claim taken
-back or one out of attempts, which the caller claims through the exact rules.
+("" if none), max_attempts, then ids to skip. Walks the due part of <prefix>:queue (ready and
+claimed ids by when each is claimable: a ready one when it changed or its backoff ends, a
+claimed one when its lease ends) from the start up to now, so live claims are never walked
+past, and claims the first claimable id, writing the record, its indexes and its audit events
+as RedisStore._write and the shared rules would. A live claim under the owner's name that a
+restarted owner takes back (from <prefix>:owner:<owner>) goes first if it was claimed before
+that one became due. Returns nil, {"claimed", id, version, lease, token, attempt}, or
+{"special", id} for a live claim taken back or one out of attempts, which the caller claims
+through the exact rules. An entry found in the due part that is not due (scored by an older
+version, by its last change) is scored by when it is due, once.
 """
 
 from __future__ import annotations
@@ -53,27 +58,52 @@ local function int(n) return string.format("%.0f", n) end
 local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local queue, leases = prefix .. ":queue", prefix .. ":leases"
+
+-- The live claim under the owner's name a restarted owner takes back, claimed first.
+local back, back_at = nil, nil
+for _, id in ipairs(redis.call("ZRANGE", prefix .. ":owner:" .. owner, 0, -1)) do
+  if not skip[id] then
+    local f = redis.call("HMGET", prefix .. ":c:" .. id, "status", "holder", "updated_at")
+    local held = f[2] or ""
+    local until_ = tonumber(redis.call("ZSCORE", leases, id))
+    if f[1] == "claimed" and (until_ == nil or until_ > now) and held ~= ""
+        and held:match("^([^/]*)") ~= session
+        and (explicit or (machine ~= "" and held:match("^[^/]*/([^/]*)") == machine))
+        and (back_at == nil or f[3] < back_at) then
+      back, back_at = id, f[3]
+    end
+  end
+end
+
 local start = 0
 while true do
-  local ids = redis.call("ZRANGE", queue, start, start + 15)
-  if #ids == 0 then return nil end
-  for _, id in ipairs(ids) do
+  local ids = redis.call("ZRANGEBYSCORE", queue, "-inf", int(now), "WITHSCORES", "LIMIT",
+    start, 16)
+  if #ids == 0 then
+    if back then return {"special", back} end
+    return nil
+  end
+  for i = 1, #ids, 2 do
+    local id, due = ids[i], tonumber(ids[i + 1])
+    if back and back_at < iso(due) then return {"special", back} end
     local key = prefix .. ":c:" .. id
     local f = redis.call("HMGET", key, "status", "claimed_by", "holder", "attempts", "fence",
       "version", "run_id")
-    local status, held_by, held = f[1], f[2], f[3] or ""
+    local status, held_by = f[1], f[2]
     local until_ = tonumber(redis.call("ZSCORE", leases, id))
     local pick, special = false, false
     if skip[id] then
-      pick = false
+      start = start + 1
     elseif status == "ready" then
       pick = until_ == nil or until_ <= now
+      if not pick then redis.call("ZADD", queue, int(until_), id) end  -- due at its backoff
     elseif status == "claimed" then
-      local expired = until_ ~= nil and until_ <= now
-      local mine = held_by == owner and held ~= "" and held:match("^([^/]*)") ~= session
-        and (explicit or (machine ~= "" and held:match("^[^/]*/([^/]*)") == machine))
-      pick = expired or mine
-      special = pick and (not expired or tonumber(f[4] or "0") >= max_attempts)
+      pick = until_ ~= nil and until_ <= now
+      special = pick and tonumber(f[4] or "0") >= max_attempts
+      if not pick and until_ ~= nil then redis.call("ZADD", queue, int(until_), id) end
+      if not pick and until_ == nil then start = start + 1 end
+    else
+      redis.call("ZREM", queue, id)
     end
     if special then return {"special", id} end
     if pick then
@@ -89,7 +119,7 @@ while true do
       local created = redis.call("ZSCORE", prefix .. ":all", id)
       redis.call("ZREM", prefix .. ":status:" .. status, id)
       redis.call("ZADD", prefix .. ":status:claimed", created, id)
-      redis.call("ZADD", queue, int(now), id)
+      redis.call("ZADD", queue, int(lease), id)
       redis.call("ZADD", leases, int(lease), id)
       if status == "claimed" and held_by then
         redis.call("ZREM", prefix .. ":owner:" .. held_by, id)
@@ -107,6 +137,5 @@ while true do
       return {"claimed", id, version, int(lease), token, attempt}
     end
   end
-  start = start + 16
 end
 """

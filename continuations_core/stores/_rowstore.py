@@ -72,6 +72,20 @@ def next_candidate(row: Row, at: datetime, owner: str) -> bool:
     return False
 
 
+def claim_order(row: Row, at: datetime) -> datetime:
+    """Where ``row`` (a :func:`next_candidate`) stands in :meth:`Store.claim_next`'s order.
+
+    When it became claimable (a ready row when it changed or when its backoff ended, an
+    expired claim when its lease ended), or for a live claim a restarted owner takes back,
+    when it was claimed. The backends order the same way.
+    """
+    if row.status == "claimed" and row.lease_until is not None and row.lease_until <= at:
+        return row.lease_until
+    if row.status == "ready" and row.not_before is not None:
+        return row.not_before
+    return row.updated_at
+
+
 def claim_first(
     rows: Iterable[Row],
     at: datetime,
@@ -80,7 +94,7 @@ def claim_first(
     lease_seconds: float,
     max_attempts: int,
 ) -> tuple[Row, Row, Claim | ContinuationFailed, Events] | None:
-    """Claim the first of ``rows`` (oldest change first) that :meth:`Store.claim` would take.
+    """Claim the first of ``rows`` (in claim order) that :meth:`Store.claim` would take.
 
     Returns the row as it was, the row claimed (or turned ``failed``, out of attempts), the
     claim (or the error to raise once that is written) and the audit events; None if no row

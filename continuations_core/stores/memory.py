@@ -26,7 +26,7 @@ from ._base import (
     StoredContinuation,
 )
 from ._owners import holder_id
-from ._rowstore import Change, RowStore, claim_first, next_candidate
+from ._rowstore import Change, RowStore, claim_first, claim_order, next_candidate
 from ._rules import (
     Events,
     Row,
@@ -212,7 +212,7 @@ class MemoryStore(RowStore):
             self._check_open()
             at = utcnow()
             rows = [row for row in self._rows.values() if next_candidate(row, at, owner)]
-            rows.sort(key=lambda row: (row.updated_at, self._order[row.id]))
+            rows.sort(key=lambda row: (claim_order(row, at), self._order[row.id]))
             found = claim_first(
                 rows, at, owner=owner, lease_seconds=lease_seconds, max_attempts=max_attempts
             )

@@ -6,7 +6,10 @@ Keys live under one prefix (``continuations`` by default)::
     <prefix>:all                sorted set of ids, by creation time (microseconds)
     <prefix>:status:<status>    the same, per status
     <prefix>:run:<run_id>       the same, per run
-    <prefix>:queue              ready and claimed ids, by last change (for claimable)
+    <prefix>:queue              ready and claimed ids, by when each is claimable: a ready
+                                one when it changed or its backoff ends, a claimed one
+                                when its lease ends (older versions scored them by last
+                                change; claim_next rescores such an entry when it meets it)
     <prefix>:leases             claimed ids by lease end, and backing-off ready ids by the
                                 time they may be claimed again
     <prefix>:owner:<owner>      claimed ids held under that owner name (layout 2)
@@ -258,8 +261,9 @@ class RedisStore(RowStore):
         if old is not None and old.status != new.status:
             pipe.zrem(self._k("status", old.status), id)
         pipe.zadd(self._k("status", new.status), {id: score})
-        if new.status in ("ready", "claimed"):
-            pipe.zadd(self._k("queue"), {id: codec.micros(new.updated_at)})
+        if new.status in ("ready", "claimed"):  # by when it is due (claim_next's order)
+            due = new.lease_until if new.status == "claimed" else new.not_before
+            pipe.zadd(self._k("queue"), {id: codec.micros(due or new.updated_at)})
         else:
             pipe.zrem(self._k("queue"), id)
         if new.status == "claimed" and new.lease_until is not None:
@@ -443,7 +447,9 @@ class RedisStore(RowStore):
 
             def queue() -> Claim:
                 pipe.hset(self._k("c", claim.id), "lease_until", codec.ts(renewed.lease_until))
-                pipe.zadd(self._k("leases"), {claim.id: codec.micros(renewed.lease_until)})
+                lease = codec.micros(renewed.lease_until)
+                pipe.zadd(self._k("leases"), {claim.id: lease})
+                pipe.zadd(self._k("queue"), {claim.id: lease})  # due when the lease ends
                 return renewed
 
             return queue
@@ -539,9 +545,9 @@ class RedisStore(RowStore):
                 )
                 found += [codec.text(id) for id in held]
             now = codec.micros(codec.from_time(await client.time()))
-            while len(found) < limit:
-                queue: builtins.list[Any] = await client.zrange(
-                    self._k("queue"), start, start + page - 1
+            while len(found) < limit:  # the due part of the queue (see claim_next)
+                queue: builtins.list[Any] = await client.zrangebyscore(
+                    self._k("queue"), "-inf", now, start=start, num=page
                 )
                 if not queue:
                     break

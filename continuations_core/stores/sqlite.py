@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import builtins
 import contextlib
+import heapq
 import json
 import os
 import sqlite3
@@ -67,6 +68,29 @@ from ._urls import redact
 __all__ = ["MIGRATIONS", "SQLiteStore"]
 
 T = TypeVar("T")
+
+# When a ready or claimed row is claimable: a ready one when it changed, or when its backoff
+# ends; a claimed one when its lease ends (all times in _ts's fixed-width UTC text).
+_DUE = "CASE WHEN status = 'claimed' THEN lease_until ELSE COALESCE(not_before, updated_at) END"
+
+_PICKED = "id, run_id, status, claimed_by, lease_until, version, fence, attempts"
+# claim_next's two walks (see SQLiteStore._pick): the rows due longest ago, in index order,
+# and the live claims under the owner's name a restarted owner may take back.
+_DUE_WALK = (
+    f"SELECT {_PICKED}, {_DUE} AS key, rowid FROM continuations "
+    "INDEXED BY continuations_due WHERE status IN ('ready', 'claimed') "
+    f"AND ({_DUE}) <= :now ORDER BY ({_DUE}), rowid"
+)
+_TAKEBACK = (
+    f"SELECT {_PICKED}, updated_at AS key, rowid FROM continuations "
+    "INDEXED BY continuations_owner WHERE status = 'claimed' AND claimed_by = :owner "
+    "AND (lease_until IS NULL OR lease_until > :now) "
+    # The holder id is session/machine/pid/start (_owners.holder_id).
+    "AND COALESCE(holder, '') <> '' AND holder <> :session "
+    "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
+    "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
+    "= :machine || '/') ORDER BY updated_at, rowid"
+)
 
 # MIGRATIONS[n - 1] upgrades the database to version n. Append only; never edit a shipped one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -127,6 +151,15 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         "SELECT base_id, idx, body FROM segments ORDER BY base_id, idx",
         "DROP TABLE segments",
         "ALTER TABLE segments_v2 RENAME TO segments",
+    ),
+    (
+        # claim_next walks rows by when they became claimable (_DUE), so live claims, due
+        # only when their lease ends, sort after every claimable row and are never walked
+        # past; a restarted owner's candidates are found by owner name.
+        f"CREATE INDEX continuations_due ON continuations ({_DUE}) "
+        "WHERE status IN ('ready', 'claimed')",
+        "CREATE INDEX continuations_owner ON continuations (claimed_by) WHERE status = 'claimed'",
+        "DROP INDEX continuations_claimable",
     ),
 )
 
@@ -543,15 +576,14 @@ class SQLiteStore(RowStore):
     async def claimable(self, *, limit: int = 10, owner: str | None = None) -> builtins.list[str]:
         """See :meth:`Store.claimable`. Reads ids only, so one unreadable row blocks nothing."""
         sql = (
-            "SELECT id FROM continuations INDEXED BY continuations_claimable "
-            "WHERE status IN ('ready', 'claimed') AND ((status = 'ready' AND (not_before IS NULL "
-            "OR not_before <= ?)) OR (status = 'claimed' AND (lease_until <= ? OR claimed_by = ?))) "
-            "ORDER BY updated_at, rowid LIMIT ?"
+            "SELECT id FROM continuations WHERE status IN ('ready', 'claimed') AND "
+            f"(({_DUE}) <= ? OR (status = 'claimed' AND claimed_by = ?)) "
+            f"ORDER BY ({_DUE}), rowid LIMIT ?"
         )
 
         def run(conn: sqlite3.Connection) -> builtins.list[str]:
             now = _ts(utcnow())
-            rows = conn.execute(sql, (now, now, owner, max(int(limit), 0))).fetchall()
+            rows = conn.execute(sql, (now, owner, max(int(limit), 0))).fetchall()
             return [str(r[0]) for r in rows]
 
         return await self._call(run)
@@ -577,25 +609,13 @@ class SQLiteStore(RowStore):
         self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
     ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         # Only the columns the rules need: a document is parsed only for a live claim taken
-        # back or one out of attempts (claim_first then applies the full rules). A live claim
-        # under ``owner`` is a candidate only as Postgres picks one: held by another session
-        # (never this process's own), under an explicit owner name or taken on this machine;
-        # so the claims this process holds cost nothing however many they are.
-        sql = (
-            "SELECT id, run_id, status, claimed_by, lease_until, version, fence, attempts "
-            # Walk the claimable rows in index order and stop at the first one: the planner
-            # would rather sort every ready row on each claim.
-            "FROM continuations INDEXED BY continuations_claimable "
-            "WHERE status IN ('ready', 'claimed') AND "
-            "((status = 'ready' AND (not_before IS NULL OR not_before <= :now)) OR "
-            "(status = 'claimed' AND (lease_until <= :now OR (claimed_by = :owner "
-            # The holder id is session/machine/pid/start (_owners.holder_id).
-            "AND COALESCE(holder, '') <> '' AND holder <> :session "
-            "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
-            "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
-            "= :machine || '/'))))) "
-            "ORDER BY updated_at, rowid"
-        )
+        # back or one out of attempts (claim_first then applies the full rules). Two walks,
+        # merged in order: the rows due longest ago (ready ones, backoffs that ended, expired
+        # leases), in index order, stopping at the first one claimed; and the live claims
+        # under ``owner`` that a restarted owner takes back, by when they were claimed, as
+        # Postgres picks them: held by another session (never this process's own), under an
+        # explicit owner name or taken on this machine. Live claims are never walked past,
+        # however many this process or others hold.
         session, explicit, machine = takeback_terms(owner)
         update = (
             "UPDATE continuations SET version = ?, status = 'claimed', updated_at = ?, "
@@ -618,8 +638,10 @@ class SQLiteStore(RowStore):
                 "now": _ts(at), "owner": owner, "session": session, "explicit": explicit,
                 "machine": machine,
             }  # fmt: skip
-            cursor = conn.execute(sql, terms)
-            for id, run_id, status, held_by, lease, version, fence, attempts in cursor:
+            back = conn.execute(_TAKEBACK, terms).fetchall()
+            cursor = conn.execute(_DUE_WALK, terms)
+            walk = heapq.merge(back, cursor, key=lambda r: (r[8], r[9]))
+            for id, run_id, status, held_by, lease, version, fence, attempts, _, _ in walk:
                 plain = plain_claim(
                     id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),
                     version=version, fence=fence, attempts=attempts, owner=owner,

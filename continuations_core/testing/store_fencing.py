@@ -39,6 +39,7 @@ __all__ = [
     "FENCING_SCENARIOS",
     "attempts_and_backoff",
     "claim_next_oldest_first",
+    "claim_next_orders_by_when_claimable",
     "claim_next_runs_out_of_attempts",
     "claim_next_skips_backoff_and_live_claims",
     "claim_next_takes_expired_leases",
@@ -218,7 +219,7 @@ async def run_status(store: Store, make: ContinuationFactory) -> None:
 
 
 async def claim_next_oldest_first(store: Store, make: ContinuationFactory) -> None:
-    """claim_next takes the continuation that changed longest ago, audited; None when none is."""
+    """claim_next takes the continuation claimable longest ago, audited; None when none is."""
     check(await store.claim_next("w1") is None, "claim_next on an empty store")
     late = make()
     await store.save(late)  # waiting: not claimable until decided, and then the newest
@@ -307,6 +308,28 @@ async def claim_next_runs_out_of_attempts(store: Store, make: ContinuationFactor
     check(await store.claim_next("w3") is None, "a failed continuation was claimed")
 
 
+async def claim_next_orders_by_when_claimable(store: Store, make: ContinuationFactory) -> None:
+    """claim_next takes what became claimable first, and never a live claim, however old.
+
+    An expired lease is due when it ended, not when it was claimed: a continuation decided
+    while the lease still ran goes first. A long run's claim, older than both, is not taken.
+    """
+    live, abandoned = await ready(store, make), await ready(store, make)
+    held = await store.claim_next("w0", lease_seconds=600)
+    check(held is not None and held.id == live.id, f"the long run's claim: {held}")
+    dead = await store.claim_next("w1", lease_seconds=_PAST)
+    check(dead is not None and dead.id == abandoned.id, f"the claim that dies: {dead}")
+    fresh = await ready(store, make)  # decided while the other lease still runs
+    await asyncio.sleep(_PAST + 0.1)
+    order = []
+    while (claim := await store.claim_next("w2", lease_seconds=600)) is not None:
+        order.append(claim.id)
+    check(order == [fresh.id, abandoned.id], f"claimed in order {order}")
+    check(await store.claimable() == [], "nothing else is claimable")
+    kept = await store.get(live.id)
+    check(kept.claimed_by == "w0" and kept.fence == 1, f"the live claim was taken: {kept}")
+
+
 FENCING_SCENARIOS: list[Scenario] = [
     superseded_token_cannot_write,
     fencing_across_checkpoints,
@@ -318,6 +341,7 @@ FENCING_SCENARIOS: list[Scenario] = [
     claim_next_skips_backoff_and_live_claims,
     claim_next_takes_expired_leases,
     claim_next_runs_out_of_attempts,
+    claim_next_orders_by_when_claimable,
 ]
 
 

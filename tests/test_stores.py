@@ -941,7 +941,8 @@ async def test_claim_next_passes_over_this_processs_own_claims_without_reading_t
 async def test_sqlite_claim_next_walks_a_range_of_its_due_index(tmp_path: Path) -> None:
     """SQLite's claim_next walks ``continuations_due`` from its start up to now, in index order
     (no sort), so live claims, due when their lease ends, are outside the range it reads; a
-    restarted owner's candidates are read through the owner index."""
+    restarted owner's candidates are read through the owner index, either side of this
+    session's holders."""
     from continuations_core.stores.sqlite import _DUE_WALK, _TAKEBACK
 
     path = tmp_path / "plan.db"
@@ -950,10 +951,14 @@ async def test_sqlite_claim_next_walks_a_range_of_its_due_index(tmp_path: Path) 
     conn = sqlite3.connect(path)
     terms = {"now": "x", "owner": "w", "session": "s", "explicit": True, "machine": "m"}
     due = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _DUE_WALK, terms)]
-    back = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _TAKEBACK, terms)]
+    below, above = (
+        [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q, terms)] for q in _TAKEBACK
+    )
     conn.close()
     assert due == ["SEARCH continuations USING INDEX continuations_due (<expr><?)"], due
-    assert back[0] == "SEARCH continuations USING INDEX continuations_owner (claimed_by=?)", back
+    # either side of this session's holders: its own claims are not read
+    owner = "SEARCH continuations USING INDEX continuations_owner (claimed_by=? AND holder"
+    assert below[0] == owner + "<?)" and above[0] == owner + ">?)", (below, above)
 
 
 @pytest.mark.redis
@@ -980,3 +985,30 @@ async def test_redis_claim_next_rescores_queue_entries_an_older_version_scored_b
             assert await client.zscore(queue, live.id) == lease // timedelta(microseconds=1)
             assert await store.claim_next("w1") is None
             assert (await store.get(live.id)).claimed_by == "w0"
+
+
+@pytest.mark.redis
+@pytest.mark.asyncio
+async def test_redis_owner_index_is_scored_by_holder_session_and_older_scores_heal(
+    tmp_path: Path,
+) -> None:
+    """Claims under an owner name are scored by their holder's session, so claim_next reads
+    only other sessions' claims there; one an older version scored by creation is read once
+    and rescored, and this session's own claim is never taken back."""
+    from continuations_core.stores._redis_codec import session_score
+
+    async with AsyncExitStack() as stack:
+        url = await _enter(stack, "redis", tmp_path)
+        async with open_store(url) as store:
+            mine = await ready(store, make_continuation)
+            held = await store.claim_next("svc", lease_seconds=600)
+            assert held is not None and held.id == mine.id
+            client = await store._open()  # type: ignore[attr-defined]
+            owners = store._k("owner", "svc")  # type: ignore[attr-defined]
+            raw = await client.hget(store._k("c", mine.id), "holder")  # type: ignore[attr-defined]
+            holder = raw.decode() if isinstance(raw, bytes) else str(raw)
+            assert await client.zscore(owners, mine.id) == session_score(holder)
+            await client.zadd(owners, {mine.id: 0})  # as an older version left it
+            assert await store.claim_next("svc") is None  # its own claim stays put
+            assert await client.zscore(owners, mine.id) == session_score(holder)
+            assert (await store.get(mine.id)).fence == 1

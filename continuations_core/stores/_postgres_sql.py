@@ -79,9 +79,14 @@ MIGRATIONS: tuple[LiteralString, ...] = (
     DROP INDEX {s}.continuations_claimable""",
     # claim_next's order by when a row became claimable (``DUE``), so live claims, due only
     # when their lease ends, sort after every claimable row: the pick never walks past them.
+    # And the claims under an owner name by holder (byte order), so a restarted owner's
+    # candidates, held by another session, are found without reading this session's own.
     f"""CREATE INDEX continuations_due ON {{s}}.continuations (({DUE}), pos)
         WHERE status IN ('ready', 'claimed');
-    DROP INDEX {{s}}.continuations_next""",
+    DROP INDEX {{s}}.continuations_next;
+    CREATE INDEX continuations_holder ON {{s}}.continuations (claimed_by, holder COLLATE "C")
+        WHERE status = 'claimed';
+    DROP INDEX {{s}}.continuations_owner""",
 )
 
 BOOTSTRAP: LiteralString = """CREATE SCHEMA IF NOT EXISTS {s};
@@ -132,6 +137,28 @@ def _iso(ts: LiteralString) -> LiteralString:
     )
 
 
+# Holders either side of this session's in byte order ("0" follows "/"): the index ranges.
+_BELOW_SESSION: LiteralString = 'c.holder COLLATE "C" < %(session)s'
+_ABOVE_SESSION: LiteralString = "c.holder COLLATE \"C\" >= %(session)s || '0'"
+
+
+def _back(holders: LiteralString) -> LiteralString:
+    """The live claim under the owner's name a restarted owner takes back, claimed first,
+    among those whose holder satisfies ``holders``: one side of this session's holders in
+    the index (a holder is session/machine/pid/start), so this session's own are not read."""
+    return f"""
+    SELECT c.id, c.status, c.claimed_by, c.lease_until, TRUE AS special,
+        c.updated_at AS key, c.pos
+    FROM {{s}}.continuations c, n
+    WHERE c.status = 'claimed' AND c.claimed_by = %(owner)s AND {holders}
+        AND (c.lease_until IS NULL OR c.lease_until > n.t)
+        AND c.id <> ALL(%(skip)s::text[]) AND COALESCE(c.holder, '') <> ''
+        AND split_part(c.holder, '/', 1) <> %(session)s
+        AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)
+    ORDER BY c.updated_at, c.pos LIMIT 1
+    FOR UPDATE OF c SKIP LOCKED"""
+
+
 # One statement picks a claimable row (locked rows skipped) and claims it, with its audit
 # events: the row due longest ago (``DUE``: ready rows, backoffs that ended, expired leases),
 # or a live claim under the owner's name a restarted owner takes back (ordered by when it was
@@ -142,28 +169,21 @@ def _iso(ts: LiteralString) -> LiteralString:
 def _claim_next(returning: LiteralString, select: LiteralString) -> LiteralString:
     """``CLAIM_NEXT`` with the claimed row's ``returning`` columns and the final ``select``."""
     return f"""WITH n AS MATERIALIZED (SELECT clock_timestamp() AS t),
-back AS MATERIALIZED (
-    SELECT c.id, c.status, c.claimed_by, c.lease_until, TRUE AS special,
-        c.updated_at AS key, c.pos
-    FROM {{s}}.continuations c, n
-    WHERE c.status = 'claimed' AND c.claimed_by = %(owner)s
-        AND (c.lease_until IS NULL OR c.lease_until > n.t)
-        AND c.id <> ALL(%(skip)s::text[]) AND COALESCE(c.holder, '') <> ''
-        AND split_part(c.holder, '/', 1) <> %(session)s
-        AND (%(explicit)s OR split_part(c.holder, '/', 2) = %(machine)s)
-    ORDER BY c.updated_at, c.pos LIMIT 1
-    FOR UPDATE OF c SKIP LOCKED),
+back_lo AS MATERIALIZED ({_back(_BELOW_SESSION)}),
+back_hi AS MATERIALIZED ({_back(_ABOVE_SESSION)}),
 due AS MATERIALIZED (
     SELECT c.id, c.status, c.claimed_by, c.lease_until,
         (c.status = 'claimed' AND c.attempts >= %(max_attempts)s) AS special,
         ({DUE}) AS key, c.pos
-    FROM {{s}}.continuations c, n
-    WHERE c.status IN ('ready', 'claimed') AND ({DUE}) <= n.t
+    FROM {{s}}.continuations c
+    -- now as a parameter, not a join: the planner then walks the index in order and stops
+    WHERE c.status IN ('ready', 'claimed') AND ({DUE}) <= (SELECT t FROM n)
         AND c.id <> ALL(%(skip)s::text[])
     ORDER BY ({DUE}), c.pos LIMIT 1
     FOR UPDATE OF c SKIP LOCKED),
 picked AS MATERIALIZED (
-    SELECT * FROM back UNION ALL SELECT * FROM due ORDER BY key, pos LIMIT 1),
+    SELECT * FROM back_lo UNION ALL SELECT * FROM back_hi UNION ALL SELECT * FROM due
+    ORDER BY key, pos LIMIT 1),
 claimed AS (
     UPDATE {{s}}.continuations c SET version = c.version + 1, status = 'claimed',
         updated_at = n.t, claimed_by = %(owner)s,

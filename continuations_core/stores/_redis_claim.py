@@ -6,10 +6,11 @@ claimed ids by when each is claimable: a ready one when it changed or its backof
 claimed one when its lease ends) from the start up to now, so live claims are never walked
 past, and claims the first claimable id, writing the record, its indexes and its audit events
 as RedisStore._write and the shared rules would. A live claim under the owner's name that a
-restarted owner takes back (from <prefix>:owner:<owner>) goes first if it was claimed before
-that one became due. Returns nil, {"claimed", id, version, lease, token, attempt}, or
-{"special", id} for a live claim taken back or one out of attempts, which the caller claims
-through the exact rules. An entry found in the due part that is not due (scored by an older
+restarted owner takes back (from <prefix>:owner:<owner>, read either side of this session's
+score, so this session's own claims cost nothing) goes first if it was claimed before that
+one became due. Returns nil, {"claimed", id, version, lease, token, attempt}, or {"special",
+id} for a live claim taken back or one out of attempts, which the caller claims through the
+exact rules. An entry found in the due part that is not due (scored by an older
 version, by its last change) is scored by when it is due, once.
 """
 
@@ -59,9 +60,20 @@ local t = redis.call("TIME")
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local queue, leases = prefix .. ":queue", prefix .. ":leases"
 
--- The live claim under the owner's name a restarted owner takes back, claimed first.
+-- A claim's score in the owner index: its holder's session hashed (codec.session_score).
+local function session_score(held)
+  return tonumber(string.sub(redis.sha1hex(held:match("^([^/]*)") or ""), 1, 13), 16)
+end
+
+-- The live claim under the owner's name a restarted owner takes back, claimed first: read
+-- either side of this session's score, so this session's own claims are not read.
+local owners, mine = prefix .. ":owner:" .. owner, session_score(session)
 local back, back_at = nil, nil
-for _, id in ipairs(redis.call("ZRANGE", prefix .. ":owner:" .. owner, 0, -1)) do
+local others = redis.call("ZRANGEBYSCORE", owners, "-inf", "(" .. int(mine))
+for _, id in ipairs(redis.call("ZRANGEBYSCORE", owners, "(" .. int(mine), "+inf")) do
+  others[#others + 1] = id
+end
+for _, id in ipairs(others) do
   if not skip[id] then
     local f = redis.call("HMGET", prefix .. ":c:" .. id, "status", "holder", "updated_at")
     local held = f[2] or ""
@@ -71,6 +83,11 @@ for _, id in ipairs(redis.call("ZRANGE", prefix .. ":owner:" .. owner, 0, -1)) d
         and (explicit or (machine ~= "" and held:match("^[^/]*/([^/]*)") == machine))
         and (back_at == nil or f[3] < back_at) then
       back, back_at = id, f[3]
+    end
+    -- scored by an older version (by creation): score it by its holder's session, once
+    local scored = held ~= "" and session_score(held)
+    if scored and tonumber(redis.call("ZSCORE", owners, id)) ~= scored then
+      redis.call("ZADD", owners, scored, id)
     end
   end
 end
@@ -124,7 +141,7 @@ while true do
       if status == "claimed" and held_by then
         redis.call("ZREM", prefix .. ":owner:" .. held_by, id)
       end
-      redis.call("ZADD", prefix .. ":owner:" .. owner, created, id)
+      redis.call("ZADD", owners, mine, id)
       local audit = prefix .. ":audit:" .. run_id
       if status == "claimed" then
         redis.call("RPUSH", audit, cjson.encode({run_id = run_id, continuation_id = id,

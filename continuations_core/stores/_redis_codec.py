@@ -5,6 +5,7 @@ Times are ISO text in the record and whole microseconds since the epoch as sorte
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ from .._schema import Continuation, DecisionRecord
 from ._records import LastError, Status
 from ._row import Row, readable
 
-__all__ = ["EPOCH", "dump", "from_time", "micros", "row", "text", "ts"]
+__all__ = ["EPOCH", "dump", "from_time", "micros", "row", "session_score", "text", "ts"]
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -27,6 +28,15 @@ def text(value: bytes | str) -> str:
 
 def ts(value: datetime | None) -> str | None:
     return value.isoformat(timespec="microseconds") if value is not None else None
+
+
+def session_score(holder: str | None) -> int:
+    """A claim's score in ``<prefix>:owner:<owner>``: its holder's session (the part of the
+    holder id before the first "/") hashed to 52 bits, exact as a Redis score. A process finds
+    the claims other sessions hold under its owner name without reading its own; the claim
+    script computes the same (``redis.sha1hex``)."""
+    session = (holder or "").split("/", 1)[0]
+    return int(hashlib.sha1(session.encode()).hexdigest()[:13], 16)
 
 
 def micros(value: datetime) -> int:

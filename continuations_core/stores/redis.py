@@ -12,7 +12,8 @@ Keys live under one prefix (``continuations`` by default)::
                                 change; claim_next rescores such an entry when it meets it)
     <prefix>:leases             claimed ids by lease end, and backing-off ready ids by the
                                 time they may be claimed again
-    <prefix>:owner:<owner>      claimed ids held under that owner name (layout 2)
+    <prefix>:owner:<owner>      claimed ids held under that owner name (layout 2), by their
+                                holder's session (codec.session_score)
     <prefix>:audit:<run_id>     list of the run's audit events, in order
     <prefix>:seg:<id>           list of the segments appended to checkpoint <id> (layout 3)
     <prefix>:layout             the key layout's version
@@ -275,7 +276,7 @@ class RedisStore(RowStore):
         if old is not None and old.status == "claimed" and old.claimed_by is not None:
             pipe.zrem(self._k("owner", old.claimed_by), id)
         if new.status == "claimed" and new.claimed_by is not None:
-            pipe.zadd(self._k("owner", new.claimed_by), {id: score})
+            pipe.zadd(self._k("owner", new.claimed_by), {id: codec.session_score(new.holder)})
         if new.status == "ready" and new.not_before is None:
             pipe.publish(self.channel, id)
         if new.status == "done" and (old is None or old.status != "done"):

@@ -81,16 +81,24 @@ _DUE_WALK = (
     "INDEXED BY continuations_due WHERE status IN ('ready', 'claimed') "
     f"AND ({_DUE}) <= :now ORDER BY ({_DUE}), rowid"
 )
-_TAKEBACK = (
-    f"SELECT {_PICKED}, updated_at AS key, rowid FROM continuations "
-    "INDEXED BY continuations_owner WHERE status = 'claimed' AND claimed_by = :owner "
-    "AND (lease_until IS NULL OR lease_until > :now) "
-    # The holder id is session/machine/pid/start (_owners.holder_id).
-    "AND COALESCE(holder, '') <> '' AND holder <> :session "
-    "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
-    "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
-    "= :machine || '/') ORDER BY updated_at, rowid"
-)
+
+
+def _takeback(holders: str) -> str:
+    """The live claims under the owner's name a restarted owner may take back whose holder
+    satisfies ``holders``: one side of this session's holders in the index (a holder is
+    session/machine/pid/start, and "0" follows "/"), so this session's own are not read."""
+    return (
+        f"SELECT {_PICKED}, updated_at AS key, rowid FROM continuations "
+        "INDEXED BY continuations_owner WHERE status = 'claimed' AND claimed_by = :owner "
+        f"AND {holders} AND (lease_until IS NULL OR lease_until > :now) "
+        "AND COALESCE(holder, '') <> '' AND holder <> :session "
+        "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
+        "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
+        "= :machine || '/') ORDER BY updated_at, rowid"
+    )
+
+
+_TAKEBACK = (_takeback("holder < :session"), _takeback("holder >= :session || '0'"))
 
 # MIGRATIONS[n - 1] upgrades the database to version n. Append only; never edit a shipped one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -155,10 +163,11 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
         # claim_next walks rows by when they became claimable (_DUE), so live claims, due
         # only when their lease ends, sort after every claimable row and are never walked
-        # past; a restarted owner's candidates are found by owner name.
+        # past; a restarted owner's candidates are found by owner name and holder.
         f"CREATE INDEX continuations_due ON continuations ({_DUE}) "
         "WHERE status IN ('ready', 'claimed')",
-        "CREATE INDEX continuations_owner ON continuations (claimed_by) WHERE status = 'claimed'",
+        "CREATE INDEX continuations_owner ON continuations (claimed_by, holder) "
+        "WHERE status = 'claimed'",
         "DROP INDEX continuations_claimable",
     ),
 )
@@ -638,9 +647,9 @@ class SQLiteStore(RowStore):
                 "now": _ts(at), "owner": owner, "session": session, "explicit": explicit,
                 "machine": machine,
             }  # fmt: skip
-            back = conn.execute(_TAKEBACK, terms).fetchall()
+            below, above = (conn.execute(sql, terms).fetchall() for sql in _TAKEBACK)
             cursor = conn.execute(_DUE_WALK, terms)
-            walk = heapq.merge(back, cursor, key=lambda r: (r[8], r[9]))
+            walk = heapq.merge(below, above, cursor, key=lambda r: (r[8], r[9]))
             for id, run_id, status, held_by, lease, version, fence, attempts, _, _ in walk:
                 plain = plain_claim(
                     id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),

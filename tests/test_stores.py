@@ -951,14 +951,12 @@ async def test_sqlite_claim_next_walks_a_range_of_its_due_index(tmp_path: Path) 
     conn = sqlite3.connect(path)
     terms = {"now": "x", "owner": "w", "session": "s", "explicit": True, "machine": "m"}
     due = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _DUE_WALK, terms)]
-    below, above = (
-        [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + q, terms)] for q in _TAKEBACK
-    )
+    back = [r[3] for r in conn.execute("EXPLAIN QUERY PLAN " + _TAKEBACK, terms)]
     conn.close()
     assert due == ["SEARCH continuations USING INDEX continuations_due (<expr><?)"], due
     # either side of this session's holders: its own claims are not read
     owner = "SEARCH continuations USING INDEX continuations_owner (claimed_by=? AND holder"
-    assert below[0] == owner + "<?)" and above[0] == owner + ">?)", (below, above)
+    assert [p for p in back if p.startswith("SEARCH")] == [owner + "<?)", owner + ">?)"], back
 
 
 @pytest.mark.redis

@@ -1,7 +1,7 @@
 """``Store.claim_next`` for the Redis store: one Lua script, atomic on the server.
 
 ARGV: prefix, owner, lease (microseconds), holder, session, explicit ("1"/"0"), machine
-("" if none), max_attempts, then ids to skip. Walks the due part of <prefix>:queue (ready and
+("" if none), max_attempts, the session's score in the owner index, then ids to skip. Walks the due part of <prefix>:queue (ready and
 claimed ids by when each is claimable: a ready one when it changed or its backoff ends, a
 claimed one when its lease ends) from the start up to now, so live claims are never walked
 past, and claims the first claimable id, writing the record, its indexes and its audit events
@@ -21,9 +21,9 @@ __all__ = ["CLAIM_NEXT"]
 CLAIM_NEXT = """
 local prefix, owner, lease_us, holder = ARGV[1], ARGV[2], tonumber(ARGV[3]), ARGV[4]
 local session, explicit, machine = ARGV[5], ARGV[6] == "1", ARGV[7]
-local max_attempts = tonumber(ARGV[8])
+local max_attempts, mine = tonumber(ARGV[8]), tonumber(ARGV[9])
 local skip = {}
-for i = 9, #ARGV do skip[ARGV[i]] = true end
+for i = 10, #ARGV do skip[ARGV[i]] = true end
 
 local function civil(days)  -- days since 1970-01-01 to year, month, day (proleptic Gregorian)
   local z = days + 719468
@@ -67,7 +67,7 @@ end
 
 -- The live claim under the owner's name a restarted owner takes back, claimed first: read
 -- either side of this session's score, so this session's own claims are not read.
-local owners, mine = prefix .. ":owner:" .. owner, session_score(session)
+local owners = prefix .. ":owner:" .. owner
 local back, back_at = nil, nil
 local others = redis.call("ZRANGEBYSCORE", owners, "-inf", "(" .. int(mine))
 for _, id in ipairs(redis.call("ZRANGEBYSCORE", owners, "(" .. int(mine), "+inf")) do
@@ -94,15 +94,20 @@ end
 
 local start = 0
 while true do
-  local ids = redis.call("ZRANGEBYSCORE", queue, "-inf", int(now), "WITHSCORES", "LIMIT",
-    start, 16)
+  local ids, step = nil, 1
+  if back then  -- its claim time is compared with when each entry became due
+    ids, step = redis.call("ZRANGEBYSCORE", queue, "-inf", int(now), "WITHSCORES", "LIMIT",
+      start, 16), 2
+  else
+    ids = redis.call("ZRANGEBYSCORE", queue, "-inf", int(now), "LIMIT", start, 16)
+  end
   if #ids == 0 then
     if back then return {"special", back} end
     return nil
   end
-  for i = 1, #ids, 2 do
-    local id, due = ids[i], tonumber(ids[i + 1])
-    if back and back_at < iso(due) then return {"special", back} end
+  for i = 1, #ids, step do
+    local id = ids[i]
+    if back and back_at < iso(tonumber(ids[i + 1])) then return {"special", back} end
     local key = prefix .. ":c:" .. id
     local f = redis.call("HMGET", key, "status", "claimed_by", "holder", "attempts", "fence",
       "version", "run_id")

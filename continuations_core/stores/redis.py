@@ -575,7 +575,7 @@ class RedisStore(RowStore):
         session, explicit, machine = takeback_terms(owner)
         args: builtins.list[Any] = [
             self.prefix, owner, round(lease_seconds * 1_000_000), holder_id(), session,
-            "1" if explicit else "0", machine or "", max_attempts,
+            "1" if explicit else "0", machine or "", max_attempts, codec.session_score(session),
         ]  # fmt: skip
         skipped: builtins.list[str] = []
         while True:

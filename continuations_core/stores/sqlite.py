@@ -83,6 +83,11 @@ _DUE_WALK = (
 )
 
 
+def _walk_order(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """A picked row's place in claim_next's walk: its key (due or claimed time), its rowid."""
+    return row[8], row[9]
+
+
 def _takeback(holders: str) -> str:
     """The live claims under the owner's name a restarted owner may take back whose holder
     satisfies ``holders``: one side of this session's holders in the index (a holder is
@@ -94,11 +99,12 @@ def _takeback(holders: str) -> str:
         "AND COALESCE(holder, '') <> '' AND holder <> :session "
         "AND substr(holder, 1, length(:session) + 1) <> :session || '/' "
         "AND (:explicit OR substr(holder, instr(holder, '/') + 1, length(:machine) + 1) "
-        "= :machine || '/') ORDER BY updated_at, rowid"
+        "= :machine || '/')"
     )
 
 
-_TAKEBACK = (_takeback("holder < :session"), _takeback("holder >= :session || '0'"))
+# Both sides in one statement, unordered (there are few): sorted where they are merged.
+_TAKEBACK = _takeback("holder < :session") + " UNION ALL " + _takeback("holder >= :session || '0'")
 
 # MIGRATIONS[n - 1] upgrades the database to version n. Append only; never edit a shipped one.
 MIGRATIONS: tuple[tuple[str, ...], ...] = (
@@ -647,9 +653,9 @@ class SQLiteStore(RowStore):
                 "now": _ts(at), "owner": owner, "session": session, "explicit": explicit,
                 "machine": machine,
             }  # fmt: skip
-            below, above = (conn.execute(sql, terms).fetchall() for sql in _TAKEBACK)
+            back = sorted(conn.execute(_TAKEBACK, terms), key=_walk_order)
             cursor = conn.execute(_DUE_WALK, terms)
-            walk = heapq.merge(below, above, cursor, key=lambda r: (r[8], r[9]))
+            walk = heapq.merge(back, cursor, key=_walk_order)
             for id, run_id, status, held_by, lease, version, fence, attempts, _, _ in walk:
                 plain = plain_claim(
                     id, run_id, status=status, claimed_by=held_by, lease_until=_time(lease),

@@ -32,6 +32,8 @@ __all__ = ["measure", "ready_continuations"]
 
 OWNER = "bench"
 LEASE_SECONDS = 300.0
+#: The owner of the live claims held in the second claim_next measurement (long runs).
+LONG_RUNS = "bench-long-runs"
 
 
 async def ready_continuations(store: Store, n: int, *, agent: str = "bench") -> list[str]:
@@ -88,6 +90,14 @@ async def _claim_next_each(store: Store, n: int, floor: _Floor | None) -> dict[s
     if floor is not None:
         rates["floor_next"] = n / floor_spent
     return rates
+
+
+async def _hold_live_claims(store: Store, n: int) -> None:
+    """Leave ``n`` continuations claimed by other workers for an hour: long runs in flight."""
+    await ready_continuations(store, n)
+    for _ in range(n):
+        if await store.claim_next(LONG_RUNS, lease_seconds=3600) is None:
+            raise RuntimeError("a continuation to hold was not claimable")
 
 
 async def _scan_and_claim(store: Store, ids: list[str]) -> float:
@@ -215,6 +225,14 @@ async def measure(cfg: Config) -> list[Figure]:
                         if rep >= cfg.warmup:
                             for key, value in rates.items():
                                 cell.setdefault(key, []).append(value)
+                    # The same claim_next while other workers hold many live claims (long
+                    # runs), older than every ready continuation.
+                    await _hold_live_claims(store, held_claims(cfg))
+                    for rep in range(cfg.warmup + cfg.reps):
+                        await ready_continuations(store, cfg.claims)
+                        rate = (await _claim_next_each(store, cfg.claims, None))["claim_next"]
+                        if rep >= cfg.warmup:
+                            cell.setdefault("claim_next_held", []).append(rate)
                 finally:
                     if floor is not None:
                         await floor.close()
@@ -232,6 +250,8 @@ async def measure(cfg: Config) -> list[Figure]:
             "claim ÷ floor",
             "claim_next ÷ floor",
             "scan+claim ÷ floor",
+            f"claim_next, {held_claims(cfg):,} live claims (/s)",
+            "÷ claim_next",
         ],
         raw={"samples_per_s": samples, "unavailable": unavailable, "n": cfg.claims},
     )
@@ -249,6 +269,8 @@ async def measure(cfg: Config) -> list[Figure]:
             ]
         else:
             row += ["—", "—", "—", "—"]
+        held = summarize(cell["claim_next_held"])
+        row += [_rate(held), fmt_ratio(held.median / nxt.median)]
         fig.rows.append(row)
     fig.notes.append(
         f"{cfg.claims} ready continuations per repetition, claimed one after another by one "
@@ -260,9 +282,21 @@ async def measure(cfg: Config) -> list[Figure]:
         f"{3 * cfg.claims} done records per repetition. Budget: ≥0.6× the floor. The memory "
         "store has no database floor."
     )
+    fig.notes.append(
+        f"claim_next, {held_claims(cfg):,} live claims: after those repetitions, other "
+        f"workers hold {held_claims(cfg):,} claims for an hour (long runs in flight), all "
+        f"older than the ready ones; then {cfg.claims} ready continuations are claimed with "
+        "`claim_next` as above (no floor). ÷ claim_next: over the idle store's claim_next. "
+        "Live claims are never walked past, so it should stay near 1×."
+    )
     for backend, reason in unavailable.items():
         fig.notes.append(f"Not measured: {backend} ({reason}).")
     return [fig]
+
+
+def held_claims(cfg: Config) -> int:
+    """How many live claims other workers hold in the second claim_next measurement."""
+    return 5 * cfg.claims
 
 
 def _rate(s: Any) -> str:

@@ -584,3 +584,29 @@ def _claim_result(exc: BaseException) -> str:
         metrics().claim_conflicts.add(1)
         return "conflict"
     return "error"
+
+
+class PickingRowStore(RowStore):
+    """A :class:`RowStore` whose one pick can also return the claimed row (Postgres, SQLite).
+
+    It implements :meth:`_pick`; both claim hooks come from it.
+    """
+
+    async def _claim_next(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> Claim | None:
+        found = await self._pick(owner, lease_seconds, max_attempts, read=False)
+        return found[0] if found is not None else None
+
+    async def _claim_next_read(
+        self, owner: str, *, lease_seconds: float, max_attempts: int
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        return await self._pick(owner, lease_seconds, max_attempts, read=True)
+
+    @abstractmethod
+    async def _pick(
+        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """Pick and claim the next claimable continuation in one atomic step (see
+        :meth:`Store.claim_next`); with ``read``, also read the claimed row and its segments
+        in that step and return their parser (raising ``SchemaError`` naming the record)."""

@@ -39,7 +39,6 @@ from ..errors import (
 )
 from . import _postgres_sql as q
 from ._base import (
-    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -48,7 +47,7 @@ from ._base import (
     StoredContinuation,
 )
 from ._owners import holder_id, takeback_terms
-from ._rowstore import Change, RowStore
+from ._rowstore import Change, PickingRowStore
 from ._rules import (
     Events,
     Row,
@@ -105,7 +104,7 @@ def from_url(url: str) -> PostgresStore:
     return PostgresStore(urlunsplit(parts._replace(query=rest)), schema=schemas[-1])
 
 
-class PostgresStore(RowStore):
+class PostgresStore(PickingRowStore):
     """A store in one PostgreSQL schema, shared safely by many processes on many machines.
 
     Args:
@@ -493,31 +492,16 @@ class PostgresStore(RowStore):
             cur = await conn.execute(self._q(q.CLAIMABLE), (owner, max(int(limit), 0)))
             return [str(r[0]) for r in await cur.fetchall()]
 
-    async def _claim_next(
-        self,
-        owner: str,
-        *,
-        lease_seconds: float = 300.0,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    ) -> Claim | None:
-        """See :meth:`Store.claim_next`: one statement picks, claims and audits (DB time).
+    async def _pick(
+        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
+    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """See :meth:`Store.claim_next`: one statement picks, claims and audits (DB time);
+        with ``read`` it also returns the claimed row and its segments.
 
         Rows other transactions hold locked are skipped (``FOR UPDATE SKIP LOCKED``), so
         workers never queue behind each other. A live claim taken back by a restarted owner,
         or an abandoned one out of attempts, is claimed through :meth:`claim`'s exact rules.
         """
-        found = await self._pick(owner, lease_seconds, max_attempts, read=False)
-        return found[0] if found is not None else None
-
-    async def _claim_next_read(
-        self, owner: str, *, lease_seconds: float, max_attempts: int
-    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
-        """:meth:`_claim_next` whose statement also returns the claimed row and its segments."""
-        return await self._pick(owner, lease_seconds, max_attempts, read=True)
-
-    async def _pick(
-        self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
-    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
         params = self._claim_next_params(owner, lease_seconds, max_attempts)
         skipped: builtins.list[str] = []
         query = self._q(q.CLAIM_NEXT_READ if read else q.CLAIM_NEXT)

@@ -36,7 +36,6 @@ from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
 from ..errors import ConfigurationError, ContinuationFailed, StoreUnavailable
 from ._base import (
-    DEFAULT_MAX_ATTEMPTS,
     AuditEvent,
     AuditKind,
     Claim,
@@ -45,7 +44,7 @@ from ._base import (
     StoredContinuation,
 )
 from ._owners import holder_id, takeback_terms
-from ._rowstore import Change, RowStore, claim_first, plain_claim
+from ._rowstore import Change, PickingRowStore, claim_first, plain_claim
 from ._rules import (
     Events,
     Row,
@@ -227,7 +226,7 @@ def _immediate(conn: sqlite3.Connection) -> Iterator[None]:
     conn.execute("COMMIT")
 
 
-class SQLiteStore(RowStore):
+class SQLiteStore(PickingRowStore):
     """A store in one SQLite file (or ``:memory:``), shared safely by several processes.
 
     Args:
@@ -603,26 +602,11 @@ class SQLiteStore(RowStore):
 
         return await self._call(run)
 
-    async def _claim_next(
-        self,
-        owner: str,
-        *,
-        lease_seconds: float = 300.0,
-        max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-    ) -> Claim | None:
-        """See :meth:`Store.claim_next`: picked and claimed in one ``BEGIN IMMEDIATE``."""
-        found = await self._pick(owner, lease_seconds, max_attempts, read=False)
-        return found[0] if found is not None else None
-
-    async def _claim_next_read(
-        self, owner: str, *, lease_seconds: float, max_attempts: int
-    ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
-        """:meth:`_claim_next`, also reading the claimed row and its segments in its transaction."""
-        return await self._pick(owner, lease_seconds, max_attempts, read=True)
-
     async def _pick(
         self, owner: str, lease_seconds: float, max_attempts: int, *, read: bool
     ) -> tuple[Claim, Callable[[], StoredContinuation] | None] | None:
+        """See :meth:`Store.claim_next`: picked and claimed in one ``BEGIN IMMEDIATE``; with
+        ``read`` the claimed row and its segments are read in it too."""
         # Only the columns the rules need: a document is parsed only for a live claim taken
         # back or one out of attempts (claim_first then applies the full rules). Two walks,
         # merged in order: the rows due longest ago (ready ones, backoffs that ended, expired

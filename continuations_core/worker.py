@@ -54,6 +54,7 @@ from .errors import (
     ContinuationError,
     ContinuationFailed,
     SchemaError,
+    SignatureError,
 )
 from .stores import Claim, Store, StoredContinuation
 from .stores._records import build_records
@@ -402,15 +403,16 @@ class Worker:
                     owner=self.owner, error=exc,
                 )  # fmt: skip
                 continue
-            except SchemaError as exc:
+            except (SchemaError, SignatureError) as exc:  # a claimed record nothing can run
                 if exc.continuation_id is None:
                     raise
                 await self._fail_unreadable(exc.continuation_id, exc)
                 continue
             return found
 
-    async def _fail_unreadable(self, cid: str, error: SchemaError) -> None:
-        """Fail a record written by a newer version, or edited, without parsing it; go on."""
+    async def _fail_unreadable(self, cid: str, error: SchemaError | SignatureError) -> None:
+        """Fail a record written by a newer version, edited, or whose checkpoint chain is
+        broken, without parsing it; go on."""
         self.failed += 1
         failed = await with_retries(
             lambda: self.store.fail_unreadable(cid, error, actor=self.owner),

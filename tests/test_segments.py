@@ -155,3 +155,39 @@ def test_a_delta_tells_json_types_apart_inside_carried_over_messages() -> None:
     patched = json.loads(json.dumps(old))
     _apply(patched, json.loads(canonical_json(diff(old, new))))
     assert canonical_json(patched) == canonical_json(new)
+
+
+@pytest.mark.parametrize("store", BACKEND_PARAMS, indirect=True)
+@pytest.mark.asyncio
+async def test_a_worker_fails_a_broken_checkpoint_it_claims_and_goes_on(
+    store: Store,  # noqa: F811  # the fixture
+) -> None:
+    """An abandoned checkpoint whose appended segments were reordered is claimed with its read,
+    refused as broken before anything runs, and failed under that one claim: it is not given
+    back to be claimed again, and the worker goes on to the next continuation."""
+    from continuations_core.stores import Claim
+    from continuations_core.testing.store_segments import KEYS, grown
+    from continuations_core.testing.store_segments import _Chain as Chain
+    from continuations_core.worker import Worker
+
+    base = make_continuation(KEYS, leaves=0, run_id="run-broken")
+    base = base.model_copy(update={"root": base.root.model_copy(update={"pending": ()})})
+    base = base.sign(KEYS)
+    dead = await store.checkpoint(base, owner="crashed", lease_seconds=0.2)
+    assert isinstance(dead, Claim)
+    chain, frame = Chain(base, KEYS), base.root
+    for step in (1, 2):
+        frame = grown(frame, step)
+        await store.append_segment(chain.next(frame), claim=dead)
+    await RAW.write(store, base.id, list(reversed(await RAW.read(store, base.id))))
+    await asyncio.sleep(0.3)  # the crashed process's lease ends
+    worker = Worker(store, {}, keys=KEYS, owner="w", expiry_sweep_seconds=None)
+    # Before the fix, the claim was given back and taken again without end.
+    assert await asyncio.wait_for(worker.run(install_signals=False, once=True), 30) == 0
+    assert worker.failed == 1
+    events = await store.audit("run-broken")
+    assert [e.kind for e in events][-2:] == ["claimed", "failed"]
+    assert events[-1].actor == "w" and "Segment 1" in str(events[-1].detail)
+    claims = [e for e in events if e.kind == "claimed"]
+    assert [e.actor for e in claims] == ["w"]  # claimed once, never given back
+    assert await store.claim_next("other") is None  # failed: nothing left to claim

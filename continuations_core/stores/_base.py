@@ -30,7 +30,13 @@ from typing import Any
 from .._schema import Continuation, DecisionRecord
 from .._segments import Segment
 from ..dispatch import BUILTIN, Dispatcher
-from ..errors import ConflictError, ContinuationNotFound, DecisionError, SchemaError
+from ..errors import (
+    ConflictError,
+    ContinuationNotFound,
+    DecisionError,
+    SchemaError,
+    SignatureError,
+)
 from ._records import (
     DEFAULT_MAX_ATTEMPTS,
     ERROR_MESSAGE_LIMIT,
@@ -409,6 +415,9 @@ class Store(ABC):
             ContinuationFailed: As :meth:`claim_next`.
             SchemaError: If the claimed record cannot be read (naming it). The claim holds
                 and nothing ran: fail it with :meth:`fail_unreadable`.
+            SignatureError: If the claimed checkpoint's appended segments do not chain onto
+                it (``BrokenCheckpoint``, naming it). The claim holds and nothing ran, as for
+                ``SchemaError``.
             ContinuationError: Whatever else :meth:`get` raises (a store outage). The claim
                 was released first, as far as the store could be reached, so the
                 continuation is claimable again at once rather than after its lease.
@@ -474,12 +483,13 @@ class Store(ABC):
 async def read_claimed(store: Store, claim: Claim) -> StoredContinuation:
     """The record of a continuation just claimed with ``claim``; see :meth:`Store.claim_next_record`.
 
-    A read that fails (but for an unreadable record, which the caller fails) releases the
-    claim, as far as the store can be reached, before it raises.
+    A read that fails (but for an unreadable record or a broken checkpoint, which the caller
+    fails: released, it would be claimed again at once) releases the claim, as far as the
+    store can be reached, before it raises.
     """
     try:
         return await store.get(claim.id)
-    except SchemaError:
+    except (SchemaError, SignatureError):
         raise
     except BaseException:
         with contextlib.suppress(Exception):

@@ -331,8 +331,8 @@ class RowStore(Store):
         if found is None:
             return None
         claim, parse = found
-        # Parsed after the claim committed: an unreadable record raises SchemaError naming it,
-        # under a claim the caller then fails it with.
+        # Parsed after the claim committed: an unreadable record raises SchemaError (a broken
+        # checkpoint BrokenCheckpoint) naming it, under the claim; the caller fails it.
         return claim, parse() if parse is not None else await read_claimed(self, claim)
 
     async def _spanned_claim_next(
